@@ -1,0 +1,69 @@
+# Cerulean — `make run` serves the embedded model, `make test` runs the whole suite.
+# Every target sets up what it needs; `make install` is idempotent and caches the
+# llama-cpp-python source build inside .venv (about 8 minutes on 2 cores, once).
+
+PYTHON ?= python3
+VENV := .venv
+VENV028 := .venv-openai028
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.cerulean-installed
+STAMP028 := $(VENV028)/.installed
+ARGS ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast check format bench-prompts clean
+
+help: ## Show this help
+	@echo "Cerulean — a self-hosted Azure OpenAI Service"
+	@echo
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  make %-14s %s\n", $$1, $$2}'
+	@echo
+	@echo "Variables: ARGS='--port 8080' (make run), PYTEST_ARGS='-k quickstart' (make test)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || { echo ">> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@if ! $(BIN)/python -c "import llama_cpp" 2>/dev/null; then \
+		echo ">> building llama-cpp-python from source: about 8 minutes on 2 cores, cached in $(VENV) afterwards"; \
+		echo ">>   (compiler steps are shown as [done/total])"; \
+		$(BIN)/python -m pip install -v "llama-cpp-python==0.3.36" 2>&1 \
+			| grep --line-buffered -oE '^\s*\[[0-9]+/[0-9]+\]' | awk '{ printf "\r>>   compiling %s", $$1; fflush() } END { print "" }'; \
+		$(BIN)/python -c "import llama_cpp" || { echo "!! llama-cpp-python failed to build; rerun 'make install' to see pip's full output"; exit 1; }; \
+	fi
+	@echo ">> installing Cerulean and its dependencies into $(VENV)"
+	@$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+$(STAMP028):
+	@echo ">> creating $(VENV028) with openai==0.28.1 (the legacy SDK the tests drive)"
+	@$(PYTHON) -m venv $(VENV028)
+	@$(VENV028)/bin/python -m pip install --quiet --upgrade pip
+	@$(VENV028)/bin/python -m pip install --quiet "openai==0.28.1" "numpy>=1.26"
+	@touch $(STAMP028)
+
+install: $(STAMP) $(STAMP028) ## Create .venv (and the openai 0.28.1 venv); idempotent
+
+run: $(STAMP) ## Serve the embedded model on 127.0.0.1:8000 (ARGS='--port 8080' to change)
+	@$(BIN)/cerulean serve $(ARGS)
+
+test: $(STAMP) $(STAMP028) ## Run every test: unit, in-process app, real server + real SDKs
+	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## Unit and in-process tests only (no real model)
+	@$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+check: $(STAMP) ## ruff format --check, ruff check, mypy --strict (what CI runs)
+	@$(BIN)/ruff format --check src tests bench
+	@$(BIN)/ruff check src tests bench
+	@$(BIN)/mypy
+
+format: $(STAMP) ## Apply ruff's formatting and safe fixes
+	@$(BIN)/ruff format src tests bench
+	@$(BIN)/ruff check --fix src tests bench
+
+bench-prompts: $(STAMP) ## Measure the embedded base model's prompt formats (bench/prompt_formats.py)
+	@$(BIN)/python bench/prompt_formats.py
+
+clean: ## Remove the virtual environments and caches (keeps ~/.cerulean)
+	rm -rf $(VENV) $(VENV028) .mypy_cache .ruff_cache .pytest_cache

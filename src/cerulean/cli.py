@@ -1,0 +1,137 @@
+"""The ``cerulean`` command line."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+
+from cerulean import __version__
+from cerulean.settings import Settings, cli_fields
+from cerulean.state import AppState
+
+__all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _click_type(annotation: Any) -> Any:
+    text = str(annotation)
+    if "Path" in text:
+        return click.Path(path_type=Path)
+    if "int" in text:
+        return click.INT
+    return click.STRING
+
+
+def settings_options(func: F) -> F:
+    """One ``--flag`` per CLI-exposed settings field; unset flags fall back to env and defaults."""
+    for name, field in reversed(list(cli_fields().items())):
+        env = f"CERULEAN_{name.upper()}"
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{field.description} [env: {env}; default: {field.default}]"
+        if field.annotation is bool:
+            decl = f"{flag}/--no-{name.replace('_', '-')}"
+            func = click.option(decl, name, default=None, help=help_text)(func)
+        else:
+            func = click.option(
+                flag, name, default=None, type=_click_type(field.annotation), help=help_text
+            )(func)
+    return func
+
+
+def load_settings(overrides: dict[str, Any]) -> Settings:
+    """Settings from the environment, with CLI flags on top; a bad value exits with its reason."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise click.UsageError(f"invalid setting: {problems}") from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cerulean")
+def main() -> None:
+    """Cerulean: a self-hosted Azure OpenAI Service answered by real local models."""
+
+
+@main.command()
+@settings_options
+def serve(**overrides: Any) -> None:
+    """Serve the Azure OpenAI data plane (default: the embedded Gemma 3 270M on 127.0.0.1:8000)."""
+    settings = load_settings(overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    _check_port_free(settings.host, settings.port)
+    from cerulean.bootstrap import build_default_engine
+
+    try:
+        engine, version = build_default_engine(settings)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    _run_server(settings, engine, version)
+
+
+def _run_server(settings: Settings, engine: Any, version: str) -> None:
+    import uvicorn
+
+    from cerulean.app import create_app
+
+    app = create_app(
+        settings,
+        {engine.info.name: engine},
+        default_model=(engine.info.name, version),
+        on_ready=lambda state: _print_banner(settings, state),
+    )
+    click.echo(f">> loading {engine.info.name}; the endpoint follows once it answers")
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on"
+    )
+    uvicorn.Server(config).run()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot listen on {host}:{port} ({exc.strerror}); another server may be running "
+                "there. Stop it, or pick another port: cerulean serve --port 8001 "
+                "(make run ARGS='--port 8001')"
+            ) from exc
+
+
+def _print_banner(settings: Settings, state: AppState) -> None:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
+    host = f"[{host}]" if ":" in host else host
+    endpoint = f"http://{host}:{settings.port}/"
+    models = ", ".join(state.engines)
+    lines = [
+        "",
+        f"Cerulean is ready: {models} behind deployments gpt-35-turbo and gpt-4.",
+        "Paste these lines into your shell, then run your Azure OpenAI code unchanged:",
+        "",
+        f"export AZURE_OPENAI_ENDPOINT={endpoint}",
+    ]
+    key = state.shown_keys.get("key1")
+    if key is not None:
+        lines += [f"export AZURE_OPENAI_KEY={key}", f"export AZURE_OPENAI_API_KEY={key}"]
+    else:
+        lines += [
+            "# key1 is stored only as a hash and cannot be shown again;",
+            "# set CERULEAN_KEY1 to choose it, or delete the data directory for new keys.",
+        ]
+    lines.append("")
+    click.echo("\n".join(lines))
+    sys.stdout.flush()

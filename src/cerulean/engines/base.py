@@ -1,0 +1,122 @@
+"""The engine interface: what services may ask of any inference backend.
+
+Engines never see wire (pydantic) models: services translate a request into a
+:class:`GenerationRequest` once, and read back :class:`EngineChunk` objects.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "ChatMessage",
+    "Engine",
+    "EngineChunk",
+    "FinishReason",
+    "Generation",
+    "GenerationRequest",
+    "ModelInfo",
+    "SamplingParams",
+]
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One message of a conversation, content already flattened to text."""
+
+    role: str
+    content: str
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens; ``temperature == 0`` means greedy."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A chat generation: messages plus sampling parameters."""
+
+    messages: tuple[ChatMessage, ...]
+    params: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(frozen=True)
+class EngineChunk:
+    """A piece of output. The last chunk of a generation carries ``finish_reason`` and usage."""
+
+    text: str = ""
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What clients and services may know about a loaded model."""
+
+    name: str
+    context_length: int
+    default_max_tokens: int | None
+
+
+class Generation(abc.ABC):
+    """A started generation: iterate it for chunks; ``aclose`` cancels it and frees its slot."""
+
+    prompt_tokens: int
+
+    @abc.abstractmethod
+    def __aiter__(self) -> AsyncIterator[EngineChunk]: ...
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Cancel the generation if it is still running; safe to call more than once."""
+
+
+class Engine(abc.ABC):
+    """An inference backend serving one model."""
+
+    @property
+    @abc.abstractmethod
+    def info(self) -> ModelInfo:
+        """The model this engine serves."""
+
+    @property
+    @abc.abstractmethod
+    def ready(self) -> bool:
+        """Whether :meth:`load` has finished and requests can be served."""
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load the model; blocking, called off the event loop."""
+
+    @abc.abstractmethod
+    async def generate(self, request: GenerationRequest) -> Generation:
+        """Validate and start a generation.
+
+        Raises :class:`~cerulean.errors.ContextLengthExceeded` (and other
+        :class:`~cerulean.errors.APIError` subclasses) *before* any output, so that a streaming
+        response can still answer with a plain JSON error.
+        """
+
+    @abc.abstractmethod
+    async def count_prompt_tokens(self, messages: tuple[ChatMessage, ...]) -> int:
+        """Tokens the rendered prompt for ``messages`` takes in this model."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Stop work and release the model."""

@@ -1,0 +1,138 @@
+"""Turning chat messages into a prompt for a completion model.
+
+Two kinds of format:
+
+* :class:`TemplateFormat` renders the GGUF's own ``tokenizer.chat_template`` with the sandboxed
+  Jinja formatter llama-cpp-python ships (the same environment Hugging Face uses).
+* :data:`BASE_FORMATS` are hand-written formats for *base* models that carry no template, such as
+  the embedded Gemma 3 270M. Which one the embedded model uses was chosen by measurement
+  (``bench/prompt_formats.py``, results in ``docs/prompt-format.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cerulean.engines.base import ChatMessage
+
+__all__ = [
+    "BASE_FORMATS",
+    "EMBEDDED_FORMAT",
+    "PromptFormat",
+    "RenderedPrompt",
+    "TemplateFormat",
+]
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """A prompt and the stop strings that end the assistant's turn in it."""
+
+    text: str
+    stop: tuple[str, ...]
+
+
+class PromptFormat:
+    """Renders messages; subclasses decide how."""
+
+    name = "abstract"
+
+    def render(self, messages: Sequence[ChatMessage]) -> RenderedPrompt:
+        raise NotImplementedError
+
+
+class TemplateFormat(PromptFormat):
+    """The model's own Jinja chat template."""
+
+    name = "chat-template"
+
+    def __init__(self, template: str, *, bos_token: str, eos_token: str) -> None:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self._formatter = Jinja2ChatFormatter(
+            template=template, bos_token=bos_token, eos_token=eos_token
+        )
+        self._eos = eos_token
+
+    def render(self, messages: Sequence[ChatMessage]) -> RenderedPrompt:
+        wire: list[Any] = [_as_dict(m) for m in messages]
+        result = self._formatter(messages=wire)
+        return RenderedPrompt(text=result.prompt, stop=(self._eos,) if self._eos else ())
+
+
+def _as_dict(message: ChatMessage) -> dict[str, str]:
+    out = {"role": message.role, "content": message.content}
+    if message.name:
+        out["name"] = message.name
+    return out
+
+
+class _Transcript(PromptFormat):
+    """``Role: text`` lines, optionally under a preamble; the turn ends at the next role label."""
+
+    def __init__(
+        self, name: str, labels: dict[str, str], preamble: str = "", end: str = "\n\n\n"
+    ) -> None:
+        self.name = name
+        self._labels = labels
+        self._preamble = preamble
+        self._end = end
+
+    def render(self, messages: Sequence[ChatMessage]) -> RenderedPrompt:
+        lines = [self._preamble] if self._preamble else []
+        for message in messages:
+            label = self._labels.get(message.role, self._labels["user"])
+            lines.append(f"{label}: {message.content.strip()}")
+        lines.append(f"{self._labels['assistant']}:")
+        stops = tuple(f"\n{label}:" for label in dict.fromkeys(self._labels.values()))
+        return RenderedPrompt(text="\n".join(lines), stop=(*stops, self._end))
+
+
+class _GemmaTurns(PromptFormat):
+    """Gemma's instruction-tuned turn markup (system text folded into the first user turn)."""
+
+    name = "gemma-turns"
+
+    def render(self, messages: Sequence[ChatMessage]) -> RenderedPrompt:
+        parts: list[str] = []
+        pending_system = ""
+        for message in messages:
+            if message.role in ("system", "developer"):
+                pending_system += message.content.strip() + "\n\n"
+                continue
+            role = "model" if message.role == "assistant" else "user"
+            text = message.content.strip()
+            if role == "user" and pending_system:
+                text, pending_system = pending_system + text, ""
+            parts.append(f"<start_of_turn>{role}\n{text}<end_of_turn>\n")
+        parts.append("<start_of_turn>model\n")
+        return RenderedPrompt(
+            text="".join(parts), stop=("<end_of_turn>", "<start_of_turn>", "\n\n\n")
+        )
+
+
+_CHAT_LABELS = {
+    "system": "System",
+    "developer": "System",
+    "user": "User",
+    "assistant": "Assistant",
+    "tool": "Tool",
+    "function": "Tool",
+}
+
+BASE_FORMATS: dict[str, Callable[[], PromptFormat]] = {
+    "gemma-turns": _GemmaTurns,
+    "transcript": lambda: _Transcript("transcript", _CHAT_LABELS),
+    "transcript-paragraph": lambda: _Transcript("transcript-paragraph", _CHAT_LABELS, end="\n\n"),
+    "transcript-preamble": lambda: _Transcript(
+        "transcript-preamble",
+        _CHAT_LABELS,
+        preamble="A conversation between a user and a helpful, concise assistant. "
+        "The assistant answers in one or two sentences.\n",
+    ),
+}
+
+# Chosen by bench/prompt_formats.py; see docs/prompt-format.md for the figures.
+EMBEDDED_FORMAT = "transcript"

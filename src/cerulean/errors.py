@@ -1,0 +1,202 @@
+"""Cerulean's error hierarchy, rendered in Azure OpenAI's wire shapes.
+
+Every error a client can see is an :class:`APIError`; each class knows its status code and its
+exact Azure body (see ``shared/reference/azure-openai-wire.md`` §2.2, §5)::
+
+    CeruleanError
+    ├── APIError                        rendered to the client by :func:`render`
+    │   ├── ResourceNotFound            404 {"error":{"code":"404","message":"Resource not found"}}
+    │   ├── DeploymentNotFound          404 DeploymentNotFound
+    │   ├── InvalidSubscriptionKey      401 wrong api-key
+    │   ├── MissingCredentials          401 APIM body (no "error" wrapper), no/invalid bearer
+    │   ├── InvalidRequest              400 invalid_request_error (message/type/param/code)
+    │   │   └── ContextLengthExceeded   400 context_length_exceeded
+    │   ├── RequestTooLarge             413 invalid_request_error
+    │   ├── ServiceUnavailable          503 temporarily unable to process
+    │   └── InternalServerError         500 server_error with the request id
+    └── EngineError                     raised by engines; services turn it into an APIError
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "APIError",
+    "CeruleanError",
+    "ContextLengthExceeded",
+    "DeploymentNotFound",
+    "EngineError",
+    "InternalServerError",
+    "InvalidRequest",
+    "InvalidSubscriptionKey",
+    "MissingCredentials",
+    "RequestTooLarge",
+    "ResourceNotFound",
+    "ServiceUnavailable",
+]
+
+
+class CeruleanError(Exception):
+    """Base of every error Cerulean raises on purpose."""
+
+
+class EngineError(CeruleanError):
+    """An engine could not serve a request (load failure, native error)."""
+
+
+class APIError(CeruleanError):
+    """An error with an HTTP status and an Azure-shaped JSON body."""
+
+    status_code: ClassVar[int] = 500
+    headers: dict[str, str]
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = {}
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body sent to the client."""
+        raise NotImplementedError
+
+
+class _CodeMessageError(APIError):
+    """Errors whose wire body is ``{"error": {"code": ..., "message": ...}}``."""
+
+    code: ClassVar[str] = ""
+    default_message: ClassVar[str] = ""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.default_message)
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class ResourceNotFound(_CodeMessageError):
+    """Unknown route, or a missing/unknown ``api-version``."""
+
+    status_code = 404
+    code = "404"
+    default_message = "Resource not found"
+
+
+class DeploymentNotFound(_CodeMessageError):
+    """The deployment named in the path does not exist."""
+
+    status_code = 404
+    code = "DeploymentNotFound"
+    default_message = (
+        "The API deployment for this resource does not exist. If you created the deployment "
+        "within the last 5 minutes, please wait a moment and try again."
+    )
+
+
+class InvalidSubscriptionKey(_CodeMessageError):
+    """An ``api-key`` header was sent but matches neither account key."""
+
+    status_code = 401
+    code = "401"
+    default_message = (
+        "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
+        "provide a valid key for an active subscription and use a correct regional API endpoint "
+        "for your resource."
+    )
+
+
+class MissingCredentials(APIError):
+    """No ``api-key`` and no valid bearer token: API Management's body, without a wrapper."""
+
+    status_code = 401
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Unauthorized. Access token is missing, invalid, audience is incorrect "
+            "(https://cognitiveservices.azure.com), or have expired."
+        )
+
+    def body(self) -> dict[str, Any]:
+        return {"statusCode": 401, "message": self.message}
+
+
+class InvalidRequest(APIError):
+    """A 400 ``invalid_request_error`` with OpenAI's four fields."""
+
+    status_code = 400
+    error_type: ClassVar[str | None] = "invalid_request_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt (plus the requested completion) does not fit the model's context."""
+
+    def __init__(self, *, limit: int, prompt_tokens: int, completion_tokens: int | None) -> None:
+        if completion_tokens is None:
+            message = (
+                f"This model's maximum context length is {limit} tokens. However, your messages "
+                f"resulted in {prompt_tokens} tokens. Please reduce the length of the messages."
+            )
+        else:
+            message = (
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{prompt_tokens + completion_tokens} tokens ({prompt_tokens} in the messages, "
+                f"{completion_tokens} in the completion). Please reduce the length of the "
+                "messages or completion."
+            )
+        super().__init__(message, param="messages", code="context_length_exceeded")
+
+
+class RequestTooLarge(InvalidRequest):
+    """The body is larger than ``max_body_bytes``."""
+
+    status_code = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"The request body is too large: the maximum is {limit} bytes.",
+            code="request_body_too_large",
+        )
+
+
+class ServiceUnavailable(_CodeMessageError):
+    """The model is still loading, or the engine cannot take the request now."""
+
+    status_code = 503
+    code = "ServiceUnavailable"
+    default_message = (
+        "The service is temporarily unable to process your request. Please try again later."
+    )
+
+
+class InternalServerError(APIError):
+    """Anything unexpected: Azure's 500 body, quoting the request id."""
+
+    status_code = 500
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(
+            "The server had an error processing your request. Sorry about that! You can retry "
+            "your request, or contact us through an Azure support request at: "
+            "https://go.microsoft.com/fwlink/?linkid=2213926 if you keep seeing this error. "
+            f"(Please include the request ID {request_id} in your email.)"
+        )
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {"message": self.message, "type": "server_error", "param": None, "code": None}
+        }

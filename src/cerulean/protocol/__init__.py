@@ -1,0 +1,1 @@
+"""Wire schemas (pydantic), named after Azure's OpenAPI spec."""

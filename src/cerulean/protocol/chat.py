@@ -1,0 +1,66 @@
+"""Chat completions request schema.
+
+Spec: Azure/azure-rest-api-specs, file
+``.../data-plane/AzureOpenAI/inference/stable/2024-10-21/inference.json``
+(``createChatCompletionRequest``, ``chatCompletionRequestMessage``); fields in the spec's order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from cerulean.protocol.common import WireModel
+
+__all__ = [
+    "ChatCompletionRequestMessage",
+    "ChatCompletionRequestMessageContentPart",
+    "CreateChatCompletionRequest",
+]
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class ChatCompletionRequestMessageContentPart(WireModel):
+    """A content part: ``{"type": "text", "text": ...}``, ``image_url`` or ``refusal``."""
+
+    type: Literal["text", "image_url", "refusal", "input_audio"]
+    text: str | None = None
+
+
+class ChatCompletionRequestMessage(WireModel):
+    """A message of the conversation."""
+
+    role: Role
+    content: str | list[ChatCompletionRequestMessageContentPart] | None = None
+    name: str | None = None
+
+
+class CreateChatCompletionRequest(WireModel):
+    """``POST /openai/deployments/{deployment-id}/chat/completions``."""
+
+    messages: list[ChatCompletionRequestMessage] = Field(min_length=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    n: int | None = Field(None, ge=1, le=128)
+    stream: bool | None = None
+    stop: str | list[str] | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, int] | None = None
+    user: str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    seed: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[Any] | None = None
+    function_call: str | dict[str, Any] | None = None
+    stream_options: dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    # --- extensions (not in the 2024-10-21 spec) ---
+    model: str | None = None  # sent by the SDKs; routing is by the path's deployment

@@ -1,0 +1,1 @@
+"""Request-level logic; imports protocol, engines and store, never FastAPI."""

@@ -1,0 +1,230 @@
+"""Chat completions: wire request → engine request, engine output → Azure's JSON and SSE."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from cerulean.apiversions import ApiVersion
+from cerulean.engines.base import (
+    ChatMessage,
+    EngineChunk,
+    Generation,
+    GenerationRequest,
+    SamplingParams,
+)
+from cerulean.errors import APIError, EngineError, InternalServerError, InvalidRequest
+from cerulean.ids import completion_id
+from cerulean.protocol.chat import ChatCompletionRequestMessage, CreateChatCompletionRequest
+from cerulean.streaming import DONE, encode_event, error_event
+
+__all__ = [
+    "ChatContext",
+    "collect_completion",
+    "stream_completion",
+    "to_generation_request",
+]
+
+logger = logging.getLogger(__name__)
+
+_SAFE = {"filtered": False, "severity": "safe"}
+_CHOICE_FILTER = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence": _SAFE}
+_PROMPT_FILTER = {**_CHOICE_FILTER, "jailbreak": {"filtered": False, "detected": False}}
+
+# Parameters this release refuses loudly rather than ignore: (field, predicate that it is "used").
+_NOT_YET: tuple[tuple[str, Any], ...] = (
+    ("n", lambda v: v not in (None, 1)),
+    ("logit_bias", lambda v: bool(v)),
+    ("logprobs", lambda v: bool(v)),
+    ("top_logprobs", lambda v: v not in (None, 0)),
+    ("tools", lambda v: bool(v)),
+    ("functions", lambda v: bool(v)),
+    ("tool_choice", lambda v: v not in (None, "none")),
+    ("function_call", lambda v: v not in (None, "none")),
+    ("response_format", lambda v: v is not None and v.get("type") != "text"),
+)
+
+
+@dataclass(frozen=True)
+class ChatContext:
+    """What every chunk or body of one completion shares."""
+
+    model: str
+    api_version: ApiVersion
+    id: str = field(default_factory=completion_id)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def annotate(self) -> bool:
+        return self.api_version.has_content_filter_annotations
+
+
+def _flatten(message: ChatCompletionRequestMessage, index: int) -> ChatMessage:
+    content = message.content
+    if content is None:
+        text = ""
+    elif isinstance(content, str):
+        text = content
+    else:
+        pieces = []
+        for part in content:
+            if part.type != "text":
+                raise InvalidRequest(
+                    f"This model accepts text only; content parts of type '{part.type}' are not "
+                    "supported by this deployment.",
+                    param=f"messages.{index}.content",
+                )
+            pieces.append(part.text or "")
+        text = "\n".join(pieces)
+    return ChatMessage(role=message.role, content=text, name=message.name)
+
+
+def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    stops = [stop] if isinstance(stop, str) else stop
+    if len(stops) > 4:
+        raise InvalidRequest(f"{stops!r} is too long - 'stop'", param="stop")
+    return tuple(s for s in stops if s)
+
+
+def _refuse_unsupported(body: CreateChatCompletionRequest) -> None:
+    for name, used in _NOT_YET:
+        if used(getattr(body, name)):
+            raise InvalidRequest(
+                f"The '{name}' parameter is not supported by Cerulean yet.",
+                param=name,
+                code="unsupported_parameter",
+            )
+
+
+def to_generation_request(body: CreateChatCompletionRequest) -> GenerationRequest:
+    """Translate a validated wire request into the engine's terms (raises 400s)."""
+    _refuse_unsupported(body)
+    messages = tuple(_flatten(m, i) for i, m in enumerate(body.messages))
+    max_tokens = (
+        body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    )
+    params = SamplingParams(
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        max_tokens=max_tokens,
+        stop=_stops(body.stop),
+        seed=body.seed,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+    )
+    return GenerationRequest(messages=messages, params=params)
+
+
+def _usage(final: EngineChunk) -> dict[str, int]:
+    return {
+        "prompt_tokens": final.prompt_tokens,
+        "completion_tokens": final.completion_tokens,
+        "total_tokens": final.prompt_tokens + final.completion_tokens,
+    }
+
+
+def completion_body(ctx: ChatContext, text: str, final: EngineChunk) -> dict[str, Any]:
+    """A non-streaming ``chat.completion`` body."""
+    choice: dict[str, Any] = {
+        "index": 0,
+        "finish_reason": final.finish_reason,
+        "message": {"role": "assistant", "content": text},
+    }
+    body: dict[str, Any] = {
+        "id": ctx.id,
+        "object": "chat.completion",
+        "created": ctx.created,
+        "model": ctx.model,
+        "choices": [choice],
+        "usage": _usage(final),
+    }
+    if ctx.annotate:
+        choice["content_filter_results"] = _CHOICE_FILTER
+        body["prompt_filter_results"] = [
+            {"prompt_index": 0, "content_filter_results": _PROMPT_FILTER}
+        ]
+    return body
+
+
+async def collect_completion(ctx: ChatContext, generation: Generation) -> dict[str, Any]:
+    """Run ``generation`` to the end and build the JSON body."""
+    pieces: list[str] = []
+    final: EngineChunk | None = None
+    try:
+        async for chunk in generation:
+            pieces.append(chunk.text)
+            if chunk.finish_reason is not None:
+                final = chunk
+    finally:
+        await generation.aclose()
+    if final is None:
+        raise EngineError("the engine ended without a finish reason")
+    return completion_body(ctx, "".join(pieces), final)
+
+
+def _chunk(ctx: ChatContext, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+    if ctx.annotate:
+        choice["content_filter_results"] = _CHOICE_FILTER if delta.get("content") else {}
+    return {
+        "id": ctx.id,
+        "object": "chat.completion.chunk",
+        "created": ctx.created,
+        "model": ctx.model,
+        "choices": [choice],
+    }
+
+
+def _prompt_filter_chunk() -> dict[str, Any]:
+    return {
+        "choices": [],
+        "created": 0,
+        "id": "",
+        "model": "",
+        "object": "",
+        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": _PROMPT_FILTER}],
+    }
+
+
+async def stream_completion(
+    ctx: ChatContext, generation: Generation, *, include_usage: bool, request_id: str
+) -> AsyncIterator[bytes]:
+    """SSE events for ``generation``: prompt-filter chunk, role, content, finish, ``[DONE]``.
+
+    Errors after the first byte become a final ``data: {"error": ...}`` event (§4.4); closing this
+    iterator (a client disconnect) cancels the generation and frees its engine slot.
+    """
+    try:
+        if ctx.annotate:
+            yield encode_event(_prompt_filter_chunk())
+        yield encode_event(
+            _with_usage(_chunk(ctx, {"role": "assistant", "content": ""}), include_usage)
+        )
+        async for chunk in generation:
+            if chunk.text:
+                yield encode_event(_with_usage(_chunk(ctx, {"content": chunk.text}), include_usage))
+            if chunk.finish_reason is not None:
+                yield encode_event(_with_usage(_chunk(ctx, {}, chunk.finish_reason), include_usage))
+                if include_usage:
+                    yield encode_event({**_chunk(ctx, {}), "choices": [], "usage": _usage(chunk)})
+        yield DONE
+    except APIError as exc:
+        yield error_event(exc.body())
+        yield DONE
+    except EngineError:
+        logger.exception("stream failed")
+        yield error_event(InternalServerError(request_id).body())
+        yield DONE
+    finally:
+        await generation.aclose()
+
+
+def _with_usage(chunk: dict[str, Any], include_usage: bool) -> dict[str, Any]:
+    if include_usage:
+        chunk["usage"] = None
+    return chunk

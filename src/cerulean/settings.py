@@ -1,0 +1,129 @@
+"""Settings: the single source of truth for environment variables and CLI flags.
+
+Every field reads ``CERULEAN_<NAME>`` from the environment; `cerulean serve` derives one flag per
+field marked ``cli=True`` in its ``json_schema_extra`` (see :func:`cli_fields`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "cli_fields"]
+
+_CLI: dict[str, Any] = {"cli": True}
+
+
+class Settings(BaseSettings):
+    """Cerulean's configuration (env prefix ``CERULEAN_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CERULEAN_", extra="ignore", frozen=True)
+
+    host: str = Field(
+        "127.0.0.1",
+        description="Interface to bind; 127.0.0.1 keeps the server local (0.0.0.0 exposes it).",
+        json_schema_extra=_CLI,
+    )
+    port: int = Field(
+        8000, ge=0, le=65535, description="TCP port to listen on.", json_schema_extra=_CLI
+    )
+    home: Path = Field(
+        Path("~/.cerulean"),
+        description="Data directory: database, assembled model files, generated keys.",
+        json_schema_extra=_CLI,
+    )
+    model: Path | None = Field(
+        None,
+        description="A GGUF file to serve behind the default deployments instead of the embedded "
+        "Gemma 3 270M.",
+        json_schema_extra=_CLI,
+    )
+    n_ctx: int = Field(
+        4096,
+        ge=256,
+        le=1 << 20,
+        description="Context window (tokens) per model.",
+        json_schema_extra=_CLI,
+    )
+    n_threads: int | None = Field(
+        None,
+        ge=1,
+        le=512,
+        description="CPU threads for llama.cpp (default: all cores).",
+        json_schema_extra=_CLI,
+    )
+    n_gpu_layers: int = Field(
+        0,
+        ge=-1,
+        description="Layers to offload to a GPU (-1: all; needs a CUDA build).",
+        json_schema_extra=_CLI,
+    )
+    default_max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Generation cap when a request sets no max_tokens (default: 256 for the "
+        "embedded base model, the rest of the context for others).",
+        json_schema_extra=_CLI,
+    )
+    key1: SecretStr | None = Field(
+        None, description="Account key 1 (env only, e.g. from a secret store)."
+    )
+    key2: SecretStr | None = Field(None, description="Account key 2 (env only).")
+    write_keys_file: bool = Field(
+        True,
+        description="Write generated keys once to <home>/keys.json (mode 0600) so later runs can "
+        "print them again, as the portal does.",
+        json_schema_extra=_CLI,
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the store (default: SQLite in the data directory)."
+    )
+    region: str = Field("local", description="Value of the x-ms-region response header.")
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest request body accepted (bytes)."
+    )
+    log_level: str = Field(
+        "info",
+        pattern="^(critical|error|warning|info|debug)$",
+        description="Log level.",
+        json_schema_extra=_CLI,
+    )
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("model", mode="after")
+    @classmethod
+    def _expand_model(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().resolve()
+
+    @property
+    def threads(self) -> int:
+        """Threads for llama.cpp: the setting, else every core this process may use."""
+        if self.n_threads is not None:
+            return self.n_threads
+        return (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
+
+    @property
+    def store_url(self) -> str:
+        """The database URL, defaulting to SQLite inside the data directory."""
+        return self.database_url or f"sqlite:///{self.home / 'cerulean.db'}"
+
+
+def cli_fields() -> dict[str, Any]:
+    """The settings fields that `cerulean serve` exposes as flags, by name."""
+    return {
+        name: field
+        for name, field in Settings.model_fields.items()
+        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("cli")
+    }

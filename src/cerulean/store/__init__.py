@@ -1,0 +1,8 @@
+"""Persistent state: account keys (hashed) and deployments."""
+
+from __future__ import annotations
+
+from cerulean.store.base import DeploymentRecord, Store
+from cerulean.store.sql import SqlStore
+
+__all__ = ["DeploymentRecord", "SqlStore", "Store"]
