@@ -135,4 +135,4 @@ BASE_FORMATS: dict[str, Callable[[], PromptFormat]] = {
 }
 
 # Chosen by bench/prompt_formats.py; see docs/prompt-format.md for the figures.
-EMBEDDED_FORMAT = "transcript"
+EMBEDDED_FORMAT = "transcript-paragraph"

@@ -51,12 +51,12 @@ def validation_message(error: Any) -> tuple[str, str | None]:
         return f"'{loc[-1]}' is a required property{suffix}", where
     if kind in ("less_than_equal", "less_than"):
         return (
-            f"{value!r} is greater than the maximum of {ctx.get('le', ctx.get('lt'))} - '{where}'",
+            f"{value!r} is greater than the maximum of {_num(ctx.get('le', ctx.get('lt')))} - '{where}'",
             where,
         )
     if kind in ("greater_than_equal", "greater_than"):
         return (
-            f"{value!r} is less than the minimum of {ctx.get('ge', ctx.get('gt'))} - '{where}'",
+            f"{value!r} is less than the minimum of {_num(ctx.get('ge', ctx.get('gt')))} - '{where}'",
             where,
         )
     if kind == "too_short":
@@ -73,6 +73,10 @@ def _is_union_tag(part: int | str) -> bool:
     return isinstance(part, str) and (
         "[" in part or part in ("str", "int", "float", "bool", "list")
     )
+
+
+def _num(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _short(value: Any) -> str:

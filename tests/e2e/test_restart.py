@@ -1,0 +1,113 @@
+"""State survives restarts and kill -9; keys from the environment; a bad --model is explained."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Server, free_port
+
+pytestmark = pytest.mark.slow
+
+URL = "openai/deployments/gpt-35-turbo/chat/completions?api-version=2024-02-01"
+BODY = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+
+def ask(server: Server, key: str) -> int:
+    return httpx.post(
+        server.endpoint + URL, json=BODY, headers={"api-key": key}, timeout=60
+    ).status_code
+
+
+def test_kill_9_keeps_keys_and_deployments(tmp_path: Path) -> None:
+    first = Server(home=tmp_path / "home").start()
+    key = first.key1
+    assert ask(first, key) == 200
+    first.stop(kill=True)
+
+    keys_file = tmp_path / "home" / "keys.json"
+    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    with sqlite3.connect(tmp_path / "home" / "cerulean.db") as db:
+        digests = [row[0] for row in db.execute("SELECT digest FROM account_keys")]
+        deployments = sorted(row[0] for row in db.execute("SELECT name FROM deployments"))
+    assert deployments == ["gpt-35-turbo", "gpt-4"]
+    assert len(digests) == 2 and all(d.startswith("sha256:") and key not in d for d in digests)
+
+    second = Server(home=tmp_path / "home").start()
+    try:
+        assert second.key1 == key
+        assert ask(second, key) == 200
+        assert f"export AZURE_OPENAI_KEY={key}" in second.output()
+    finally:
+        second.stop()
+
+
+def test_keys_from_environment_and_no_keys_file(tmp_path: Path) -> None:
+    env = {
+        "CERULEAN_KEY1": "a" * 32,
+        "CERULEAN_KEY2": "b" * 32,
+        "CERULEAN_WRITE_KEYS_FILE": "false",
+    }
+    server = Server(home=tmp_path / "home", env=env).start()
+    try:
+        assert ask(server, "a" * 32) == 200 and ask(server, "b" * 32) == 200
+        assert ask(server, "c" * 32) == 401
+        assert not (tmp_path / "home" / "keys.json").exists()
+    finally:
+        server.stop()
+
+
+def test_missing_model_file_is_explained(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cerulean",
+            "serve",
+            "--home",
+            str(tmp_path),
+            "--port",
+            str(free_port()),
+            "--model",
+            str(tmp_path / "nope.gguf"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "does not exist" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_busy_port_is_explained(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cerulean",
+                "serve",
+                "--home",
+                str(tmp_path),
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode != 0
+    assert "--port" in done.stderr and "Traceback" not in done.stderr
