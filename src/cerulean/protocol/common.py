@@ -50,15 +50,11 @@ def validation_message(error: Any) -> tuple[str, str | None]:
         suffix = f" - '{parent}'" if parent else ""
         return f"'{loc[-1]}' is a required property{suffix}", where
     if kind in ("less_than_equal", "less_than"):
-        return (
-            f"{value!r} is greater than the maximum of {_num(ctx.get('le', ctx.get('lt')))} - '{where}'",
-            where,
-        )
+        bound = _num(ctx.get("le", ctx.get("lt")))
+        return f"{value!r} is greater than the maximum of {bound} - '{where}'", where
     if kind in ("greater_than_equal", "greater_than"):
-        return (
-            f"{value!r} is less than the minimum of {_num(ctx.get('ge', ctx.get('gt')))} - '{where}'",
-            where,
-        )
+        bound = _num(ctx.get("ge", ctx.get("gt")))
+        return f"{value!r} is less than the minimum of {bound} - '{where}'", where
     if kind == "too_short":
         return f"{value!r} is too short - '{where}'", where
     if kind == "too_long":
