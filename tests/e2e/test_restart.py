@@ -63,27 +63,20 @@ def test_keys_from_environment_and_no_keys_file(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_missing_model_file_is_explained(tmp_path: Path) -> None:
+def serve_and_fail(home: Path, port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `cerulean serve` expecting it to refuse to start; returns what it printed."""
+    command = [sys.executable, "-m", "cerulean", "serve", "--home", str(home), "--port", str(port)]
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cerulean",
-            "serve",
-            "--home",
-            str(tmp_path),
-            "--port",
-            str(free_port()),
-            "--model",
-            str(tmp_path / "nope.gguf"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        [*command, *args], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode != 0
-    assert "does not exist" in done.stderr and "Traceback" not in done.stderr
+    assert "Traceback" not in done.stderr
+    return done
+
+
+def test_missing_model_file_is_explained(tmp_path: Path) -> None:
+    done = serve_and_fail(tmp_path, free_port(), "--model", str(tmp_path / "nope.gguf"))
+    assert "does not exist" in done.stderr
 
 
 def test_busy_port_is_explained(tmp_path: Path) -> None:
@@ -92,22 +85,5 @@ def test_busy_port_is_explained(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = taken.getsockname()[1]
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cerulean",
-                "serve",
-                "--home",
-                str(tmp_path),
-                "--port",
-                str(port),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    assert done.returncode != 0
-    assert "--port" in done.stderr and "Traceback" not in done.stderr
+        done = serve_and_fail(tmp_path, taken.getsockname()[1])
+    assert "cannot listen on" in done.stderr and "--port" in done.stderr
