@@ -98,6 +98,8 @@ class LlamaCppEngine(Engine):
         self._llm: Any = None
         self._format: PromptFormat | None = None
         self._vocab: Any = None
+        self._bos_text = ""
+        self._add_bos = True
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self._loaded = threading.Event()
         self._info = ModelInfo(spec.name, spec.n_ctx, spec.default_max_tokens)
@@ -135,6 +137,9 @@ class LlamaCppEngine(Engine):
             raise EngineError(f"could not load {spec.path}: {exc}") from exc
         self._llm = llm
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        # Known once per model; tokenize_prompt reads them on every request.
+        self._bos_text = self._token_text(llm, llm.token_bos())
+        self._add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token", "true") != "false"
         self._format = self._choose_format(llm)
         self._info = ModelInfo(spec.name, llm.n_ctx(), spec.default_max_tokens)
         self._loaded.set()
@@ -148,7 +153,7 @@ class LlamaCppEngine(Engine):
             return BASE_FORMATS[self._spec.base_format]()
         return TemplateFormat(
             template,
-            bos_token=self._token_text(llm, llm.token_bos()),
+            bos_token=self._bos_text,
             eos_token=self._token_text(llm, llm.token_eos()),
         )
 
@@ -163,11 +168,9 @@ class LlamaCppEngine(Engine):
         if not self.ready:
             raise ServiceUnavailable()
         rendered = self.prompt_format.render(messages)
-        llm = self._llm
-        bos = self._token_text(llm, llm.token_bos())
-        add_bos = bool(llm.metadata.get("tokenizer.ggml.add_bos_token", "true") != "false")
-        add_bos = add_bos and not (bos and rendered.text.startswith(bos))
-        tokens = llm.tokenize(rendered.text.encode("utf-8"), add_bos=add_bos, special=True)
+        bos = self._bos_text
+        add_bos = self._add_bos and not (bos and rendered.text.startswith(bos))
+        tokens = self._llm.tokenize(rendered.text.encode("utf-8"), add_bos=add_bos, special=True)
         return list(tokens), rendered.stop
 
     async def count_prompt_tokens(self, messages: tuple[ChatMessage, ...]) -> int:
