@@ -31,6 +31,10 @@ def build_default_engine(
         "n_ctx": settings.n_ctx,
         "n_threads": settings.threads,
         "n_gpu_layers": settings.n_gpu_layers,
+        "parallel": settings.parallel,
+        "n_batch": settings.n_batch,
+        "queue_size": settings.queue_size,
+        "queue_timeout": settings.queue_timeout,
     }
     if settings.model is not None:
         if not settings.model.is_file():

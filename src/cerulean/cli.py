@@ -25,6 +25,8 @@ def _click_type(annotation: Any) -> Any:
     text = str(annotation)
     if "Path" in text:
         return click.Path(path_type=Path)
+    if "float" in text:
+        return click.FLOAT
     if "int" in text:
         return click.INT
     return click.STRING

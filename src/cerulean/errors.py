@@ -13,6 +13,7 @@ exact Azure body (see ``shared/reference/azure-openai-wire.md`` §2.2, §5)::
     │   │   └── ContextLengthExceeded   400 context_length_exceeded
     │   ├── RequestTooLarge             413 invalid_request_error
     │   ├── ServiceUnavailable          503 temporarily unable to process
+    │   ├── ServerBusy                  429 every slot busy and the waiting line full
     │   └── InternalServerError         500 server_error with the request id
     └── EngineError                     raised by engines; services turn it into an APIError
 """
@@ -33,6 +34,7 @@ __all__ = [
     "MissingCredentials",
     "RequestTooLarge",
     "ResourceNotFound",
+    "ServerBusy",
     "ServiceUnavailable",
 ]
 
@@ -173,14 +175,42 @@ class RequestTooLarge(InvalidRequest):
         )
 
 
+def _retry_headers(seconds: float) -> dict[str, str]:
+    """``retry-after`` (whole seconds) and ``retry-after-ms``, which openai 1.x honours first."""
+    return {"retry-after": str(max(1, round(seconds))), "retry-after-ms": str(int(seconds * 1000))}
+
+
 class ServiceUnavailable(_CodeMessageError):
-    """The model is still loading, or the engine cannot take the request now."""
+    """The model is still loading, or no slot freed up within the queue timeout."""
 
     status_code = 503
     code = "ServiceUnavailable"
     default_message = (
         "The service is temporarily unable to process your request. Please try again later."
     )
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        if retry_after is not None:
+            self.headers.update(_retry_headers(retry_after))
+
+
+class ServerBusy(_CodeMessageError):
+    """Every slot is busy and the waiting line is full: Azure's capacity 429 (§5.3).
+
+    Azure answers an overloaded backend with a 429 that reads like its 503; openai 1.x retries
+    it after ``retry-after-ms``.
+    """
+
+    status_code = 429
+    code = "429"
+    default_message = (
+        "The service is temporarily unable to process your request. Please try again later."
+    )
+
+    def __init__(self, *, retry_after: float) -> None:
+        super().__init__()
+        self.headers.update(_retry_headers(retry_after))
 
 
 class InternalServerError(APIError):

@@ -46,7 +46,8 @@ class Settings(BaseSettings):
         4096,
         ge=256,
         le=1 << 20,
-        description="Context window (tokens) per model.",
+        description="Context window (tokens) of each request slot; the KV cache holds "
+        "--parallel of them.",
         json_schema_extra=_CLI,
     )
     n_threads: int | None = Field(
@@ -56,10 +57,38 @@ class Settings(BaseSettings):
         description="CPU threads for llama.cpp (default: all cores).",
         json_schema_extra=_CLI,
     )
-    n_gpu_layers: int = Field(
-        0,
+    n_gpu_layers: int | None = Field(
+        None,
         ge=-1,
-        description="Layers to offload to a GPU (-1: all; needs a CUDA build).",
+        description="Layers to offload to a GPU (-1: all). Default: all when llama.cpp was built "
+        "with a GPU backend and finds a device, else 0.",
+        json_schema_extra=_CLI,
+    )
+    parallel: int = Field(
+        8,
+        ge=1,
+        le=128,
+        description="Requests one model generates at once (slots); more wait in line.",
+        json_schema_extra=_CLI,
+    )
+    n_batch: int = Field(
+        512,
+        ge=32,
+        le=8192,
+        description="Most tokens one llama.cpp decode step carries (long prompts are chunked).",
+        json_schema_extra=_CLI,
+    )
+    queue_size: int = Field(
+        64,
+        ge=0,
+        description="Requests that may wait for a slot; beyond it the answer is 429 with "
+        "retry-after.",
+        json_schema_extra=_CLI,
+    )
+    queue_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a request may wait for a slot before a 503.",
         json_schema_extra=_CLI,
     )
     default_max_tokens: int | None = Field(

@@ -165,7 +165,8 @@ def test_unknown_deployment(client: TestClient) -> None:
         (b'"a string"', 400, "is not of type 'object'"),
         (b'{"messages": "hi"}', 400, "is not of type 'array' - 'messages'"),
         (b'{"messages":[{"role":"user","content":1}]}', 400, "messages.0.content"),
-        (b'{"messages":[{"role":"user","content":"x"}],"n":2}', 400, "'n' parameter"),
+        (b'{"messages":[{"role":"user","content":"x"}],"n":0}', 400, "'n'"),
+        (b'{"messages":[{"role":"user","content":"x"}],"n":129}', 400, "'n'"),
         (
             b'{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}',
             400,
@@ -263,3 +264,29 @@ def test_no_fastapi_detail_anywhere(client: TestClient) -> None:
     ]:
         response = client.request(method, path)
         assert "detail" not in response.json()
+
+
+def test_n_gives_one_choice_per_answer_and_sums_usage(client: TestClient) -> None:
+    body = client.post(URL, json={**BODY, "n": 3}).json()
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    assert all(c["message"]["content"] == "You said: hello there" for c in body["choices"])
+    one = client.post(URL, json=BODY).json()["usage"]
+    assert body["usage"]["prompt_tokens"] == one["prompt_tokens"]
+    assert body["usage"]["completion_tokens"] == 3 * one["completion_tokens"]
+
+
+def test_n_streams_every_choice_with_its_index(client: TestClient) -> None:
+    body = {**BODY, "n": 2, "stream": True, "stream_options": {"include_usage": True}}
+    chunks = [json.loads(e) for e in sse_events(client.post(URL, json=body).text)[:-1]]
+    content: dict[int, str] = {}
+    finished = set()
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            content[choice["index"]] = content.get(choice["index"], "") + (
+                choice["delta"].get("content") or ""
+            )
+            if choice["finish_reason"]:
+                finished.add(choice["index"])
+    assert content == {0: "You said: hello there", 1: "You said: hello there"}
+    assert finished == {0, 1}
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 4

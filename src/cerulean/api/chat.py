@@ -35,7 +35,11 @@ async def create_chat_completion(
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         events = stream_completion(
-            ctx, generation, include_usage=include_usage, request_id=request.state.request_id
+            ctx,
+            generation,
+            include_usage=include_usage,
+            request_id=request.state.request_id,
+            n=body.n or 1,
         )
         return StreamingResponse(events, media_type=SSE_MEDIA_TYPE, headers=headers)
     result = await _unless_disconnected(request, collect_completion(ctx, generation))

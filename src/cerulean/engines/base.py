@@ -53,13 +53,15 @@ class GenerationRequest:
 
     messages: tuple[ChatMessage, ...]
     params: SamplingParams = field(default_factory=SamplingParams)
+    n: int = 1  # answers to sample from one evaluation of the prompt
 
 
 @dataclass(frozen=True)
 class EngineChunk:
-    """A piece of output. The last chunk of a generation carries ``finish_reason`` and usage."""
+    """A piece of answer ``index``; the answer's last chunk carries finish reason and usage."""
 
     text: str = ""
+    index: int = 0
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -116,6 +118,10 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def count_prompt_tokens(self, messages: tuple[ChatMessage, ...]) -> int:
         """Tokens the rendered prompt for ``messages`` takes in this model."""
+
+    def stats(self) -> dict[str, int]:
+        """Gauges and counters for ``/metrics`` (slots busy, requests waiting...)."""
+        return {}
 
     @abc.abstractmethod
     async def aclose(self) -> None:

@@ -27,26 +27,31 @@ def _echo(request: GenerationRequest) -> list[str]:
 
 class _FakeGeneration(Generation):
     def __init__(
-        self, pieces: list[str], prompt_tokens: int, max_tokens: int, delay: float
+        self, pieces: list[str], prompt_tokens: int, max_tokens: int, delay: float, n: int = 1
     ) -> None:
         self._pieces = pieces
         self.prompt_tokens = prompt_tokens
         self._max = max_tokens
         self._delay = delay
+        self._n = n
         self.closed = False
 
     async def __aiter__(self) -> AsyncIterator[EngineChunk]:
-        produced = 0
-        for piece in self._pieces:
-            if produced >= self._max or self.closed:
-                break
-            await asyncio.sleep(self._delay)
-            produced += 1
-            yield EngineChunk(text=piece)
-        finish: FinishReason = "length" if produced < len(self._pieces) else "stop"
-        yield EngineChunk(
-            finish_reason=finish, prompt_tokens=self.prompt_tokens, completion_tokens=produced
-        )
+        for index in range(self._n):
+            produced = 0
+            for piece in self._pieces:
+                if produced >= self._max or self.closed:
+                    break
+                await asyncio.sleep(self._delay)
+                produced += 1
+                yield EngineChunk(text=piece, index=index)
+            finish: FinishReason = "length" if produced < len(self._pieces) else "stop"
+            yield EngineChunk(
+                finish_reason=finish,
+                index=index,
+                prompt_tokens=self.prompt_tokens,
+                completion_tokens=produced,
+            )
 
     async def aclose(self) -> None:
         self.closed = True
@@ -90,9 +95,13 @@ class FakeEngine(Engine):
         if prompt >= limit or (wanted is not None and prompt + wanted > limit):
             raise ContextLengthExceeded(limit=limit, prompt_tokens=prompt, completion_tokens=wanted)
         cap = wanted if wanted is not None else self._info.default_max_tokens or limit
-        generation = _FakeGeneration(self._handler(request), prompt, cap, self._delay)
+        generation = _FakeGeneration(self._handler(request), prompt, cap, self._delay, request.n)
         self.generations.append(generation)
         return generation
+
+    def stats(self) -> dict[str, int]:
+        running = sum(not g.closed for g in self.generations)
+        return {"slots": 1, "slots_busy": min(running, 1), "waiting": 0, "running": running}
 
     async def aclose(self) -> None:
         self._ready = False

@@ -36,7 +36,6 @@ _PROMPT_FILTER = {**_CHOICE_FILTER, "jailbreak": {"filtered": False, "detected":
 
 # Parameters this release refuses loudly rather than ignore: (field, predicate that it is "used").
 _NOT_YET: tuple[tuple[str, Any], ...] = (
-    ("n", lambda v: v not in (None, 1)),
     ("logit_bias", lambda v: bool(v)),
     ("logprobs", lambda v: bool(v)),
     ("top_logprobs", lambda v: v not in (None, 0)),
@@ -117,34 +116,43 @@ def to_generation_request(body: CreateChatCompletionRequest) -> GenerationReques
         presence_penalty=body.presence_penalty or 0.0,
         frequency_penalty=body.frequency_penalty or 0.0,
     )
-    return GenerationRequest(messages=messages, params=params)
+    return GenerationRequest(messages=messages, params=params, n=body.n or 1)
 
 
-def _usage(final: EngineChunk) -> dict[str, int]:
+def _usage(finals: dict[int, EngineChunk]) -> dict[str, int]:
+    """Usage of all choices: the prompt once, every choice's completion tokens."""
+    prompt = next(iter(finals.values())).prompt_tokens if finals else 0
+    completion = sum(chunk.completion_tokens for chunk in finals.values())
     return {
-        "prompt_tokens": final.prompt_tokens,
-        "completion_tokens": final.completion_tokens,
-        "total_tokens": final.prompt_tokens + final.completion_tokens,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
     }
 
 
-def completion_body(ctx: ChatContext, text: str, final: EngineChunk) -> dict[str, Any]:
-    """A non-streaming ``chat.completion`` body."""
-    choice: dict[str, Any] = {
-        "index": 0,
-        "finish_reason": final.finish_reason,
-        "message": {"role": "assistant", "content": text},
-    }
+def completion_body(
+    ctx: ChatContext, texts: dict[int, str], finals: dict[int, EngineChunk]
+) -> dict[str, Any]:
+    """A non-streaming ``chat.completion`` body with one choice per answer."""
+    choices: list[dict[str, Any]] = []
+    for index in sorted(finals):
+        choice: dict[str, Any] = {
+            "index": index,
+            "finish_reason": finals[index].finish_reason,
+            "message": {"role": "assistant", "content": texts.get(index, "")},
+        }
+        if ctx.annotate:
+            choice["content_filter_results"] = _CHOICE_FILTER
+        choices.append(choice)
     body: dict[str, Any] = {
         "id": ctx.id,
         "object": "chat.completion",
         "created": ctx.created,
         "model": ctx.model,
-        "choices": [choice],
-        "usage": _usage(final),
+        "choices": choices,
+        "usage": _usage(finals),
     }
     if ctx.annotate:
-        choice["content_filter_results"] = _CHOICE_FILTER
         body["prompt_filter_results"] = [
             {"prompt_index": 0, "content_filter_results": _PROMPT_FILTER}
         ]
@@ -153,22 +161,24 @@ def completion_body(ctx: ChatContext, text: str, final: EngineChunk) -> dict[str
 
 async def collect_completion(ctx: ChatContext, generation: Generation) -> dict[str, Any]:
     """Run ``generation`` to the end and build the JSON body."""
-    pieces: list[str] = []
-    final: EngineChunk | None = None
+    texts: dict[int, str] = {}
+    finals: dict[int, EngineChunk] = {}
     try:
         async for chunk in generation:
-            pieces.append(chunk.text)
+            texts[chunk.index] = texts.get(chunk.index, "") + chunk.text
             if chunk.finish_reason is not None:
-                final = chunk
+                finals[chunk.index] = chunk
     finally:
         await generation.aclose()
-    if final is None:
+    if not finals or len(finals) != len(texts):
         raise EngineError("the engine ended without a finish reason")
-    return completion_body(ctx, "".join(pieces), final)
+    return completion_body(ctx, texts, finals)
 
 
-def _chunk(ctx: ChatContext, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+def _chunk(
+    ctx: ChatContext, delta: dict[str, Any], finish: str | None = None, index: int = 0
+) -> dict[str, Any]:
+    choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish}
     if ctx.annotate:
         choice["content_filter_results"] = _CHOICE_FILTER if delta.get("content") else {}
     return {
@@ -192,7 +202,12 @@ def _prompt_filter_chunk() -> dict[str, Any]:
 
 
 async def stream_completion(
-    ctx: ChatContext, generation: Generation, *, include_usage: bool, request_id: str
+    ctx: ChatContext,
+    generation: Generation,
+    *,
+    include_usage: bool,
+    request_id: str,
+    n: int = 1,
 ) -> AsyncIterator[bytes]:
     """SSE events for ``generation``: prompt-filter chunk, role, content, finish, ``[DONE]``.
 
@@ -202,16 +217,21 @@ async def stream_completion(
     try:
         if ctx.annotate:
             yield encode_event(_prompt_filter_chunk())
-        yield encode_event(
-            _with_usage(_chunk(ctx, {"role": "assistant", "content": ""}), include_usage)
-        )
+        for index in range(n):
+            role = {"role": "assistant", "content": ""}
+            yield encode_event(_with_usage(_chunk(ctx, role, index=index), include_usage))
+        finals: dict[int, EngineChunk] = {}
         async for chunk in generation:
+            i = chunk.index
             if chunk.text:
-                yield encode_event(_with_usage(_chunk(ctx, {"content": chunk.text}), include_usage))
+                delta = {"content": chunk.text}
+                yield encode_event(_with_usage(_chunk(ctx, delta, index=i), include_usage))
             if chunk.finish_reason is not None:
-                yield encode_event(_with_usage(_chunk(ctx, {}, chunk.finish_reason), include_usage))
-                if include_usage:
-                    yield encode_event({**_chunk(ctx, {}), "choices": [], "usage": _usage(chunk)})
+                finals[i] = chunk
+                ended = _chunk(ctx, {}, chunk.finish_reason, index=i)
+                yield encode_event(_with_usage(ended, include_usage))
+        if include_usage:
+            yield encode_event({**_chunk(ctx, {}), "choices": [], "usage": _usage(finals)})
         yield DONE
     except APIError as exc:
         yield error_event(exc.body())

@@ -1,0 +1,62 @@
+"""``GET /metrics``: the engines' gauges and counters in Prometheus' text format (needs a key).
+
+Operators and the soak test read it to see that no slot leaks: after the load stops,
+``cerulean_engine_slots_busy`` and ``cerulean_engine_requests_waiting`` return to 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from cerulean.deps import StateDep
+from cerulean.engines.base import Engine
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+# stats() key -> (metric name, help, is a counter)
+_METRICS: dict[str, tuple[str, str, bool]] = {
+    "slots": ("slots", "Requests the model can generate at once.", False),
+    "slots_busy": ("slots_busy", "Slots held by running requests.", False),
+    "waiting": ("requests_waiting", "Requests waiting for a slot.", False),
+    "running": ("requests_running", "Requests holding slots.", False),
+    "kv_tokens": ("kv_cells_used", "KV cache positions held by running requests.", False),
+    "cached_prefixes": ("prefix_cache_entries", "Prompt prefixes kept for reuse.", False),
+    "cached_tokens": ("prefix_cache_tokens", "Tokens in kept prompt prefixes.", False),
+    "admitted": ("requests_admitted", "Requests that got a slot.", True),
+    "rejected": ("requests_rejected", "Requests refused with 429 (line full).", True),
+    "prompt_tokens_computed": ("prompt_tokens_computed", "Prompt tokens evaluated.", True),
+    "prompt_tokens_reused": ("prompt_tokens_reused", "Prompt tokens taken from the cache.", True),
+}
+
+
+class _EngineCollector(Collector):
+    def __init__(self, engines: dict[str, Engine]) -> None:
+        self._engines = engines
+
+    def collect(self) -> Iterator[Metric]:
+        samples = {name: engine.stats() for name, engine in self._engines.items()}
+        for key, (name, text, counter) in _METRICS.items():
+            family: GaugeMetricFamily | CounterMetricFamily
+            if counter:
+                family = CounterMetricFamily(f"cerulean_engine_{name}", text, labels=["model"])
+            else:
+                family = GaugeMetricFamily(f"cerulean_engine_{name}", text, labels=["model"])
+            for model, stats in samples.items():
+                if key in stats:
+                    family.add_metric([model], stats[key])
+            yield family
+
+
+@router.get("/metrics")
+async def metrics(state: StateDep) -> Response:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_EngineCollector(state.engines))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,335 @@
+"""The llama.cpp engine: one model, many requests at once (continuous batching).
+
+The event loop only tokenizes (in a worker thread), checks budgets, and awaits queues; the
+:class:`~.scheduler.Scheduler` thread does all llama.cpp work. A request first waits for a slot
+(up to ``queue_timeout`` seconds, in a line of at most ``queue_size``), then streams its tokens as
+they are sampled. Closing the generation — a client that disconnects — cancels it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cerulean.engines.base import (
+    ChatMessage,
+    Engine,
+    EngineChunk,
+    Generation,
+    GenerationRequest,
+    ModelInfo,
+)
+from cerulean.engines.llamacpp.native import (
+    ContextConfig,
+    NativeContext,
+    NativeModel,
+    gpu_offload_supported,
+)
+from cerulean.engines.llamacpp.prefix import common_prefix
+from cerulean.engines.llamacpp.scheduler import Job, QueueFull, Scheduler, SchedulerConfig
+from cerulean.engines.prompts import BASE_FORMATS, PromptFormat, TemplateFormat
+from cerulean.errors import (
+    ContextLengthExceeded,
+    EngineError,
+    InvalidRequest,
+    ServerBusy,
+    ServiceUnavailable,
+)
+
+__all__ = ["LlamaCppEngine", "ModelSpec", "PromptPlan"]
+
+logger = logging.getLogger(__name__)
+
+_ALL_LAYERS = 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load and how.
+
+    ``n_ctx`` is the context of *one* request (a slot); the KV cache holds ``parallel`` of them.
+    ``n_gpu_layers`` None offloads every layer when llama.cpp was built with a GPU backend and
+    finds a device, and none otherwise. ``base_format`` names a
+    :data:`~cerulean.engines.prompts.BASE_FORMATS` entry used when the GGUF has no chat template.
+    """
+
+    name: str
+    path: Path
+    n_ctx: int = 4096
+    n_threads: int = 1
+    n_gpu_layers: int | None = None
+    default_max_tokens: int | None = None
+    base_format: str = "transcript"
+    parallel: int = 8
+    n_batch: int = 512
+    queue_size: int = 64
+    queue_timeout: float = 60.0
+    cache_entries: int = 16
+    swa_full: bool = False
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """A rendered, tokenized prompt: its tokens, stop strings, and where messages end in it."""
+
+    tokens: list[int]
+    stops: tuple[str, ...]
+    anchors: tuple[int, ...]
+
+
+class _Generation(Generation):
+    def __init__(
+        self,
+        engine: LlamaCppEngine,
+        job: Job,
+        queue: asyncio.Queue[list[EngineChunk | BaseException]],
+    ):
+        self._engine = engine
+        self._job = job
+        self._queue = queue
+        self.prompt_tokens = len(job.prompt)
+
+    async def __aiter__(self) -> AsyncIterator[EngineChunk]:
+        finished = 0
+        try:
+            while finished < self._job.n:
+                for item in await self._queue.get():
+                    if isinstance(item, BaseException):
+                        raise item
+                    if item.finish_reason is not None:
+                        finished += 1
+                    yield item
+        finally:
+            if finished < self._job.n:
+                self._engine.cancel(self._job)
+
+    async def aclose(self) -> None:
+        self._engine.cancel(self._job)
+
+
+class LlamaCppEngine(Engine):
+    """Serves one GGUF model with llama.cpp, batching all its requests together."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self._spec = spec
+        self._model: NativeModel | None = None
+        self._ctx: NativeContext | None = None
+        self._scheduler: Scheduler | None = None
+        self._format: PromptFormat | None = None
+        self._info = ModelInfo(spec.name, spec.n_ctx, spec.default_max_tokens)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self._spec
+
+    @property
+    def ready(self) -> bool:
+        return self._scheduler is not None
+
+    @property
+    def prompt_format(self) -> PromptFormat:
+        """The format chat messages are rendered with (known once loaded)."""
+        if self._format is None:
+            raise ServiceUnavailable()
+        return self._format
+
+    def load(self) -> None:
+        spec = self._spec
+        layers = spec.n_gpu_layers
+        if layers is None:
+            layers = _ALL_LAYERS if gpu_offload_supported() else 0
+        elif layers < 0:
+            layers = _ALL_LAYERS
+        logger.info("loading %s from %s", spec.name, spec.path)
+        model = NativeModel(spec.path, n_gpu_layers=layers)
+        n_seq = min(spec.parallel + spec.cache_entries, 256)
+        # Room for one decoding token per slot next to a prompt chunk.
+        n_batch = max(spec.n_batch, spec.parallel + 64)
+        config = ContextConfig(
+            n_ctx=spec.n_ctx * spec.parallel,
+            n_batch=n_batch,
+            n_seq_max=n_seq,
+            n_threads=spec.n_threads,
+            n_outputs=n_seq,  # llama.cpp reserves logits for at least n_seq_max rows
+            swa_full=spec.swa_full,
+        )
+        try:
+            ctx = NativeContext(model, config)
+        except EngineError:
+            model.close()
+            raise
+        self._model, self._ctx = model, ctx
+        self._format = self._choose_format(model)
+        scheduler = Scheduler(
+            model,
+            ctx,
+            SchedulerConfig(
+                slots=spec.parallel,
+                n_batch=n_batch,
+                queue_size=spec.queue_size,
+                cache_entries=n_seq - spec.parallel,
+            ),
+        )
+        scheduler.start()
+        self._scheduler = scheduler
+        logger.info(
+            "loaded %s: %d slots of %d tokens, prompt format %s, %s GPU layers",
+            spec.name,
+            spec.parallel,
+            spec.n_ctx,
+            self._format.name,
+            "all" if layers == _ALL_LAYERS else layers,
+        )
+
+    def _choose_format(self, model: NativeModel) -> PromptFormat:
+        template = model.metadata.get("tokenizer.chat_template")
+        if not template:
+            return BASE_FORMATS[self._spec.base_format]()
+        return TemplateFormat(template, bos_token=model.bos_text, eos_token=model.eos_text)
+
+    # -- prompts ------------------------------------------------------------------------------
+
+    def tokenize_prompt(self, messages: Sequence[ChatMessage]) -> PromptPlan:
+        """Render and tokenize ``messages`` (thread-safe).
+
+        Anchors are the token counts where the first message and the history before the last
+        message end, when those are exact token prefixes of the prompt: the scheduler caches the
+        KV there, since other requests are likely to share exactly that much.
+        """
+        model = self._require_model()
+        rendered = self.prompt_format.render(messages)
+        tokens = self._tokenize(model, rendered.text)
+        anchors = sorted(
+            {
+                k
+                for i in {1, len(messages) - 1}
+                if 0 < i < len(messages)
+                for k in [self._anchor(model, messages[:i], rendered.text, tokens)]
+                if k
+            }
+        )
+        return PromptPlan(tokens, rendered.stop, tuple(anchors))
+
+    def _tokenize(self, model: NativeModel, text: str) -> list[int]:
+        bos = model.bos_text
+        add_bos = model.add_bos and not (bos and text.startswith(bos))
+        return model.tokenize(text, add_bos=add_bos)
+
+    def _anchor(
+        self, model: NativeModel, head: Sequence[ChatMessage], full: str, tokens: list[int]
+    ) -> int:
+        partial = self.prompt_format.render(head).text
+        shared = partial[: common_prefix(partial, full)]  # type: ignore[arg-type]
+        if not shared:
+            return 0
+        head_tokens = self._tokenize(model, shared)
+        # The tokenizer may merge across the boundary; the token before it then differs.
+        for k in (len(head_tokens), len(head_tokens) - 1):
+            if 0 < k < len(tokens) and common_prefix(head_tokens[:k], tokens) == k:
+                return k
+        return 0
+
+    async def count_prompt_tokens(self, messages: tuple[ChatMessage, ...]) -> int:
+        plan = await asyncio.to_thread(self.tokenize_prompt, messages)
+        return len(plan.tokens)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        scheduler = self._require_scheduler()
+        if request.n > scheduler.slots:
+            raise InvalidRequest(
+                f"n={request.n} is more than this deployment's {scheduler.slots} parallel slots; "
+                f"ask for at most {scheduler.slots} choices, or start the server with "
+                f"--parallel {request.n} or more.",
+                param="n",
+            )
+        plan = await asyncio.to_thread(self.tokenize_prompt, request.messages)
+        params = request.params
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[list[EngineChunk | BaseException]] = asyncio.Queue()
+        admitted: asyncio.Future[None] = loop.create_future()
+        job = Job(
+            prompt=plan.tokens,
+            params=params,
+            max_new=self._budget(len(plan.tokens), params.max_tokens),
+            stops=(*plan.stops, *params.stop),
+            emit=lambda items: loop.call_soon_threadsafe(queue.put_nowait, items),
+            on_admit=lambda: loop.call_soon_threadsafe(_resolve, admitted),
+            seed=params.seed if params.seed is not None else secrets.randbits(31),
+            n=request.n,
+            anchors=plan.anchors,
+        )
+        try:
+            scheduler.submit(job)
+        except QueueFull:
+            raise ServerBusy(retry_after=self._retry_after()) from None
+        try:
+            await asyncio.wait_for(asyncio.shield(admitted), self._spec.queue_timeout)
+        except asyncio.TimeoutError:
+            scheduler.cancel(job)
+            raise ServiceUnavailable(retry_after=self._retry_after()) from None
+        except BaseException:
+            scheduler.cancel(job)
+            raise
+        return _Generation(self, job, queue)
+
+    def _retry_after(self) -> int:
+        return 1 if self._spec.queue_timeout <= 10 else 2
+
+    def cancel(self, job: Job) -> None:
+        if self._scheduler is not None:
+            self._scheduler.cancel(job)
+
+    def _budget(self, prompt_tokens: int, max_tokens: int | None) -> int:
+        limit = self._info.context_length
+        if max_tokens is not None and prompt_tokens + max_tokens > limit:
+            raise ContextLengthExceeded(
+                limit=limit, prompt_tokens=prompt_tokens, completion_tokens=max_tokens
+            )
+        if prompt_tokens >= limit:
+            raise ContextLengthExceeded(
+                limit=limit, prompt_tokens=prompt_tokens, completion_tokens=None
+            )
+        cap = max_tokens if max_tokens is not None else self._info.default_max_tokens
+        room = limit - prompt_tokens
+        return room if cap is None else min(cap, room)
+
+    def stats(self) -> dict[str, int]:
+        if self._scheduler is None:
+            return {}
+        return asdict(self._scheduler.stats())
+
+    def _require_model(self) -> NativeModel:
+        if self._model is None:
+            raise ServiceUnavailable()
+        return self._model
+
+    def _require_scheduler(self) -> Scheduler:
+        if self._scheduler is None:
+            raise ServiceUnavailable()
+        return self._scheduler
+
+    async def aclose(self) -> None:
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            await asyncio.to_thread(scheduler.close)
+        if self._ctx is not None:
+            self._ctx.close()
+            self._ctx = None
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

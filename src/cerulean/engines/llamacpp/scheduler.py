@@ -1,0 +1,513 @@
+"""The decode loop: continuous batching over one multi-sequence llama.cpp context.
+
+One thread owns the context. Each step it builds a single batch from the next token of every
+running sequence plus chunks of pending prompts (up to ``n_batch`` tokens), runs one
+``llama_decode``, and samples every sequence that has new logits with its own sampler chain.
+Requests join between steps when a slot is free and leave the moment they finish or are
+cancelled, freeing their slots and KV cells.
+
+Prefix reuse happens at admission (see :mod:`.prefix`): a prompt starts from the longest cached
+prefix it shares; a prompt that shares a long prefix with one still being computed waits for
+that one to reach the end of the shared part and then copies it, so a system prompt that eight
+concurrent chats share is computed once. ``n > 1`` computes the prompt once and copies it into
+one sequence per choice.
+
+Prompts are computed in *canonical chunks*: every chunk ends at the next multiple of
+:data:`CHUNK` or at an anchor (where a message ends), and reuse is cut back to such a boundary.
+So a prompt's KV is computed by the same sequence of batch shapes whether or not part of it came
+from the cache, and a seeded request sent alone gives the same answer either way.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cerulean.engines.base import EngineChunk, FinishReason, SamplingParams
+from cerulean.engines.llamacpp.native import Batch, NativeContext, NativeModel
+from cerulean.engines.llamacpp.prefix import (
+    CachedPrefix,
+    PrefixCache,
+    SeqPool,
+    common_prefix,
+    reusable,
+)
+from cerulean.engines.llamacpp.sampling import Sampler
+from cerulean.engines.llamacpp.text import TextAssembler
+from cerulean.errors import EngineError
+
+__all__ = ["Job", "QueueFull", "Scheduler", "SchedulerStats"]
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[list[EngineChunk | BaseException]], object]
+
+# Prompt chunk size: prompts are computed in chunks that end at multiples of this (or at anchors),
+# less when a batch could not hold it next to one decoding token per slot.
+CHUNK = 256
+# A prompt follows a still-running prefill only when that saves at least this many tokens more
+# than the best cached prefix would.
+_LEADER_GAIN = 32
+
+
+class QueueFull(Exception):
+    """Every slot is busy and the waiting line is at its limit."""
+
+
+@dataclass(frozen=True)
+class SchedulerStats:
+    """A snapshot for metrics, health and tests."""
+
+    slots: int
+    slots_busy: int
+    waiting: int
+    running: int
+    kv_tokens: int
+    cached_prefixes: int
+    cached_tokens: int
+    admitted: int
+    rejected: int
+    prompt_tokens_computed: int
+    prompt_tokens_reused: int
+
+
+@dataclass(eq=False)
+class _Choice:
+    index: int
+    seq: int
+    sampler: Sampler
+    text: TextAssembler
+    n_kv: int
+    pending: int = -1
+    produced: int = 0
+    generated: list[int] = field(default_factory=list)
+    done: bool = False
+
+
+@dataclass(eq=False)
+class Job:
+    """One request: a prompt and how to sample ``n`` answers to it."""
+
+    prompt: list[int]
+    params: SamplingParams
+    max_new: int
+    stops: tuple[str, ...]
+    emit: Emit
+    on_admit: Callable[[], object]
+    seed: int
+    n: int = 1
+    anchors: tuple[int, ...] = ()
+    cancelled: bool = False
+    # Loop-thread state.
+    seqs: list[int] = field(default_factory=list)
+    n_past: int = 0
+    choices: list[_Choice] = field(default_factory=list)
+    leader: Job | None = None
+    follow_k: int = 0
+    chunk: int = CHUNK
+    finished: int = 0
+    out: list[EngineChunk | BaseException] = field(default_factory=list)
+
+    @property
+    def prefilling(self) -> bool:
+        return not self.choices
+
+    def boundary_at_most(self, k: int, other: Job | None = None) -> int:
+        """The last chunk boundary of this prompt (and of ``other``'s) at or before ``k``."""
+        marks = {a for a in self.anchors if a <= k}
+        if other is not None:
+            marks &= set(other.anchors)
+        marks.add(k - k % self.chunk)
+        return max(marks)
+
+    def next_boundary(self, after: int) -> int:
+        """Where the chunk that starts at ``after`` must end."""
+        marks = [a for a in self.anchors if a > after]
+        marks.append(after - after % self.chunk + self.chunk)
+        return min(min(marks), len(self.prompt))
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    slots: int
+    n_batch: int
+    queue_size: int
+    cache_entries: int
+
+
+class Scheduler:
+    """Runs every request of one model in one decode loop on its own thread."""
+
+    def __init__(self, model: NativeModel, ctx: NativeContext, config: SchedulerConfig) -> None:
+        self._model = model
+        self._ctx = ctx
+        self._config = config
+        self._batch = Batch(config.n_batch)
+        self._chunk = max(16, min(CHUNK, config.n_batch - config.slots))
+        self._pool = SeqPool(ctx.config.n_seq_max)
+        self._cache = PrefixCache(config.cache_entries)
+        self._cond = threading.Condition()
+        self._waiting: collections.deque[Job] = collections.deque()
+        self._active: list[Job] = []
+        self._busy = 0
+        self._closed = False
+        self._admitted = 0
+        self._rejected = 0
+        self._computed = 0
+        self._reused = 0
+        self._thread = threading.Thread(target=self._run, name="llama-batch", daemon=True)
+
+    # -- any thread ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job``; raises :class:`QueueFull` when the waiting line is full."""
+        with self._cond:
+            if self._closed:
+                raise EngineError("the engine is shut down")
+            if len(self._waiting) >= self._config.queue_size and self._busy + job.n > self.slots:
+                self._rejected += 1
+                raise QueueFull()
+            self._waiting.append(job)
+            self._cond.notify()
+
+    def cancel(self, job: Job) -> None:
+        """Stop ``job`` wherever it is; its slots and KV cells are freed before the next step."""
+        with self._cond:
+            job.cancelled = True
+            if job in self._waiting:
+                self._waiting.remove(job)
+            self._cond.notify()
+
+    @property
+    def slots(self) -> int:
+        return self._config.slots
+
+    def stats(self) -> SchedulerStats:
+        with self._cond:
+            return SchedulerStats(
+                slots=self.slots,
+                slots_busy=self._busy,
+                waiting=len(self._waiting),
+                running=len(self._active),
+                kv_tokens=sum(_kv_tokens(job) for job in self._active),
+                cached_prefixes=len(self._cache),
+                cached_tokens=self._cache.tokens,
+                admitted=self._admitted,
+                rejected=self._rejected,
+                prompt_tokens_computed=self._computed,
+                prompt_tokens_reused=self._reused,
+            )
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        self._batch.close()
+
+    # -- loop thread --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._has_work():
+                    self._cond.wait()
+                if self._closed:
+                    break
+                admitted = self._take_admissible()
+            try:
+                self._reap()
+                for job in admitted:
+                    self._start(job)
+                self._step()
+            except Exception as exc:  # a native failure: fail what runs, keep serving
+                logger.exception("decode loop step failed")
+                self._fail_all(exc)
+        for job in list(self._active):
+            job.out.append(EngineError("the engine is shutting down"))
+            self._release(job)
+        self._flush()
+        for entry in list(self._cache):
+            self._cache.drop(entry)
+
+    def _has_work(self) -> bool:
+        if self._active:
+            return True
+        return bool(self._waiting) and self._busy + self._waiting[0].n <= self.slots
+
+    def _take_admissible(self) -> list[Job]:
+        """Pop waiting jobs, first come first served, while their slots are free (lock held)."""
+        taken: list[Job] = []
+        busy = self._busy
+        while self._waiting and busy + self._waiting[0].n <= self.slots:
+            job = self._waiting.popleft()
+            busy += job.n
+            taken.append(job)
+        return taken
+
+    def _start(self, job: Job) -> None:
+        if job.cancelled:
+            return
+        job.chunk = self._chunk
+        for _ in range(job.n):
+            job.seqs.append(self._take_seq())
+        with self._cond:
+            self._busy += job.n
+            self._admitted += 1
+        self._active.append(job)
+        self._plan_reuse(job)
+        self._notify(job.on_admit, job)
+
+    def _take_seq(self) -> int:
+        seq = self._pool.take()
+        while seq is None:
+            entry = self._cache.pop_lru()
+            if entry is None:  # slots + cache entries never exceed the ids; keep it loud
+                raise EngineError("no free sequence id")
+            self._forget(entry)
+            seq = self._pool.take()
+        return seq
+
+    def _forget(self, entry: CachedPrefix) -> None:
+        self._ctx.seq_rm(entry.seq)
+        self._pool.give(entry.seq)
+
+    # -- prefix reuse -------------------------------------------------------------------------
+
+    def _plan_reuse(self, job: Job) -> None:
+        """Start ``job`` from the best cached prefix, or make it wait for a running prefill."""
+        limit = len(job.prompt) - 1  # the last prompt token is always computed, for its logits
+        n_swa = self._model.n_swa
+        best_k, source = 0, -1
+        for k, entry in self._cache.matches(job.prompt):
+            k = job.boundary_at_most(min(k, limit))
+            if k > best_k and reusable(k, self._ctx.seq_pos_min(entry.seq), n_swa):
+                best_k, source = k, entry.seq
+                entry.touch()
+                break
+        leader, leader_k = None, best_k + _LEADER_GAIN
+        for other in self._active:
+            if other is job or not other.prefilling or other.cancelled:
+                continue
+            k = job.boundary_at_most(min(common_prefix(other.prompt, job.prompt), limit), other)
+            if k < self._cache.min_tokens:
+                continue
+            if other.n_past >= k and k > best_k and other.leader is None:
+                if reusable(k, self._ctx.seq_pos_min(other.seqs[0]), n_swa):
+                    best_k, source = k, other.seqs[0]
+            elif other.n_past < k and k >= leader_k:
+                leader, leader_k = other, k
+        if leader is not None and leader_k >= best_k + _LEADER_GAIN:
+            job.leader, job.follow_k = leader, leader_k
+            return
+        self._copy_prefix(job, source, best_k)
+
+    def _copy_prefix(self, job: Job, source: int, k: int) -> None:
+        seq = job.seqs[0]
+        self._ctx.seq_rm(seq)
+        if k > 0 and source >= 0:
+            self._ctx.seq_cp(source, seq, 0, k)
+        job.n_past = k
+        with self._cond:
+            self._reused += k
+
+    def _follow(self, job: Job) -> bool:
+        """Whether ``job`` may compute now; copies its leader's prefix once it is there."""
+        leader = job.leader
+        assert leader is not None
+        if leader.cancelled or leader not in self._active:
+            job.leader = None
+            self._plan_reuse(job)
+            return job.leader is None
+        if leader.n_past < job.follow_k:
+            return False
+        job.leader = None
+        k = job.follow_k
+        pos_min = self._ctx.seq_pos_min(leader.seqs[0])
+        self._copy_prefix(job, leader.seqs[0], k if reusable(k, pos_min, self._model.n_swa) else 0)
+        return True
+
+    def _pin(self, seq: int, tokens: list[int]) -> None:
+        """Keep ``tokens`` (positions 0..len-1 of ``seq``) as a cached prefix."""
+        if not self._cache.wanted(tokens):
+            return
+        if self._cache.full():
+            oldest = self._cache.pop_lru()
+            if oldest is not None:
+                self._forget(oldest)
+        entry_seq = self._pool.take()
+        if entry_seq is None:
+            return
+        self._ctx.seq_cp(seq, entry_seq, 0, len(tokens))
+        self._cache.add(CachedPrefix(entry_seq, tokens))
+
+    # -- one step -----------------------------------------------------------------------------
+
+    def _step(self) -> None:
+        batch = self._batch
+        batch.clear()
+        decoding: list[tuple[Job, _Choice, int]] = []
+        for job in self._active:
+            for choice in job.choices:
+                if not choice.done:
+                    index = batch.add(choice.pending, choice.n_kv, choice.seq, logits=True)
+                    decoding.append((job, choice, index))
+        prefilling: list[tuple[Job, int, int]] = []
+        for job in self._active:
+            if batch.room == 0:
+                break
+            if not job.prefilling or (job.leader is not None and not self._follow(job)):
+                continue
+            end = job.next_boundary(job.n_past)
+            if end - job.n_past > batch.room:
+                continue  # only whole chunks: a smaller one may still fit
+            last = len(job.prompt) - 1
+            seq = job.seqs[0]
+            for pos in range(job.n_past, end):
+                batch.add(job.prompt[pos], pos, seq, logits=pos == last)
+            prefilling.append((job, end, batch.n_tokens - 1))
+        if batch.n_tokens == 0:
+            time.sleep(0.001)  # only followers waiting on a cancelled leader; re-planned next step
+            return
+        self._decode()
+        for job, end, index in prefilling:
+            self._prefilled(job, end, index)
+        for job, choice, index in decoding:
+            choice.n_kv += 1
+            self._advance(job, choice, choice.sampler.sample(self._ctx.ptr, index))
+        self._flush()
+
+    def _decode(self) -> None:
+        while True:
+            rc = self._ctx.decode(self._batch)
+            if rc == 0:
+                return
+            entry = self._cache.pop_lru() if rc == 1 else None
+            if entry is None:
+                raise EngineError(f"llama_decode failed with status {rc}")
+            self._forget(entry)  # the KV cache is full: make room and try the same batch again
+
+    def _prefilled(self, job: Job, end: int, index: int) -> None:
+        with self._cond:
+            self._computed += end - job.n_past
+        job.n_past = end
+        if end in job.anchors:
+            self._pin(job.seqs[0], job.prompt[:end])
+        if end < len(job.prompt):
+            return
+        for i, seq in enumerate(job.seqs):
+            if i:
+                self._ctx.seq_rm(seq)
+                self._ctx.seq_cp(job.seqs[0], seq, 0, end)
+            sampler = Sampler(
+                job.params,
+                seed=job.seed + i,
+                n_vocab=self._model.n_vocab,
+                window=job.max_new,
+            )
+            job.choices.append(_Choice(i, seq, sampler, TextAssembler(job.stops), n_kv=end))
+        for choice in job.choices:
+            self._advance(job, choice, choice.sampler.sample(self._ctx.ptr, index))
+
+    def _advance(self, job: Job, choice: _Choice, token: int) -> None:
+        if self._model.is_eog(token):
+            self._finish(job, choice, "stop", stopped=False)
+            return
+        choice.produced += 1
+        choice.generated.append(token)
+        text, stopped = choice.text.feed(self._model.piece(token))
+        if text:
+            job.out.append(EngineChunk(text=text, index=choice.index))
+        if stopped:
+            self._finish(job, choice, "stop", stopped=True)
+        elif choice.produced >= job.max_new:
+            self._finish(job, choice, "length", stopped=False)
+        else:
+            choice.pending = token
+
+    def _finish(self, job: Job, choice: _Choice, reason: FinishReason, *, stopped: bool) -> None:
+        choice.done = True
+        job.out.append(
+            EngineChunk(
+                text=choice.text.finish(stopped=stopped),
+                finish_reason=reason,
+                index=choice.index,
+                prompt_tokens=len(job.prompt),
+                completion_tokens=choice.produced,
+            )
+        )
+        job.finished += 1
+        if job.finished == job.n:
+            self._complete(job)
+
+    def _complete(self, job: Job) -> None:
+        """A finished job's first answer stays cached: the chat's next turn starts with it."""
+        first = job.choices[0]
+        tokens = job.prompt + first.generated[: first.n_kv - len(job.prompt)]
+        if len(tokens) == first.n_kv and self._cache.wanted(tokens):
+            if self._cache.full():
+                oldest = self._cache.pop_lru()
+                if oldest is not None:
+                    self._forget(oldest)
+            self._cache.add(CachedPrefix(first.seq, tokens))
+            job.seqs.remove(first.seq)  # now owned by the cache
+        self._release(job)
+
+    # -- leaving ------------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        for job in [j for j in self._active if j.cancelled]:
+            logger.debug("request cancelled after %d prompt tokens", job.n_past)
+            self._release(job)
+
+    def _release(self, job: Job) -> None:
+        for choice in job.choices:
+            choice.sampler.close()
+        for seq in job.seqs:
+            self._ctx.seq_rm(seq)
+            self._pool.give(seq)
+        job.seqs.clear()
+        if job in self._active:
+            self._active.remove(job)
+            with self._cond:
+                self._busy -= job.n
+        self._flush_job(job)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for job in list(self._active):
+            job.out.append(EngineError(f"generation failed: {exc}"))
+            self._release(job)
+        for entry in list(self._cache):
+            self._cache.drop(entry)
+            self._pool.give(entry.seq)
+        self._ctx.clear()
+
+    def _flush(self) -> None:
+        for job in self._active:
+            self._flush_job(job)
+
+    def _flush_job(self, job: Job) -> None:
+        if job.out:
+            out, job.out = job.out, []
+            self._notify(job.emit, job, out)
+
+    @staticmethod
+    def _notify(callback: Callable[..., object], job: Job, *args: object) -> None:
+        try:
+            callback(*args)
+        except RuntimeError:  # the request's event loop is gone: nobody is listening
+            job.cancelled = True
+
+
+def _kv_tokens(job: Job) -> int:
+    if job.choices:
+        return sum(c.n_kv for c in job.choices)
+    return job.n_past
