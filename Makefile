@@ -8,18 +8,21 @@ VENV028 := .venv-openai028
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cerulean-installed
 STAMP028 := $(VENV028)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 ARGS ?=
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast check format bench-prompts clean
+.PHONY: help install run test test-fast check format bench bench-prompts clean
 
 help: ## Show this help
 	@echo "Cerulean — a self-hosted Azure OpenAI Service"
 	@echo
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  make %-14s %s\n", $$1, $$2}'
 	@echo
-	@echo "Variables: ARGS='--port 8080' (make run), PYTEST_ARGS='-k quickstart' (make test)"
+	@echo "Variables: ARGS='--port 8080' (make run), PYTEST_ARGS='-k quickstart' (make test),"
+	@echo "           BENCH_ARGS='--clients 1,8 --servers cerulean,llama-server' (make bench)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || { echo ">> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
@@ -61,6 +64,14 @@ check: $(STAMP) ## ruff format --check, ruff check, mypy --strict (what CI runs)
 format: $(STAMP) ## Apply ruff's formatting and safe fixes
 	@$(BIN)/ruff format src tests bench
 	@$(BIN)/ruff check --fix src tests bench
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	@echo ">> installing the bench extras (matplotlib, llama-cpp-python's server dependencies)"
+	@$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ## Serving benchmark vs llama-cpp-python and llama-server (BENCH_ARGS='--soak 120')
+	@$(BIN)/python bench/serving.py $(BENCH_ARGS)
 
 bench-prompts: $(STAMP) ## Measure the embedded base model's prompt formats (bench/prompt_formats.py)
 	@$(BIN)/python bench/prompt_formats.py

@@ -283,7 +283,8 @@ class LlamaCppEngine(Engine):
         return _Generation(self, job, queue)
 
     def _retry_after(self) -> int:
-        return 1 if self._spec.queue_timeout <= 10 else 2
+        """Seconds to suggest: a slot frees within about one answer's time, so retry soon."""
+        return 1
 
     def cancel(self, job: Job) -> None:
         if self._scheduler is not None:

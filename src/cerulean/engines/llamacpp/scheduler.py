@@ -225,11 +225,17 @@ class Scheduler:
                 admitted = self._take_admissible()
             try:
                 self._reap()
-                for job in admitted:
-                    self._start(job)
+                while admitted:
+                    self._start(admitted.pop(0))
                 self._step()
             except Exception as exc:  # a native failure: fail what runs, keep serving
                 logger.exception("decode loop step failed")
+                for job in admitted:  # reserved, never started
+                    with self._cond:
+                        self._busy -= job.n
+                    job.out.append(EngineError(f"generation failed: {exc}"))
+                    self._notify(job.on_admit, job)
+                    self._flush_job(job)
                 self._fail_all(exc)
         for job in list(self._active):
             job.out.append(EngineError("the engine is shutting down"))
@@ -246,23 +252,23 @@ class Scheduler:
     def _take_admissible(self) -> list[Job]:
         """Pop waiting jobs, first come first served, while their slots are free (lock held)."""
         taken: list[Job] = []
-        busy = self._busy
-        while self._waiting and busy + self._waiting[0].n <= self.slots:
+        while self._waiting and self._busy + self._waiting[0].n <= self.slots:
             job = self._waiting.popleft()
-            busy += job.n
+            self._busy += job.n  # reserved now, so submit() never sees a free slot twice
             taken.append(job)
         return taken
 
     def _start(self, job: Job) -> None:
         if job.cancelled:
+            with self._cond:
+                self._busy -= job.n
             return
         job.chunk = self._chunk
+        self._active.append(job)  # from here on, _release gives everything back
         for _ in range(job.n):
             job.seqs.append(self._take_seq())
         with self._cond:
-            self._busy += job.n
             self._admitted += 1
-        self._active.append(job)
         self._plan_reuse(job)
         self._notify(job.on_admit, job)
 
