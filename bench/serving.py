@@ -122,6 +122,7 @@ class Options:
     cerulean_args: str | None
     llama_cpp_python_args: tuple[str, ...]
     chat_format: str
+    template: str
     health_timeout: float
     request_timeout: float
     logs: Path
@@ -198,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--llama-cpp-python-args", default="", help="extra llama_cpp.server arguments")
     add("--chat-format", default="gemma", help="llama_cpp.server --chat_format ('none' to omit)")
+    add(
+        "--template",
+        choices=("gemma", "none"),
+        default="gemma",
+        help="serve every server a copy of the GGUF carrying Gemma's chat template (so all three "
+        "render the same turns and run to max_tokens alike); 'none' serves the file as it is",
+    )
     add("--health-timeout", type=float, default=300.0, help="seconds to wait for a server")
     add("--request-timeout", type=float, default=900.0, help="seconds a request may take")
     add("--logs", type=Path, default=REPO / ".bench" / "logs", help="server log directory")
@@ -216,11 +224,14 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     model = args.model.expanduser().resolve() if args.model else embedded_model_path()
     if not model.is_file():
         raise SystemExit(f"model file {model} does not exist")
+    embedded = args.model is None
+    if args.template == "gemma":
+        model, embedded = with_gemma_template(model, REPO / ".bench" / "models"), False
     return Options(
         servers=args.servers,
         scenarios=args.scenarios,
         model=model,
-        model_is_embedded=args.model is None,
+        model_is_embedded=embedded,
         threads=args.threads,
         slots=args.slots,
         ctx=args.ctx,
@@ -237,6 +248,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         cerulean_args=args.cerulean_args,
         llama_cpp_python_args=tuple(shlex.split(args.llama_cpp_python_args)),
         chat_format=args.chat_format,
+        template=args.template,
         health_timeout=args.health_timeout,
         request_timeout=args.request_timeout,
         logs=args.logs,
@@ -248,6 +260,53 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         soak_settle=args.soak_settle,
         soak_out=args.soak_out,
     )
+
+
+# Gemma's turn format as a Jinja chat template: the system message opens the first user turn.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% set ns = namespace(system='') %}"
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{% set ns.system = ns.system + m['content'] + '\n\n' %}"
+    "{% else %}"
+    "{% set role = 'model' if m['role'] == 'assistant' else 'user' %}"
+    "<start_of_turn>{{ role }}\n{{ ns.system if role == 'user' else '' }}"
+    "{{ m['content'] | trim }}<end_of_turn>\n"
+    "{% if role == 'user' %}{% set ns.system = '' %}{% endif %}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def with_gemma_template(model: Path, cache: Path) -> Path:
+    """A copy of ``model`` (same weights) whose metadata carries :data:`GEMMA_TEMPLATE`.
+
+    The embedded GGUF is a base model without a template: each server would otherwise fall back
+    to a different format (Cerulean's transcript ends answers at a blank line, llama-server uses
+    ChatML), and answers of different lengths would make tokens/s incomparable.
+    """
+    target = cache / f"{model.stem}.gemma-template.gguf"
+    if target.is_file() and target.stat().st_mtime >= model.stat().st_mtime:
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    _log(f"writing {target.name} (the same weights, with Gemma's chat template)")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gguf.scripts.gguf_new_metadata",
+            str(model),
+            str(target),
+            "--chat-template",
+            GEMMA_TEMPLATE,
+            "--force",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return target
 
 
 def embedded_model_path() -> Path:
@@ -1085,6 +1144,7 @@ def settings_record(options: Options) -> dict[str, Any]:
     return {
         "model": options.model.name,
         "model_path": str(options.model),
+        "chat_template": options.template,
         "model_is_embedded": options.model_is_embedded,
         "threads": options.threads,
         "slots": options.slots,

@@ -72,7 +72,7 @@ class Settings(BaseSettings):
         json_schema_extra=_CLI,
     )
     n_batch: int = Field(
-        512,
+        1024,
         ge=32,
         le=8192,
         description="Most tokens one llama.cpp decode step carries (long prompts are chunked).",

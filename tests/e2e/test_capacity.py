@@ -55,11 +55,11 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running.stop()
 
 
-async def stream_one(client: AsyncAzureOpenAI, i: int) -> str:
+async def stream_one(client: AsyncAzureOpenAI, i: int, max_tokens: int = 24) -> str:
     stream = await client.chat.completions.create(
         model="gpt-35-turbo",
         messages=[{"role": "user", "content": f"Tell me a story about fox number {i}."}],
-        max_tokens=24,
+        max_tokens=max_tokens,
         temperature=2.0,  # the base model rambles at 2: every answer runs to max_tokens
         seed=i,
         stream=True,
@@ -80,7 +80,9 @@ def test_a_burst_beyond_the_line_gets_429s_with_retry_after(small: Server) -> No
     async def burst() -> list[str | BaseException]:
         client = async_client(small, retries=0)
         return await asyncio.gather(
-            *(stream_one(client, i) for i in range(8)), return_exceptions=True
+            # Long answers keep both slots busy while the burst arrives.
+            *(stream_one(client, i, max_tokens=300) for i in range(8)),
+            return_exceptions=True,
         )
 
     results = asyncio.run(burst())

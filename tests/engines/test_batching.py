@@ -208,3 +208,34 @@ def test_a_full_line_is_a_429_and_a_long_wait_a_503(model_path: Path) -> None:
         assert stats["rejected"] == 1 and stats["waiting"] == 0 and stats["slots_busy"] == 0
     finally:
         asyncio.run(small.aclose())
+
+
+def test_a_burst_is_admitted_up_to_slots_plus_line(model_path: Path) -> None:
+    small = make_engine(model_path, parallel=2, queue_size=1, queue_timeout=30)
+
+    async def scenario() -> tuple[int, int]:
+        params = SamplingParams(temperature=2.0, max_tokens=400, seed=5)
+        tasks = [
+            asyncio.create_task(small.generate(GenerationRequest(chat(f"Story {i}"), params)))
+            for i in range(6)
+        ]
+        await asyncio.sleep(1.0)  # two admitted, one waiting, three refused at once
+        refused = sum(t.done() and isinstance(t.exception(), ServerBusy) for t in tasks)
+        waiting = small.stats()["waiting"]
+        for task in tasks:
+            if task.done() and task.exception() is None:
+                await task.result().aclose()
+            elif not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return refused, waiting
+
+    try:
+        refused, waiting = asyncio.run(scenario())
+        assert (refused, waiting) == (3, 1)
+        deadline = time.monotonic() + 5
+        while small.stats()["slots_busy"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert small.stats()["slots_busy"] == 0 and small.stats()["waiting"] == 0
+    finally:
+        asyncio.run(small.aclose())

@@ -94,3 +94,19 @@ def test_seq_pool_hands_out_every_id_once() -> None:
     assert pool.take() is None
     pool.give(1)
     assert len(pool) == 1 and pool.take() == 1
+
+
+def test_content_ends_locates_each_message_in_any_format() -> None:
+    from cerulean.engines.base import ChatMessage
+    from cerulean.engines.llamacpp.engine import _content_ends
+
+    messages = [
+        ChatMessage("system", " Be brief. "),
+        ChatMessage("user", "Hi"),
+        ChatMessage("user", ""),
+    ]
+    gemma = "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+    ends = _content_ends(messages, gemma)
+    assert gemma[: ends[0]].endswith("Be brief.") and gemma[: ends[1]].endswith("Hi")
+    assert ends[2] == 0
+    assert _content_ends([ChatMessage("user", "absent")], "System: x") == [0]

@@ -65,7 +65,7 @@ class ModelSpec:
     default_max_tokens: int | None = None
     base_format: str = "transcript"
     parallel: int = 8
-    n_batch: int = 512
+    n_batch: int = 1024
     queue_size: int = 64
     queue_timeout: float = 60.0
     cache_entries: int = 16
@@ -200,38 +200,28 @@ class LlamaCppEngine(Engine):
     def tokenize_prompt(self, messages: Sequence[ChatMessage]) -> PromptPlan:
         """Render and tokenize ``messages`` (thread-safe).
 
-        Anchors are the token counts where the first message and the history before the last
-        message end, when those are exact token prefixes of the prompt: the scheduler caches the
-        KV there, since other requests are likely to share exactly that much.
+        Anchors are the token counts where the first message and the message before the last one
+        end: other requests are likely to share exactly that much (a system prompt, a chat's
+        history), so the scheduler caches the KV there.
         """
         model = self._require_model()
         rendered = self.prompt_format.render(messages)
         tokens = self._tokenize(model, rendered.text)
-        anchors = sorted(
-            {
-                k
-                for i in {1, len(messages) - 1}
-                if 0 < i < len(messages)
-                for k in [self._anchor(model, messages[:i], rendered.text, tokens)]
-                if k
-            }
-        )
-        return PromptPlan(tokens, rendered.stop, tuple(anchors))
+        ends = _content_ends(messages, rendered.text)
+        wanted = sorted({0, len(messages) - 2} & set(range(len(messages) - 1)))
+        anchors = {self._anchor(model, rendered.text[: ends[i]], tokens) for i in wanted if ends[i]}
+        anchors.discard(0)
+        return PromptPlan(tokens, rendered.stop, tuple(sorted(anchors)))
 
     def _tokenize(self, model: NativeModel, text: str) -> list[int]:
         bos = model.bos_text
         add_bos = model.add_bos and not (bos and text.startswith(bos))
         return model.tokenize(text, add_bos=add_bos)
 
-    def _anchor(
-        self, model: NativeModel, head: Sequence[ChatMessage], full: str, tokens: list[int]
-    ) -> int:
-        partial = self.prompt_format.render(head).text
-        shared = partial[: common_prefix(partial, full)]  # type: ignore[arg-type]
-        if not shared:
-            return 0
-        head_tokens = self._tokenize(model, shared)
-        # The tokenizer may merge across the boundary; the token before it then differs.
+    def _anchor(self, model: NativeModel, head: str, tokens: list[int]) -> int:
+        """Tokens of ``head`` when they are an exact prefix of ``tokens``, else 0."""
+        head_tokens = self._tokenize(model, head)
+        # The tokenizer may merge across the boundary; the token before it then still matches.
         for k in (len(head_tokens), len(head_tokens) - 1):
             if 0 < k < len(tokens) and common_prefix(head_tokens[:k], tokens) == k:
                 return k
@@ -334,3 +324,22 @@ class LlamaCppEngine(Engine):
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _content_ends(messages: Sequence[ChatMessage], text: str) -> list[int]:
+    """Where each message's content ends in the rendered prompt (0 where it cannot be found).
+
+    Found by searching the contents in order, so it works for any format or template that
+    copies message text verbatim (possibly trimmed), whatever it puts around it.
+    """
+    ends: list[int] = []
+    position = 0
+    for message in messages:
+        content = message.content.strip()
+        at = text.find(content, position) if content else -1
+        if at < 0:
+            ends.append(0)
+            continue
+        position = at + len(content)
+        ends.append(position)
+    return ends

@@ -48,7 +48,7 @@ Emit = Callable[[list[EngineChunk | BaseException]], object]
 
 # Prompt chunk size: prompts are computed in chunks that end at multiples of this (or at anchors),
 # less when a batch could not hold it next to one decoding token per slot.
-CHUNK = 256
+CHUNK = 512
 # A prompt follows a still-running prefill only when that saves at least this many tokens more
 # than the best cached prefix would.
 _LEADER_GAIN = 32
@@ -171,7 +171,9 @@ class Scheduler:
         with self._cond:
             if self._closed:
                 raise EngineError("the engine is shut down")
-            if len(self._waiting) >= self._config.queue_size and self._busy + job.n > self.slots:
+            # Waiting jobs take the free slots first; beyond those, at most queue_size may wait.
+            ahead = sum(waiting.n for waiting in self._waiting)
+            if ahead + job.n > self.slots - self._busy + self._config.queue_size:
                 self._rejected += 1
                 raise QueueFull()
             self._waiting.append(job)
