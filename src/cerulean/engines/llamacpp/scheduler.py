@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cerulean.engines.base import EngineChunk, FinishReason, SamplingParams
@@ -160,6 +161,10 @@ class Scheduler:
         self._computed = 0
         self._reused = 0
         self._thread = threading.Thread(target=self._run, name="llama-batch", daemon=True)
+        threads = ctx.config.n_threads
+        self._pool_threads = (
+            ThreadPoolExecutor(threads, thread_name_prefix="llama-sample") if threads > 1 else None
+        )
 
     # -- any thread ---------------------------------------------------------------------------
 
@@ -213,6 +218,8 @@ class Scheduler:
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
+        if self._pool_threads is not None:
+            self._pool_threads.shutdown()
         self._batch.close()
 
     # -- loop thread --------------------------------------------------------------------------
@@ -386,12 +393,25 @@ class Scheduler:
             time.sleep(0.001)  # only followers waiting on a cancelled leader; re-planned next step
             return
         self._decode()
-        for job, end, index in prefilling:
-            self._prefilled(job, end, index)
-        for job, choice, index in decoding:
+        for _, choice, _ in decoding:
             choice.n_kv += 1
-            self._advance(job, choice, choice.sampler.sample(self._ctx.ptr, index))
+        for job, end, index in prefilling:
+            decoding.extend((job, choice, index) for choice in self._prefilled(job, end))
+        tokens = self._sample([(choice.sampler, index) for _, choice, index in decoding])
+        for (job, choice, _), token in zip(decoding, tokens, strict=True):
+            self._advance(job, choice, token)
         self._flush()
+
+    def _sample(self, work: list[tuple[Sampler, int]]) -> list[int]:
+        """Sample every sequence; spread over the CPU threads when there are several.
+
+        Each draw is a llama.cpp call that releases the GIL, and the decode that would use those
+        threads has finished, so the sequences of a big batch are sampled side by side.
+        """
+        ctx = self._ctx.ptr
+        if len(work) < 4 or self._pool_threads is None:
+            return [sampler.sample(ctx, index) for sampler, index in work]
+        return list(self._pool_threads.map(lambda item: item[0].sample(ctx, item[1]), work))
 
     def _decode(self) -> None:
         while True:
@@ -403,14 +423,15 @@ class Scheduler:
                 raise EngineError(f"llama_decode failed with status {rc}")
             self._forget(entry)  # the KV cache is full: make room and try the same batch again
 
-    def _prefilled(self, job: Job, end: int, index: int) -> None:
+    def _prefilled(self, job: Job, end: int) -> list[_Choice]:
+        """Account for a computed chunk; at the prompt's end, fork it into the choices."""
         with self._cond:
             self._computed += end - job.n_past
         job.n_past = end
         if end in job.anchors:
             self._pin(job.seqs[0], job.prompt[:end])
         if end < len(job.prompt):
-            return
+            return []
         for i, seq in enumerate(job.seqs):
             if i:
                 self._ctx.seq_rm(seq)
@@ -422,8 +443,7 @@ class Scheduler:
                 window=job.max_new,
             )
             job.choices.append(_Choice(i, seq, sampler, TextAssembler(job.stops), n_kv=end))
-        for choice in job.choices:
-            self._advance(job, choice, choice.sampler.sample(self._ctx.ptr, index))
+        return job.choices
 
     def _advance(self, job: Job, choice: _Choice, token: int) -> None:
         if self._model.is_eog(token):
