@@ -239,3 +239,26 @@ def test_a_burst_is_admitted_up_to_slots_plus_line(model_path: Path) -> None:
         assert small.stats()["slots_busy"] == 0 and small.stats()["waiting"] == 0
     finally:
         asyncio.run(small.aclose())
+
+
+def test_a_grammar_constrains_each_sequence_on_its_own(engine: LlamaCppEngine) -> None:
+    yes_no = 'root ::= "yes" | "no"'
+    digits = "root ::= [0-9] [0-9] [0-9]"
+
+    async def scenario() -> list[dict[int, str]]:
+        return await asyncio.gather(
+            answer(engine, chat("Is the sky blue?"), grammar=yes_no, temperature=1.0, seed=1),
+            answer(engine, chat("Pick a number."), grammar=digits, temperature=1.0, seed=2),
+            answer(engine, chat("Say something.")),
+        )
+
+    constrained, number, free = asyncio.run(scenario())
+    assert constrained[0] in {"yes", "no"}
+    assert len(number[0]) == 3 and number[0].isdigit()
+    assert free[0]
+
+
+def test_a_broken_grammar_is_a_400_before_any_output(engine: LlamaCppEngine) -> None:
+    with pytest.raises(InvalidRequest, match="GBNF"):
+        asyncio.run(answer(engine, chat("hi"), grammar="root ::= (("))
+    assert counters(engine)["slots_busy"] == 0

@@ -92,3 +92,11 @@ def test_cancel_frees_the_worker_at_once(engine: LlamaCppEngine) -> None:
         return time.monotonic() - started
 
     assert asyncio.run(scenario()) < 2.0
+
+
+def test_gpu_layers_default_to_all_only_with_a_gpu_build(engine: LlamaCppEngine) -> None:
+    from cerulean.engines.llamacpp.engine import ALL_LAYERS
+    from cerulean.engines.llamacpp.native import gpu_offload_supported
+
+    assert engine.spec.n_gpu_layers is None  # the setting's default
+    assert engine.gpu_layers == (ALL_LAYERS if gpu_offload_supported() else 0)

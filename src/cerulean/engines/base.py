@@ -45,6 +45,7 @@ class SamplingParams:
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    grammar: str | None = None  # GBNF (llama.cpp grammar) the answer must match; root rule "root"
 
 
 @dataclass(frozen=True)

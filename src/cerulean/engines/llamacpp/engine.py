@@ -30,6 +30,7 @@ from cerulean.engines.llamacpp.native import (
     gpu_offload_supported,
 )
 from cerulean.engines.llamacpp.prefix import common_prefix
+from cerulean.engines.llamacpp.sampling import grammar_error
 from cerulean.engines.llamacpp.scheduler import Job, QueueFull, Scheduler, SchedulerConfig
 from cerulean.engines.prompts import BASE_FORMATS, PromptFormat, TemplateFormat
 from cerulean.errors import (
@@ -40,11 +41,11 @@ from cerulean.errors import (
     ServiceUnavailable,
 )
 
-__all__ = ["LlamaCppEngine", "ModelSpec", "PromptPlan"]
+__all__ = ["ALL_LAYERS", "LlamaCppEngine", "ModelSpec", "PromptPlan"]
 
 logger = logging.getLogger(__name__)
 
-_ALL_LAYERS = 0x7FFFFFFF
+ALL_LAYERS = 0x7FFFFFFF  # llama.cpp offloads min(this, the model's layers)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class LlamaCppEngine(Engine):
         self._scheduler: Scheduler | None = None
         self._format: PromptFormat | None = None
         self._info = ModelInfo(spec.name, spec.n_ctx, spec.default_max_tokens)
+        self.gpu_layers = 0  # layers offloaded, as resolved by load()
 
     @property
     def info(self) -> ModelInfo:
@@ -145,11 +147,12 @@ class LlamaCppEngine(Engine):
         spec = self._spec
         layers = spec.n_gpu_layers
         if layers is None:
-            layers = _ALL_LAYERS if gpu_offload_supported() else 0
+            layers = ALL_LAYERS if gpu_offload_supported() else 0
         elif layers < 0:
-            layers = _ALL_LAYERS
+            layers = ALL_LAYERS
         logger.info("loading %s from %s", spec.name, spec.path)
         model = NativeModel(spec.path, n_gpu_layers=layers)
+        self.gpu_layers = layers
         n_seq = min(spec.parallel + spec.cache_entries, 256)
         # Room for one decoding token per slot next to a prompt chunk.
         n_batch = max(spec.n_batch, spec.parallel + 64)
@@ -186,7 +189,7 @@ class LlamaCppEngine(Engine):
             spec.parallel,
             spec.n_ctx,
             self._format.name,
-            "all" if layers == _ALL_LAYERS else layers,
+            "all" if layers == ALL_LAYERS else layers,
         )
 
     def _choose_format(self, model: NativeModel) -> PromptFormat:
@@ -244,6 +247,13 @@ class LlamaCppEngine(Engine):
             )
         plan = await asyncio.to_thread(self.tokenize_prompt, request.messages)
         params = request.params
+        stops = (*plan.stops, *params.stop)
+        if params.grammar is not None:
+            model = self._require_model()
+            problem = await asyncio.to_thread(grammar_error, model.vocab, params.grammar)
+            if problem:
+                raise InvalidRequest(problem, param="grammar")
+            stops = params.stop  # the grammar decides where the answer ends
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[list[EngineChunk | BaseException]] = asyncio.Queue()
         admitted: asyncio.Future[None] = loop.create_future()
@@ -251,7 +261,7 @@ class LlamaCppEngine(Engine):
             prompt=plan.tokens,
             params=params,
             max_new=self._budget(len(plan.tokens), params.max_tokens),
-            stops=(*plan.stops, *params.stop),
+            stops=stops,
             emit=lambda items: loop.call_soon_threadsafe(queue.put_nowait, items),
             on_admit=lambda: loop.call_soon_threadsafe(_resolve, admitted),
             seed=params.seed if params.seed is not None else secrets.randbits(31),

@@ -2,6 +2,7 @@
 
 The chain follows OpenAI's semantics: penalties on the tokens generated so far, then
 temperature, then nucleus (``top_p``) filtering, then a seeded draw; temperature 0 is greedy.
+A grammar, when given, comes first and masks every token that would break it.
 """
 
 from __future__ import annotations
@@ -12,18 +13,36 @@ import llama_cpp
 
 from cerulean.engines.base import SamplingParams
 
-__all__ = ["Sampler"]
+__all__ = ["Sampler", "grammar_error"]
+
+
+def grammar_error(vocab: Any, grammar: str) -> str | None:
+    """Why llama.cpp cannot compile ``grammar`` (None when it can); safe from any thread."""
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+    if not sampler:
+        return "the grammar does not parse as GBNF with a 'root' rule"
+    llama_cpp.llama_sampler_free(sampler)
+    return None
 
 
 class Sampler:
     """One sequence's sampler chain; it remembers the tokens it picked (for the penalties)."""
 
-    def __init__(self, params: SamplingParams, *, seed: int, n_vocab: int, window: int) -> None:
+    def __init__(
+        self, params: SamplingParams, *, seed: int, vocab: Any, n_vocab: int, window: int
+    ) -> None:
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         chain: Any = llama_cpp.llama_sampler_chain_init(chain_params)
         self._chain = chain
         add = llama_cpp.llama_sampler_chain_add
+        if params.grammar:
+            grammar = llama_cpp.llama_sampler_init_grammar(
+                vocab, params.grammar.encode("utf-8"), b"root"
+            )
+            if not grammar:  # checked before admission; never reached from user input
+                raise ValueError("invalid grammar")
+            add(chain, grammar)
         if params.presence_penalty or params.frequency_penalty:
             add(
                 chain,

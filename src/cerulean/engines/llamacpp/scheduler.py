@@ -439,6 +439,7 @@ class Scheduler:
             sampler = Sampler(
                 job.params,
                 seed=job.seed + i,
+                vocab=self._model.vocab,
                 n_vocab=self._model.n_vocab,
                 window=job.max_new,
             )
