@@ -23,6 +23,7 @@ from cerulean.engines.base import (
     GenerationRequest,
     ModelInfo,
 )
+from cerulean.engines.llamacpp.jobs import Job
 from cerulean.engines.llamacpp.native import (
     ContextConfig,
     NativeContext,
@@ -31,7 +32,7 @@ from cerulean.engines.llamacpp.native import (
 )
 from cerulean.engines.llamacpp.prefix import common_prefix
 from cerulean.engines.llamacpp.sampling import grammar_error
-from cerulean.engines.llamacpp.scheduler import Job, QueueFull, Scheduler, SchedulerConfig
+from cerulean.engines.llamacpp.scheduler import QueueFull, Scheduler, SchedulerConfig
 from cerulean.engines.prompts import BASE_FORMATS, PromptFormat, TemplateFormat
 from cerulean.errors import (
     ContextLengthExceeded,

@@ -15,7 +15,8 @@ one sequence per choice.
 Prompts are computed in *canonical chunks*: every chunk ends at the next multiple of
 :data:`CHUNK` or at an anchor (where a message ends), and reuse is cut back to such a boundary.
 So a prompt's KV is computed by the same sequence of batch shapes whether or not part of it came
-from the cache, and a seeded request sent alone gives the same answer either way.
+from the cache, and greedy answers do not change with what the cache holds (sampled ones may; see
+docs/differences.md).
 """
 
 from __future__ import annotations
@@ -26,30 +27,21 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from cerulean.engines.base import EngineChunk, FinishReason, SamplingParams
+from cerulean.engines.base import EngineChunk, FinishReason
+from cerulean.engines.llamacpp.jobs import CHUNK, Choice, Job
+from cerulean.engines.llamacpp.kvspace import KvSpace
 from cerulean.engines.llamacpp.native import Batch, NativeContext, NativeModel
-from cerulean.engines.llamacpp.prefix import (
-    CachedPrefix,
-    PrefixCache,
-    SeqPool,
-    common_prefix,
-    reusable,
-)
+from cerulean.engines.llamacpp.prefix import common_prefix
 from cerulean.engines.llamacpp.sampling import Sampler
 from cerulean.engines.llamacpp.text import TextAssembler
 from cerulean.errors import EngineError
 
-__all__ = ["Job", "QueueFull", "Scheduler", "SchedulerStats"]
+__all__ = ["QueueFull", "Scheduler", "SchedulerConfig", "SchedulerStats"]
 
 logger = logging.getLogger(__name__)
 
-Emit = Callable[[list[EngineChunk | BaseException]], object]
-
-# Prompt chunk size: prompts are computed in chunks that end at multiples of this (or at anchors),
-# less when a batch could not hold it next to one decoding token per slot.
-CHUNK = 512
 # A prompt follows a still-running prefill only when that saves at least this many tokens more
 # than the best cached prefix would.
 _LEADER_GAIN = 32
@@ -76,62 +68,6 @@ class SchedulerStats:
     prompt_tokens_reused: int
 
 
-@dataclass(eq=False)
-class _Choice:
-    index: int
-    seq: int
-    sampler: Sampler
-    text: TextAssembler
-    n_kv: int
-    pending: int = -1
-    produced: int = 0
-    generated: list[int] = field(default_factory=list)
-    done: bool = False
-
-
-@dataclass(eq=False)
-class Job:
-    """One request: a prompt and how to sample ``n`` answers to it."""
-
-    prompt: list[int]
-    params: SamplingParams
-    max_new: int
-    stops: tuple[str, ...]
-    emit: Emit
-    on_admit: Callable[[], object]
-    seed: int
-    n: int = 1
-    anchors: tuple[int, ...] = ()
-    cancelled: bool = False
-    # Loop-thread state.
-    seqs: list[int] = field(default_factory=list)
-    n_past: int = 0
-    choices: list[_Choice] = field(default_factory=list)
-    leader: Job | None = None
-    follow_k: int = 0
-    chunk: int = CHUNK
-    finished: int = 0
-    out: list[EngineChunk | BaseException] = field(default_factory=list)
-
-    @property
-    def prefilling(self) -> bool:
-        return not self.choices
-
-    def boundary_at_most(self, k: int, other: Job | None = None) -> int:
-        """The last chunk boundary of this prompt (and of ``other``'s) at or before ``k``."""
-        marks = {a for a in self.anchors if a <= k}
-        if other is not None:
-            marks &= set(other.anchors)
-        marks.add(k - k % self.chunk)
-        return max(marks)
-
-    def next_boundary(self, after: int) -> int:
-        """Where the chunk that starts at ``after`` must end."""
-        marks = [a for a in self.anchors if a > after]
-        marks.append(after - after % self.chunk + self.chunk)
-        return min(min(marks), len(self.prompt))
-
-
 @dataclass(frozen=True)
 class SchedulerConfig:
     slots: int
@@ -149,8 +85,7 @@ class Scheduler:
         self._config = config
         self._batch = Batch(config.n_batch)
         self._chunk = max(16, min(CHUNK, config.n_batch - config.slots))
-        self._pool = SeqPool(ctx.config.n_seq_max)
-        self._cache = PrefixCache(config.cache_entries)
+        self._kv = KvSpace(ctx, n_swa=model.n_swa, entries=config.cache_entries)
         self._cond = threading.Condition()
         self._waiting: collections.deque[Job] = collections.deque()
         self._active: list[Job] = []
@@ -204,8 +139,8 @@ class Scheduler:
                 waiting=len(self._waiting),
                 running=len(self._active),
                 kv_tokens=sum(_kv_tokens(job) for job in self._active),
-                cached_prefixes=len(self._cache),
-                cached_tokens=self._cache.tokens,
+                cached_prefixes=len(self._kv.cache),
+                cached_tokens=self._kv.cache.tokens,
                 admitted=self._admitted,
                 rejected=self._rejected,
                 prompt_tokens_computed=self._computed,
@@ -250,8 +185,6 @@ class Scheduler:
             job.out.append(EngineError("the engine is shutting down"))
             self._release(job)
         self._flush()
-        for entry in list(self._cache):
-            self._cache.drop(entry)
 
     def _has_work(self) -> bool:
         if self._active:
@@ -275,48 +208,27 @@ class Scheduler:
         job.chunk = self._chunk
         self._active.append(job)  # from here on, _release gives everything back
         for _ in range(job.n):
-            job.seqs.append(self._take_seq())
+            job.seqs.append(self._kv.take())
         with self._cond:
             self._admitted += 1
         self._plan_reuse(job)
         self._notify(job.on_admit, job)
-
-    def _take_seq(self) -> int:
-        seq = self._pool.take()
-        while seq is None:
-            entry = self._cache.pop_lru()
-            if entry is None:  # slots + cache entries never exceed the ids; keep it loud
-                raise EngineError("no free sequence id")
-            self._forget(entry)
-            seq = self._pool.take()
-        return seq
-
-    def _forget(self, entry: CachedPrefix) -> None:
-        self._ctx.seq_rm(entry.seq)
-        self._pool.give(entry.seq)
 
     # -- prefix reuse -------------------------------------------------------------------------
 
     def _plan_reuse(self, job: Job) -> None:
         """Start ``job`` from the best cached prefix, or make it wait for a running prefill."""
         limit = len(job.prompt) - 1  # the last prompt token is always computed, for its logits
-        n_swa = self._model.n_swa
-        best_k, source = 0, -1
-        for k, entry in self._cache.matches(job.prompt):
-            k = job.boundary_at_most(min(k, limit))
-            if k > best_k and reusable(k, self._ctx.seq_pos_min(entry.seq), n_swa):
-                best_k, source = k, entry.seq
-                entry.touch()
-                break
+        best_k, source = self._kv.best_cached(job.prompt, job.boundary_at_most)
         leader, leader_k = None, best_k + _LEADER_GAIN
         for other in self._active:
             if other is job or not other.prefilling or other.cancelled:
                 continue
             k = job.boundary_at_most(min(common_prefix(other.prompt, job.prompt), limit), other)
-            if k < self._cache.min_tokens:
+            if k < self._kv.cache.min_tokens:
                 continue
             if other.n_past >= k and k > best_k and other.leader is None:
-                if reusable(k, self._ctx.seq_pos_min(other.seqs[0]), n_swa):
+                if self._kv.continuable(other.seqs[0], k):
                     best_k, source = k, other.seqs[0]
             elif other.n_past < k and k >= leader_k:
                 leader, leader_k = other, k
@@ -326,10 +238,7 @@ class Scheduler:
         self._copy_prefix(job, source, best_k)
 
     def _copy_prefix(self, job: Job, source: int, k: int) -> None:
-        seq = job.seqs[0]
-        self._ctx.seq_rm(seq)
-        if k > 0 and source >= 0:
-            self._ctx.seq_cp(source, seq, 0, k)
+        self._kv.copy(source, job.seqs[0], k)
         job.n_past = k
         with self._cond:
             self._reused += k
@@ -346,30 +255,15 @@ class Scheduler:
             return False
         job.leader = None
         k = job.follow_k
-        pos_min = self._ctx.seq_pos_min(leader.seqs[0])
-        self._copy_prefix(job, leader.seqs[0], k if reusable(k, pos_min, self._model.n_swa) else 0)
+        self._copy_prefix(job, leader.seqs[0], k if self._kv.continuable(leader.seqs[0], k) else 0)
         return True
-
-    def _pin(self, seq: int, tokens: list[int]) -> None:
-        """Keep ``tokens`` (positions 0..len-1 of ``seq``) as a cached prefix."""
-        if not self._cache.wanted(tokens):
-            return
-        if self._cache.full():
-            oldest = self._cache.pop_lru()
-            if oldest is not None:
-                self._forget(oldest)
-        entry_seq = self._pool.take()
-        if entry_seq is None:
-            return
-        self._ctx.seq_cp(seq, entry_seq, 0, len(tokens))
-        self._cache.add(CachedPrefix(entry_seq, tokens))
 
     # -- one step -----------------------------------------------------------------------------
 
     def _step(self) -> None:
         batch = self._batch
         batch.clear()
-        decoding: list[tuple[Job, _Choice, int]] = []
+        decoding: list[tuple[Job, Choice, int]] = []
         for job in self._active:
             for choice in job.choices:
                 if not choice.done:
@@ -418,24 +312,22 @@ class Scheduler:
             rc = self._ctx.decode(self._batch)
             if rc == 0:
                 return
-            entry = self._cache.pop_lru() if rc == 1 else None
-            if entry is None:
+            # 1: the KV cache is full; make room and try the same batch again.
+            if rc != 1 or not self._kv.evict():
                 raise EngineError(f"llama_decode failed with status {rc}")
-            self._forget(entry)  # the KV cache is full: make room and try the same batch again
 
-    def _prefilled(self, job: Job, end: int) -> list[_Choice]:
+    def _prefilled(self, job: Job, end: int) -> list[Choice]:
         """Account for a computed chunk; at the prompt's end, fork it into the choices."""
         with self._cond:
             self._computed += end - job.n_past
         job.n_past = end
         if end in job.anchors:
-            self._pin(job.seqs[0], job.prompt[:end])
+            self._kv.pin(job.seqs[0], job.prompt[:end])
         if end < len(job.prompt):
             return []
         for i, seq in enumerate(job.seqs):
             if i:
-                self._ctx.seq_rm(seq)
-                self._ctx.seq_cp(job.seqs[0], seq, 0, end)
+                self._kv.copy(job.seqs[0], seq, end)
             sampler = Sampler(
                 job.params,
                 seed=job.seed + i,
@@ -443,10 +335,10 @@ class Scheduler:
                 n_vocab=self._model.n_vocab,
                 window=job.max_new,
             )
-            job.choices.append(_Choice(i, seq, sampler, TextAssembler(job.stops), n_kv=end))
+            job.choices.append(Choice(i, seq, sampler, TextAssembler(job.stops), n_kv=end))
         return job.choices
 
-    def _advance(self, job: Job, choice: _Choice, token: int) -> None:
+    def _advance(self, job: Job, choice: Choice, token: int) -> None:
         if self._model.is_eog(token):
             self._finish(job, choice, "stop", stopped=False)
             return
@@ -462,7 +354,7 @@ class Scheduler:
         else:
             choice.pending = token
 
-    def _finish(self, job: Job, choice: _Choice, reason: FinishReason, *, stopped: bool) -> None:
+    def _finish(self, job: Job, choice: Choice, reason: FinishReason, *, stopped: bool) -> None:
         choice.done = True
         job.out.append(
             EngineChunk(
@@ -481,12 +373,7 @@ class Scheduler:
         """A finished job's first answer stays cached: the chat's next turn starts with it."""
         first = job.choices[0]
         tokens = job.prompt + first.generated[: first.n_kv - len(job.prompt)]
-        if len(tokens) == first.n_kv and self._cache.wanted(tokens):
-            if self._cache.full():
-                oldest = self._cache.pop_lru()
-                if oldest is not None:
-                    self._forget(oldest)
-            self._cache.add(CachedPrefix(first.seq, tokens))
+        if len(tokens) == first.n_kv and self._kv.adopt(first.seq, tokens):
             job.seqs.remove(first.seq)  # now owned by the cache
         self._release(job)
 
@@ -501,8 +388,7 @@ class Scheduler:
         for choice in job.choices:
             choice.sampler.close()
         for seq in job.seqs:
-            self._ctx.seq_rm(seq)
-            self._pool.give(seq)
+            self._kv.give(seq)
         job.seqs.clear()
         if job in self._active:
             self._active.remove(job)
@@ -514,10 +400,7 @@ class Scheduler:
         for job in list(self._active):
             job.out.append(EngineError(f"generation failed: {exc}"))
             self._release(job)
-        for entry in list(self._cache):
-            self._cache.drop(entry)
-            self._pool.give(entry.seq)
-        self._ctx.clear()
+        self._kv.clear()
 
     def _flush(self) -> None:
         for job in self._active:
