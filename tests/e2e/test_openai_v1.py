@@ -200,3 +200,20 @@ def test_health_answers_while_generating(server: Server) -> None:
 def test_models_dir_holds_the_verified_embedded_file(server: Server) -> None:
     files = sorted(p.name for p in Path(server.home / "models").iterdir())
     assert "gemma-3-270m-q4_k_m.gguf" in files and "gemma-3-270m-q4_k_m.gguf.verified" in files
+
+
+def test_n_choices_sync_and_streaming(server: Server) -> None:
+    sdk = client(server)
+    body = sdk.chat.completions.create(
+        model="gpt-4", messages=MESSAGES, n=3, max_tokens=8, temperature=1.0, seed=4
+    )
+    assert [c.index for c in body.choices] == [0, 1, 2]
+    assert all(c.finish_reason in ("stop", "length") for c in body.choices)
+    assert body.usage is not None and body.usage.prompt_tokens > 0
+    # Usage counts the prompt once and every choice's tokens (each at most max_tokens).
+    assert 1 <= body.usage.completion_tokens <= 3 * 8
+    stream = sdk.chat.completions.create(
+        model="gpt-4", messages=MESSAGES, n=2, max_tokens=8, stream=True
+    )
+    finished = {c.index for chunk in stream for c in chunk.choices if c.finish_reason}
+    assert finished == {0, 1}

@@ -262,3 +262,19 @@ def test_a_broken_grammar_is_a_400_before_any_output(engine: LlamaCppEngine) -> 
     with pytest.raises(InvalidRequest, match="GBNF"):
         asyncio.run(answer(engine, chat("hi"), grammar="root ::= (("))
     assert counters(engine)["slots_busy"] == 0
+
+
+def test_the_next_turn_of_a_chat_reuses_the_previous_one(engine: LlamaCppEngine) -> None:
+    system = "Session E. " + LONG_SYSTEM
+    first_turn = chat("What is your policy number 7?", system)
+    reply = asyncio.run(answer(engine, first_turn, max_tokens=24))[0]
+    second_turn = (
+        *first_turn,
+        ChatMessage("assistant", reply),
+        ChatMessage("user", "And number 14?"),
+    )
+    before = counters(engine)
+    asyncio.run(answer(engine, second_turn))
+    after = counters(engine)
+    history = asyncio.run(engine.count_prompt_tokens(first_turn))
+    assert after["prompt_tokens_reused"] - before["prompt_tokens_reused"] >= history - 16
