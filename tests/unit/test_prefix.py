@@ -70,7 +70,7 @@ def test_lru_eviction_order_follows_use() -> None:
     first, second = CachedPrefix(1, [1]), CachedPrefix(2, [2])
     cache.add(first)
     cache.add(second)
-    assert cache.full()
+    assert cache.over(1)
     first.touch()
     assert cache.pop_lru() is second
     assert cache.pop_lru() is first
@@ -110,3 +110,11 @@ def test_content_ends_locates_each_message_in_any_format() -> None:
     assert gemma[: ends[0]].endswith("Be brief.") and gemma[: ends[1]].endswith("Hi")
     assert ends[2] == 0
     assert _content_ends([ChatMessage("user", "absent")], "System: x") == [0]
+
+
+def test_token_budget_counts_every_entry() -> None:
+    cache = PrefixCache(10, max_tokens=100, min_tokens=1)
+    cache.add(CachedPrefix(0, list(range(60))))
+    assert not cache.over(40)
+    assert cache.over(41)
+    assert not cache.wanted(list(range(101)))  # larger than the whole budget

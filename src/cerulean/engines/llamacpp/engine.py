@@ -71,6 +71,7 @@ class ModelSpec:
     queue_size: int = 64
     queue_timeout: float = 60.0
     cache_entries: int = 16
+    cache_tokens: int | None = None  # budget of cached prefixes; default one slot's context
     swa_full: bool = False
 
 
@@ -180,6 +181,7 @@ class LlamaCppEngine(Engine):
                 n_batch=n_batch,
                 queue_size=spec.queue_size,
                 cache_entries=n_seq - spec.parallel,
+                cache_tokens=spec.cache_tokens or spec.n_ctx,
             ),
         )
         scheduler.start()

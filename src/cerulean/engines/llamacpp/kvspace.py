@@ -17,13 +17,14 @@ __all__ = ["KvSpace"]
 
 
 class KvSpace:
-    """Sequence ids of one context, ``entries`` of them at most kept as cached prefixes."""
+    """Sequence ids of one context; at most ``entries`` of them, ``tokens`` long in all, are kept
+    as cached prefixes."""
 
-    def __init__(self, ctx: NativeContext, *, n_swa: int, entries: int) -> None:
+    def __init__(self, ctx: NativeContext, *, n_swa: int, entries: int, tokens: int) -> None:
         self._ctx = ctx
         self._n_swa = n_swa
         self._pool = SeqPool(ctx.config.n_seq_max)
-        self.cache = PrefixCache(entries)
+        self.cache = PrefixCache(entries, max_tokens=tokens)
 
     def take(self) -> int:
         """A free, empty sequence id (dropping cached prefixes if need be)."""
@@ -74,8 +75,8 @@ class KvSpace:
         """Keep ``tokens`` (positions ``0..len-1`` of ``seq``) as a cached prefix."""
         if not self.cache.wanted(tokens):
             return
-        if self.cache.full():
-            self.evict()
+        while self.cache.over(len(tokens)) and self.evict():
+            pass
         entry = self._pool.take()
         if entry is not None:
             self._ctx.seq_cp(seq, entry, 0, len(tokens))
@@ -85,8 +86,8 @@ class KvSpace:
         """Turn a finished sequence holding exactly ``tokens`` into a cached prefix."""
         if not self.cache.wanted(tokens):
             return False
-        if self.cache.full():
-            self.evict()
+        while self.cache.over(len(tokens)) and self.evict():
+            pass
         self.cache.add(CachedPrefix(seq, tokens))
         return True
 

@@ -82,10 +82,16 @@ class CachedPrefix:
 
 
 class PrefixCache:
-    """At most ``capacity`` cached prefixes, least recently used evicted first."""
+    """At most ``capacity`` cached prefixes of ``max_tokens`` tokens in all (shared cells counted
+    once per entry), least recently used evicted first.
 
-    def __init__(self, capacity: int, *, min_tokens: int = 16) -> None:
+    The token budget matters beyond memory: in a unified KV cache every decode step attends over
+    the cells up to the highest one in use, so stale prefixes slow every running request down.
+    """
+
+    def __init__(self, capacity: int, *, max_tokens: int = 1 << 62, min_tokens: int = 16) -> None:
         self.capacity = capacity
+        self.max_tokens = max_tokens
         self.min_tokens = min_tokens
         self._entries: list[CachedPrefix] = []
 
@@ -115,14 +121,19 @@ class PrefixCache:
         return any(len(e.tokens) == n and e.tokens == tokens for e in self._entries)
 
     def wanted(self, tokens: Sequence[int]) -> bool:
-        """Whether ``tokens`` is worth an entry: long enough and not already cached."""
-        return len(tokens) >= self.min_tokens and self.capacity > 0 and not self.holds(tokens)
+        """Whether ``tokens`` is worth an entry: long enough, within budget, not cached yet."""
+        return (
+            self.min_tokens <= len(tokens) <= self.max_tokens
+            and self.capacity > 0
+            and not self.holds(tokens)
+        )
 
     def add(self, entry: CachedPrefix) -> None:
         self._entries.append(entry)
 
-    def full(self) -> bool:
-        return len(self._entries) >= self.capacity
+    def over(self, adding: int) -> bool:
+        """Whether one more entry of ``adding`` tokens needs an eviction first."""
+        return len(self._entries) >= self.capacity or self.tokens + adding > self.max_tokens
 
     def pop_lru(self) -> CachedPrefix | None:
         """Remove and return the least recently used entry (the caller frees its cells)."""

@@ -74,6 +74,7 @@ class SchedulerConfig:
     n_batch: int
     queue_size: int
     cache_entries: int
+    cache_tokens: int
 
 
 class Scheduler:
@@ -85,7 +86,9 @@ class Scheduler:
         self._config = config
         self._batch = Batch(config.n_batch)
         self._chunk = max(16, min(CHUNK, config.n_batch - config.slots))
-        self._kv = KvSpace(ctx, n_swa=model.n_swa, entries=config.cache_entries)
+        self._kv = KvSpace(
+            ctx, n_swa=model.n_swa, entries=config.cache_entries, tokens=config.cache_tokens
+        )
         self._cond = threading.Condition()
         self._waiting: collections.deque[Job] = collections.deque()
         self._active: list[Job] = []
