@@ -166,6 +166,13 @@ def test_unknown_deployment(client: TestClient) -> None:
         (b'{"messages": "hi"}', 400, "is not of type 'array' - 'messages'"),
         (b'{"messages":[{"role":"user","content":1}]}', 400, "messages.0.content"),
         (b'{"messages":[{"role":"user","content":"x"}],"n":0}', 400, "'n'"),
+        (b'{"messages":[{"role":"user","content":"x"}],"logit_bias":{"a":1}}', 400, "logit_bias"),
+        (
+            '{"messages":[{"role":"user","content":"x"}],"logit_bias":{"²":1}}'.encode(),
+            400,
+            "logit",
+        ),
+        (b'{"messages":[{"role":"user","content":"x"}],"logit_bias":{"5":101}}', 400, "-100"),
         (b'{"messages":[{"role":"user","content":"x"}],"n":129}', 400, "'n'"),
         (
             b'{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}',
@@ -290,3 +297,8 @@ def test_n_streams_every_choice_with_its_index(client: TestClient) -> None:
     assert content == {0: "You said: hello there", 1: "You said: hello there"}
     assert finished == {0, 1}
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 4
+
+
+def test_logit_bias_with_token_ids_is_accepted(client: TestClient) -> None:
+    response = client.post(URL, json={**BODY, "logit_bias": {"50256": -100, "7": 5}})
+    assert response.status_code == 200

@@ -278,3 +278,21 @@ def test_the_next_turn_of_a_chat_reuses_the_previous_one(engine: LlamaCppEngine)
     after = counters(engine)
     history = asyncio.run(engine.count_prompt_tokens(first_turn))
     assert after["prompt_tokens_reused"] - before["prompt_tokens_reused"] >= history - 16
+
+
+def test_logit_bias_forces_and_bans_tokens(engine: LlamaCppEngine) -> None:
+    model = engine._require_model()
+    target = model.tokenize(" banana", add_bos=False)[0]
+    forced = asyncio.run(
+        answer(engine, chat("Say hello."), max_tokens=3, logit_bias=((target, 100.0),))
+    )
+    assert forced[0].startswith("banana")
+    plain = asyncio.run(answer(engine, chat("Say hello."), max_tokens=8))[0]
+    first = model.tokenize(" " + plain, add_bos=False)[0] if plain else None
+    if first is not None:
+        banned = asyncio.run(
+            answer(engine, chat("Say hello."), max_tokens=8, logit_bias=((first, -100.0),))
+        )[0]
+        assert banned != plain
+    with pytest.raises(InvalidRequest, match="logit_bias"):
+        asyncio.run(answer(engine, chat("hi"), logit_bias=((model.n_vocab, 1.0),)))

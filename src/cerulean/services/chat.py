@@ -36,7 +36,6 @@ _PROMPT_FILTER = {**_CHOICE_FILTER, "jailbreak": {"filtered": False, "detected":
 
 # Parameters this release refuses loudly rather than ignore: (field, predicate that it is "used").
 _NOT_YET: tuple[tuple[str, Any], ...] = (
-    ("logit_bias", lambda v: bool(v)),
     ("logprobs", lambda v: bool(v)),
     ("top_logprobs", lambda v: v not in (None, 0)),
     ("tools", lambda v: bool(v)),
@@ -90,6 +89,24 @@ def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
     return tuple(s for s in stops if s)
 
 
+def _logit_bias(biases: dict[str, int] | None) -> tuple[tuple[int, float], ...]:
+    """``{"token id": bias}`` with ids as decimal strings and biases in [-100, 100]."""
+    out: list[tuple[int, float]] = []
+    for key, bias in (biases or {}).items():
+        if not (key.isascii() and key.isdigit()):
+            raise InvalidRequest(
+                f"Invalid key in 'logit_bias': {key}. Keys must be token ids.", param="logit_bias"
+            )
+        if not -100 <= bias <= 100:
+            raise InvalidRequest(
+                f"Invalid value for 'logit_bias' key {key}: {bias}. Values must be between -100 "
+                "and 100.",
+                param="logit_bias",
+            )
+        out.append((int(key), float(bias)))
+    return tuple(out)
+
+
 def _refuse_unsupported(body: CreateChatCompletionRequest) -> None:
     for name, used in _NOT_YET:
         if used(getattr(body, name)):
@@ -115,6 +132,7 @@ def to_generation_request(body: CreateChatCompletionRequest) -> GenerationReques
         seed=body.seed,
         presence_penalty=body.presence_penalty or 0.0,
         frequency_penalty=body.frequency_penalty or 0.0,
+        logit_bias=_logit_bias(body.logit_bias),
     )
     return GenerationRequest(messages=messages, params=params, n=body.n or 1)
 

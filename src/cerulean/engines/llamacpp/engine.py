@@ -251,6 +251,7 @@ class LlamaCppEngine(Engine):
         plan = await asyncio.to_thread(self.tokenize_prompt, request.messages)
         params = request.params
         stops = (*plan.stops, *params.stop)
+        self._check_logit_bias(params.logit_bias)
         if params.grammar is not None:
             model = self._require_model()
             problem = await asyncio.to_thread(grammar_error, model.vocab, params.grammar)
@@ -284,6 +285,16 @@ class LlamaCppEngine(Engine):
             scheduler.cancel(job)
             raise
         return _Generation(self, job, queue)
+
+    def _check_logit_bias(self, biases: tuple[tuple[int, float], ...]) -> None:
+        n_vocab = self._require_model().n_vocab
+        for token, _ in biases:
+            if not 0 <= token < n_vocab:
+                raise InvalidRequest(
+                    f"Invalid key in 'logit_bias': {token}. Token ids must be between 0 and "
+                    f"{n_vocab - 1} for this deployment's tokenizer.",
+                    param="logit_bias",
+                )
 
     def _retry_after(self) -> int:
         """Seconds to suggest: a slot frees within about one answer's time, so retry soon."""

@@ -2,7 +2,8 @@
 
 The chain follows OpenAI's semantics: penalties on the tokens generated so far, then
 temperature, then nucleus (``top_p``) filtering, then a seeded draw; temperature 0 is greedy.
-A grammar, when given, comes first and masks every token that would break it.
+A grammar, when given, comes first and masks every token that would break it; ``logit_bias``
+is added to the logits next (OpenAI's semantics: -100 bans a token, +100 all but forces it).
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class Sampler:
             if not grammar:  # checked before admission; never reached from user input
                 raise ValueError("invalid grammar")
             add(chain, grammar)
+        if params.logit_bias:
+            biases = (llama_cpp.llama_logit_bias * len(params.logit_bias))()
+            for slot, (token, bias) in zip(biases, params.logit_bias, strict=True):
+                slot.token, slot.bias = token, bias
+            add(chain, llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(biases), biases))
         if params.presence_penalty or params.frequency_penalty:
             add(
                 chain,
