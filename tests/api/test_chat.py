@@ -166,6 +166,17 @@ def test_unknown_deployment(client: TestClient) -> None:
         (b'{"messages": "hi"}', 400, "is not of type 'array' - 'messages'"),
         (b'{"messages":[{"role":"user","content":1}]}', 400, "messages.0.content"),
         (b'{"messages":[{"role":"user","content":"x"}],"n":0}', 400, "'n'"),
+        (
+            b'{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"xml"}}',
+            400,
+            "Supported values",
+        ),
+        (
+            b'{"messages":[{"role":"user","content":"x"}],'
+            b'"response_format":{"type":"json_schema","json_schema":{"schema":{}}}}',
+            400,
+            "json_schema.name",
+        ),
         (b'{"messages":[{"role":"user","content":"x"}],"logit_bias":{"a":1}}', 400, "logit_bias"),
         (
             '{"messages":[{"role":"user","content":"x"}],"logit_bias":{"²":1}}'.encode(),
@@ -302,3 +313,8 @@ def test_n_streams_every_choice_with_its_index(client: TestClient) -> None:
 def test_logit_bias_with_token_ids_is_accepted(client: TestClient) -> None:
     response = client.post(URL, json={**BODY, "logit_bias": {"50256": -100, "7": 5}})
     assert response.status_code == 200
+
+
+def test_response_format_json_object_is_accepted(client: TestClient) -> None:
+    body = {**BODY, "response_format": {"type": "json_object"}}
+    assert client.post(URL, json=body).status_code == 200

@@ -217,3 +217,25 @@ def test_n_choices_sync_and_streaming(server: Server) -> None:
     )
     finished = {c.index for chunk in stream for c in chunk.choices if c.finish_reason}
     assert finished == {0, 1}
+
+
+def test_response_format_json_schema_through_the_sdk(server: Server) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    body = client(server).chat.completions.create(
+        model="gpt-4",
+        messages=[{"role": "user", "content": "Is the sea salty? Answer in JSON."}],
+        max_tokens=32,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "verdict", "schema": schema, "strict": True},
+        },
+    )
+    assert json.loads(body.choices[0].message.content or "") in (
+        {"answer": "yes"},
+        {"answer": "no"},
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,13 @@ from typing import Any
 
 import pytest
 
-from cerulean.engines.base import ChatMessage, Generation, GenerationRequest, SamplingParams
+from cerulean.engines.base import (
+    ChatMessage,
+    Generation,
+    GenerationRequest,
+    ResponseFormat,
+    SamplingParams,
+)
 from cerulean.engines.llamacpp import LlamaCppEngine, ModelSpec
 from cerulean.engines.prompts import EMBEDDED_FORMAT
 from cerulean.errors import InvalidRequest, ServerBusy, ServiceUnavailable
@@ -296,3 +303,54 @@ def test_logit_bias_forces_and_bans_tokens(engine: LlamaCppEngine) -> None:
         assert banned != plain
     with pytest.raises(InvalidRequest, match="logit_bias"):
         asyncio.run(answer(engine, chat("hi"), logit_bias=((model.n_vocab, 1.0),)))
+
+
+def test_response_format_json_object_and_schema_always_parse(engine: LlamaCppEngine) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "answer": {"type": "string", "enum": ["yes", "no"]},
+            "confidence": {"type": "integer"},
+        },
+        "required": ["answer", "confidence"],
+        "additionalProperties": False,
+    }
+
+    async def scenario() -> list[dict[int, str]]:
+        question = chat("Is water wet? Answer in JSON.")
+        return await asyncio.gather(
+            answer(
+                engine,
+                question,
+                max_tokens=48,
+                response_format=ResponseFormat("json_schema", schema),
+            ),
+            answer(
+                engine,
+                question,
+                max_tokens=48,
+                temperature=1.0,
+                seed=3,
+                response_format=ResponseFormat("json_schema", schema),
+            ),
+        )
+
+    for texts in asyncio.run(scenario()):
+        value = json.loads(texts[0])
+        assert set(value) == {"answer", "confidence"}
+        assert value["answer"] in ("yes", "no") and isinstance(value["confidence"], int)
+    loose = asyncio.run(
+        answer(
+            engine,
+            chat("Reply with {}."),
+            max_tokens=64,
+            response_format=ResponseFormat("json_object"),
+        )
+    )[0]
+    assert loose.startswith("{")
+
+
+def test_an_inexpressible_schema_is_a_400(engine: LlamaCppEngine) -> None:
+    bad = ResponseFormat("json_schema", {"$ref": "#/definitions/missing"})
+    with pytest.raises(InvalidRequest, match="response_format"):
+        asyncio.run(answer(engine, chat("hi"), response_format=bad))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "ChatMessage",
@@ -19,6 +19,7 @@ __all__ = [
     "Generation",
     "GenerationRequest",
     "ModelInfo",
+    "ResponseFormat",
     "SamplingParams",
 ]
 
@@ -35,6 +36,14 @@ class ChatMessage:
 
 
 @dataclass(frozen=True)
+class ResponseFormat:
+    """Structured output: any JSON object, or JSON valid against ``schema``."""
+
+    kind: Literal["json_object", "json_schema"]
+    schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """How to pick tokens; ``temperature == 0`` means greedy."""
 
@@ -47,6 +56,7 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     grammar: str | None = None  # GBNF (llama.cpp grammar) the answer must match; root rule "root"
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit)
+    response_format: ResponseFormat | None = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from cerulean.engines.base import (
     EngineChunk,
     Generation,
     GenerationRequest,
+    ResponseFormat,
     SamplingParams,
 )
 from cerulean.errors import APIError, EngineError, InternalServerError, InvalidRequest
@@ -42,7 +43,6 @@ _NOT_YET: tuple[tuple[str, Any], ...] = (
     ("functions", lambda v: bool(v)),
     ("tool_choice", lambda v: v not in (None, "none")),
     ("function_call", lambda v: v not in (None, "none")),
-    ("response_format", lambda v: v is not None and v.get("type") != "text"),
 )
 
 
@@ -107,6 +107,33 @@ def _logit_bias(biases: dict[str, int] | None) -> tuple[tuple[int, float], ...]:
     return tuple(out)
 
 
+def _response_format(value: dict[str, Any] | None) -> ResponseFormat | None:
+    """``text`` (or nothing), ``json_object``, or ``json_schema`` with its ``schema``."""
+    kind = (value or {}).get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return ResponseFormat("json_object")
+    if kind == "json_schema":
+        spec = (value or {}).get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise InvalidRequest(
+                "Missing required parameter: 'response_format.json_schema.name'.",
+                param="response_format.json_schema.name",
+            )
+        if schema is not None and not isinstance(schema, dict):
+            raise InvalidRequest(
+                f"{schema!r} is not of type 'object' - 'response_format.json_schema.schema'",
+                param="response_format.json_schema.schema",
+            )
+        return ResponseFormat("json_schema", schema or {})
+    raise InvalidRequest(
+        f"Invalid value: '{kind}'. Supported values are: 'text', 'json_object' and 'json_schema'.",
+        param="response_format.type",
+    )
+
+
 def _refuse_unsupported(body: CreateChatCompletionRequest) -> None:
     for name, used in _NOT_YET:
         if used(getattr(body, name)):
@@ -133,6 +160,7 @@ def to_generation_request(body: CreateChatCompletionRequest) -> GenerationReques
         presence_penalty=body.presence_penalty or 0.0,
         frequency_penalty=body.frequency_penalty or 0.0,
         logit_bias=_logit_bias(body.logit_bias),
+        response_format=_response_format(body.response_format),
     )
     return GenerationRequest(messages=messages, params=params, n=body.n or 1)
 

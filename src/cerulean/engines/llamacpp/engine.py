@@ -12,7 +12,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from cerulean.engines.base import (
@@ -22,6 +22,7 @@ from cerulean.engines.base import (
     Generation,
     GenerationRequest,
     ModelInfo,
+    ResponseFormat,
 )
 from cerulean.engines.llamacpp.jobs import Job
 from cerulean.engines.llamacpp.native import (
@@ -31,7 +32,7 @@ from cerulean.engines.llamacpp.native import (
     gpu_offload_supported,
 )
 from cerulean.engines.llamacpp.prefix import common_prefix
-from cerulean.engines.llamacpp.sampling import grammar_error
+from cerulean.engines.llamacpp.sampling import grammar_error, response_grammar
 from cerulean.engines.llamacpp.scheduler import QueueFull, Scheduler, SchedulerConfig
 from cerulean.engines.prompts import BASE_FORMATS, PromptFormat, TemplateFormat
 from cerulean.errors import (
@@ -252,6 +253,8 @@ class LlamaCppEngine(Engine):
         params = request.params
         stops = (*plan.stops, *params.stop)
         self._check_logit_bias(params.logit_bias)
+        if params.response_format is not None:
+            params = replace(params, grammar=await self._compile(params.response_format))
         if params.grammar is not None:
             model = self._require_model()
             problem = await asyncio.to_thread(grammar_error, model.vocab, params.grammar)
@@ -285,6 +288,14 @@ class LlamaCppEngine(Engine):
             scheduler.cancel(job)
             raise
         return _Generation(self, job, queue)
+
+    async def _compile(self, response_format: ResponseFormat) -> str:
+        try:
+            return await asyncio.to_thread(response_grammar, response_format)
+        except ValueError as exc:
+            raise InvalidRequest(
+                f"Invalid schema for response_format: {exc}", param="response_format"
+            ) from None
 
     def _check_logit_bias(self, biases: tuple[tuple[int, float], ...]) -> None:
         n_vocab = self._require_model().n_vocab

@@ -8,13 +8,30 @@ is added to the logits next (OpenAI's semantics: -100 bans a token, +100 all but
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import llama_cpp
 
-from cerulean.engines.base import SamplingParams
+from cerulean.engines.base import ResponseFormat, SamplingParams
 
-__all__ = ["Sampler", "grammar_error"]
+__all__ = ["Sampler", "grammar_error", "response_grammar"]
+
+
+def response_grammar(response_format: ResponseFormat) -> str:
+    """The GBNF grammar that makes an answer JSON (valid against the schema, if one is given).
+
+    llama-cpp-python ships llama.cpp's JSON grammar and its JSON-schema converter; raises
+    :class:`ValueError` for a schema the converter cannot express.
+    """
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+    if response_format.kind == "json_object" or response_format.schema is None:
+        return str(JSON_GBNF)
+    try:
+        return str(json_schema_to_gbnf(json.dumps(response_format.schema)))
+    except (KeyError, TypeError, AttributeError, AssertionError, RecursionError) as exc:
+        raise ValueError(f"unsupported JSON schema: {exc}") from exc
 
 
 def grammar_error(vocab: Any, grammar: str) -> str | None:
