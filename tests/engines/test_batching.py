@@ -354,3 +354,24 @@ def test_an_inexpressible_schema_is_a_400(engine: LlamaCppEngine) -> None:
     bad = ResponseFormat("json_schema", {"$ref": "#/definitions/missing"})
     with pytest.raises(InvalidRequest, match="response_format"):
         asyncio.run(answer(engine, chat("hi"), response_format=bad))
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"enum": []},
+        {"type": "string", "pattern": "("},
+        {"not": {}},
+        {"$ref": "http://example.com/schema"},
+        {"anyOf": []},
+        {"type": 5},
+    ],
+)
+def test_hostile_schemas_are_400s_not_crashes(
+    engine: LlamaCppEngine, schema: dict[str, object]
+) -> None:
+    with pytest.raises(InvalidRequest):
+        asyncio.run(
+            answer(engine, chat("hi"), response_format=ResponseFormat("json_schema", schema))
+        )
+    assert counters(engine)["slots_busy"] == 0
