@@ -13,7 +13,10 @@ from cerulean.engines.llamacpp.native import NativeContext
 from cerulean.engines.llamacpp.prefix import CachedPrefix, PrefixCache, SeqPool, reusable
 from cerulean.errors import EngineError
 
-__all__ = ["KvSpace"]
+__all__ = ["ADOPT_MIN_TOKENS", "KvSpace"]
+
+# Finished answers shorter than this are not kept for the chat's next turn.
+ADOPT_MIN_TOKENS = 128
 
 
 class KvSpace:
@@ -83,8 +86,12 @@ class KvSpace:
             self.cache.add(CachedPrefix(entry, tokens))
 
     def adopt(self, seq: int, tokens: list[int]) -> bool:
-        """Turn a finished sequence holding exactly ``tokens`` into a cached prefix."""
-        if not self.cache.wanted(tokens):
+        """Turn a finished sequence holding exactly ``tokens`` into a cached prefix.
+
+        Only long ones: a short chat costs little to compute again, while every finished short
+        chat kept would leave its own cells scattered through the cache (see :class:`KvSpace`).
+        """
+        if len(tokens) < ADOPT_MIN_TOKENS or not self.cache.wanted(tokens):
             return False
         while self.cache.over(len(tokens)) and self.evict():
             pass

@@ -89,7 +89,7 @@ class PrefixCache:
     the cells up to the highest one in use, so stale prefixes slow every running request down.
     """
 
-    def __init__(self, capacity: int, *, max_tokens: int = 1 << 62, min_tokens: int = 128) -> None:
+    def __init__(self, capacity: int, *, max_tokens: int = 1 << 62, min_tokens: int = 16) -> None:
         self.capacity = capacity
         self.max_tokens = max_tokens
         self.min_tokens = min_tokens
