@@ -29,7 +29,8 @@ async def create_chat_completion(
     request: Request, version: ApiVersionDep, deployment: DeploymentDep
 ) -> Response:
     body = parse_body(await request.body(), CreateChatCompletionRequest)
-    generation = await deployment.engine.generate(to_generation_request(body))
+    wanted = to_generation_request(body)
+    generation = await deployment.engine.generate(wanted)
     ctx = ChatContext(model=deployment.engine.info.name, api_version=version)
     headers = {"x-ms-deployment-name": deployment.record.name}
     if body.stream:
@@ -39,7 +40,7 @@ async def create_chat_completion(
             generation,
             include_usage=include_usage,
             request_id=request.state.request_id,
-            n=body.n or 1,
+            n=wanted.n,
         )
         return StreamingResponse(events, media_type=SSE_MEDIA_TYPE, headers=headers)
     result = await _unless_disconnected(request, collect_completion(ctx, generation))

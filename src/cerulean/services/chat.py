@@ -109,13 +109,14 @@ def _logit_bias(biases: dict[str, int] | None) -> tuple[tuple[int, float], ...]:
 
 def _response_format(value: dict[str, Any] | None) -> ResponseFormat | None:
     """``text`` (or nothing), ``json_object``, or ``json_schema`` with its ``schema``."""
-    kind = (value or {}).get("type", "text")
+    value = value or {}
+    kind = value.get("type", "text")
     if kind == "text":
         return None
     if kind == "json_object":
         return ResponseFormat("json_object")
     if kind == "json_schema":
-        spec = (value or {}).get("json_schema")
+        spec = value.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             raise InvalidRequest(

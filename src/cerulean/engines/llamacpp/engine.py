@@ -47,6 +47,8 @@ __all__ = ["ALL_LAYERS", "LlamaCppEngine", "ModelSpec", "PromptPlan"]
 
 logger = logging.getLogger(__name__)
 
+# Suggested wait before retrying a 429/503: a slot frees within about one answer's time.
+_RETRY_AFTER_S = 1
 ALL_LAYERS = 0x7FFFFFFF  # llama.cpp offloads min(this, the model's layers)
 
 
@@ -215,9 +217,8 @@ class LlamaCppEngine(Engine):
         rendered = self.prompt_format.render(messages)
         tokens = self._tokenize(model, rendered.text)
         ends = _content_ends(messages, rendered.text)
-        wanted = sorted({0, len(messages) - 2} & set(range(len(messages) - 1)))
-        anchors = {self._anchor(model, rendered.text[: ends[i]], tokens) for i in wanted if ends[i]}
-        anchors.discard(0)
+        heads = {i for i in (0, len(messages) - 2) if 0 <= i < len(messages) - 1 and ends[i]}
+        anchors = {self._anchor(model, rendered.text[: ends[i]], tokens) for i in heads} - {0}
         return PromptPlan(tokens, rendered.stop, tuple(sorted(anchors)))
 
     def _tokenize(self, model: NativeModel, text: str) -> list[int]:
@@ -278,12 +279,12 @@ class LlamaCppEngine(Engine):
         try:
             scheduler.submit(job)
         except QueueFull:
-            raise ServerBusy(retry_after=self._retry_after()) from None
+            raise ServerBusy(retry_after=_RETRY_AFTER_S) from None
         try:
             await asyncio.wait_for(asyncio.shield(admitted), self._spec.queue_timeout)
         except asyncio.TimeoutError:
             scheduler.cancel(job)
-            raise ServiceUnavailable(retry_after=self._retry_after()) from None
+            raise ServiceUnavailable(retry_after=_RETRY_AFTER_S) from None
         except BaseException:
             scheduler.cancel(job)
             raise
@@ -306,10 +307,6 @@ class LlamaCppEngine(Engine):
                     f"{n_vocab - 1} for this deployment's tokenizer.",
                     param="logit_bias",
                 )
-
-    def _retry_after(self) -> int:
-        """Seconds to suggest: a slot frees within about one answer's time, so retry soon."""
-        return 1
 
     def cancel(self, job: Job) -> None:
         if self._scheduler is not None:

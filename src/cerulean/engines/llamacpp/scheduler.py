@@ -190,14 +190,16 @@ class Scheduler:
         self._flush()
 
     def _has_work(self) -> bool:
-        if self._active:
-            return True
+        return bool(self._active) or self._head_fits()
+
+    def _head_fits(self) -> bool:
+        """Whether the first waiting job's slots are free (lock held)."""
         return bool(self._waiting) and self._busy + self._waiting[0].n <= self.slots
 
     def _take_admissible(self) -> list[Job]:
         """Pop waiting jobs, first come first served, while their slots are free (lock held)."""
         taken: list[Job] = []
-        while self._waiting and self._busy + self._waiting[0].n <= self.slots:
+        while self._head_fits():
             job = self._waiting.popleft()
             self._busy += job.n  # reserved now, so submit() never sees a free slot twice
             taken.append(job)
@@ -375,8 +377,10 @@ class Scheduler:
     def _complete(self, job: Job) -> None:
         """A finished job's first answer stays cached: the chat's next turn starts with it."""
         first = job.choices[0]
+        # What its KV holds: the prompt and the answer tokens decoded so far (the last one
+        # sampled was never decoded unless the model ended the answer itself).
         tokens = job.prompt + first.generated[: first.n_kv - len(job.prompt)]
-        if len(tokens) == first.n_kv and self._kv.adopt(first.seq, tokens):
+        if self._kv.adopt(first.seq, tokens):
             job.seqs.remove(first.seq)  # now owned by the cache
         self._release(job)
 
