@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from cerulean import __version__
-from cerulean.api import chat, health, metrics
+from cerulean.api import chat, health, metrics, models, v1
 from cerulean.engines.base import Engine
 from cerulean.errors import (
     APIError,
@@ -85,6 +85,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(chat.router)
     app.include_router(metrics.router)
+    app.include_router(models.router)
+    app.include_router(v1.router)
     _install_error_handlers(app)
     # Added innermost first: requests pass RequestContext → NormalizePath → Auth → BodyLimit.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)

@@ -6,6 +6,7 @@ exact Azure body (see ``shared/reference/azure-openai-wire.md`` §2.2, §5)::
     CeruleanError
     ├── APIError                        rendered to the client by :func:`render`
     │   ├── ResourceNotFound            404 {"error":{"code":"404","message":"Resource not found"}}
+    │   ├── UnsupportedApiVersion       400 BadRequest: a dated api-version on /openai/v1
     │   ├── DeploymentNotFound          404 DeploymentNotFound
     │   ├── InvalidSubscriptionKey      401 wrong api-key
     │   ├── MissingCredentials          401 APIM body (no "error" wrapper), no/invalid bearer
@@ -36,6 +37,7 @@ __all__ = [
     "ResourceNotFound",
     "ServerBusy",
     "ServiceUnavailable",
+    "UnsupportedApiVersion",
 ]
 
 
@@ -82,6 +84,14 @@ class ResourceNotFound(_CodeMessageError):
     status_code = 404
     code = "404"
     default_message = "Resource not found"
+
+
+class UnsupportedApiVersion(_CodeMessageError):
+    """A dated ``api-version`` on an ``/openai/v1`` route (§1.4)."""
+
+    status_code = 400
+    code = "BadRequest"
+    default_message = "API version not supported"
 
 
 class DeploymentNotFound(_CodeMessageError):

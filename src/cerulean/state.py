@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from cerulean.auth import KeyVerifier
@@ -21,6 +22,7 @@ class AppState:
     verifier: KeyVerifier = field(default_factory=lambda: KeyVerifier(()))
     store: Store | None = None
     shown_keys: dict[str, str] = field(default_factory=dict)
+    started_at: int = field(default_factory=lambda: int(time.time()))  # "created_at" of models
 
     @property
     def ready(self) -> bool:

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from cerulean.deps import ApiVersionDep, DeploymentDep
+from cerulean.apiversions import ApiVersion
+from cerulean.deps import ApiVersionDep, DeploymentDep, ResolvedDeployment
 from cerulean.protocol.chat import CreateChatCompletionRequest
 from cerulean.protocol.common import parse_body
+from cerulean.protocol.gating import check_chat_values
 from cerulean.services.chat import (
     ChatContext,
     collect_completion,
+    plan_request,
     stream_completion,
     to_generation_request,
 )
 from cerulean.streaming import SSE_MEDIA_TYPE
 
-__all__ = ["router"]
+__all__ = ["router", "serve_chat"]
 
 router = APIRouter()
 
@@ -28,10 +32,22 @@ router = APIRouter()
 async def create_chat_completion(
     request: Request, version: ApiVersionDep, deployment: DeploymentDep
 ) -> Response:
-    body = parse_body(await request.body(), CreateChatCompletionRequest)
-    wanted = to_generation_request(body)
+    gate = functools.partial(check_chat_values, version=version)
+    body = parse_body(await request.body(), CreateChatCompletionRequest, gate)
+    return await serve_chat(request, body, version, deployment)
+
+
+async def serve_chat(
+    request: Request,
+    body: CreateChatCompletionRequest,
+    version: ApiVersion,
+    deployment: ResolvedDeployment,
+) -> Response:
+    """Answer a parsed chat request on ``deployment`` (shared with the ``/openai/v1`` route)."""
+    plan = plan_request(body)
+    wanted = to_generation_request(body, plan)
     generation = await deployment.engine.generate(wanted)
-    ctx = ChatContext(model=deployment.engine.info.name, api_version=version)
+    ctx = ChatContext(model=deployment.engine.info.name, api_version=version, tools=plan)
     headers = {"x-ms-deployment-name": deployment.record.name}
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))

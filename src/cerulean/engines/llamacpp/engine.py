@@ -261,7 +261,8 @@ class LlamaCppEngine(Engine):
             problem = await asyncio.to_thread(grammar_error, model.vocab, params.grammar)
             if problem:
                 raise InvalidRequest(problem, param="grammar")
-            stops = params.stop  # the grammar decides where the answer ends
+            if params.response_format is None or not params.response_format.allow_text:
+                stops = params.stop  # the grammar decides where a JSON answer ends
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[list[EngineChunk | BaseException]] = asyncio.Queue()
         admitted: asyncio.Future[None] = loop.create_future()
