@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -93,3 +94,25 @@ def redis_url() -> str:
 def postgres_url() -> str:
     """The real PostgreSQL the tests share (each test uses its own schema)."""
     return _service(_POSTGRES_URL, DEFAULT_POSTGRES_URL, "postgres", _ping_postgres)
+
+
+@pytest.fixture
+def postgres_schema_url(postgres_url: str) -> Iterator[str]:
+    """A URL of the real PostgreSQL whose search path is a fresh schema, dropped afterwards."""
+    from urllib.parse import quote
+
+    from sqlalchemy import create_engine, text
+
+    from cerulean.store.sql import normalize_url
+
+    schema = f"cerulean_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalize_url(postgres_url))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in postgres_url else "?"
+    try:
+        yield f"{postgres_url}{separator}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

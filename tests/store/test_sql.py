@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -21,7 +19,6 @@ from sqlalchemy import (
     Table,
     create_engine,
     inspect,
-    text,
 )
 
 from cerulean.store import DeploymentRecord, SqlStore
@@ -33,23 +30,12 @@ NOW = datetime(2026, 11, 26, 9, 30, 12, tzinfo=timezone.utc)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database: a SQLite file, or a schema of its own in the real PostgreSQL."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'cerulean.db'}"
-        return
-    base = request.getfixturevalue("postgres_url")
-    schema = f"cerulean_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(normalize_url(base))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{separator}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        return f"sqlite:///{tmp_path / 'cerulean.db'}"
+    url: str = request.getfixturevalue("postgres_schema_url")
+    return url
 
 
 @pytest.fixture
