@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import sys
@@ -29,6 +30,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     shared = MovingWindowRateLimiter(redis_storage)
     results: dict[str, Any] = {}
     try:
+        # The floor of any Redis limiter: one round trip to the server, doing nothing.
+        ping = redis_limiter.client.ping
+
+        async def round_trip() -> bool:
+            return bool(await ping())
+
+        results["redis PING (floor)"] = await measure(round_trip, args.redis, args.warmup)
+        print(f"redis PING round trip p50 {results['redis PING (floor)']['p50_us']:.1f} µs")
         for scenario in SCENARIOS:
             rows = {
                 "cerulean in-process": cerulean(InProcessRateLimiter(), scenario),
@@ -146,6 +156,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for scenario, rows in results.items():
+        if scenario not in {s.name for s in SCENARIOS}:
+            continue
         out[scenario] = {
             kind: {
                 f"{stat}_ratio": rows[f"limits {other}"][stat] / rows[f"cerulean {kind}"][stat]
@@ -164,10 +176,17 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--out", type=Path, default=HERE / "limiter.results.json")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     results = asyncio.run(run(args))
+    with Redis.from_url(args.redis_url) as client:
+        redis_version = str(client.info("server")["redis_version"])
     report = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.processor() or platform.machine()}, Python {sys.version.split()[0]}",
+        "cpus": os.cpu_count(),
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
+        "redis_server": redis_version,
+        "libraries": {"limits": version("limits"), "redis": version("redis")},
         "requests": args.requests,
         "redis_requests": args.redis,
         "results": results,

@@ -171,6 +171,13 @@ def test_deployments_are_independent(driver: Driver) -> None:
     assert driver.charge(1.0, 1000, deployment="b").allowed
 
 
+def test_forgetting_a_deployment_starts_it_afresh(driver: Driver) -> None:
+    assert driver.charge(0.0, 1000).allowed
+    assert not driver.charge(1.0, 1000).allowed
+    driver.loop.run_until_complete(driver.limiter.forget("dep"))
+    assert driver.charge(1.0, 1000).allowed
+
+
 def test_capacity_change_applies_at_once(driver: Driver) -> None:
     assert driver.charge(0.0, 10, CAP2).allowed
     assert driver.charge(1.0, 10, CAP2).allowed

@@ -157,5 +157,9 @@ class RateLimiter(abc.ABC):
     async def charge(self, deployment: str, limits: Limits, tokens: int, now: float) -> Decision:
         """Admit one request estimated at ``tokens`` (charging both windows) or refuse it."""
 
+    @abc.abstractmethod
+    async def forget(self, deployment: str) -> None:
+        """Drop ``deployment``'s windows (it was deleted; a new one of that name starts fresh)."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most limiters hold nothing
         """Release connections."""

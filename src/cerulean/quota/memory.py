@@ -98,7 +98,6 @@ class InProcessRateLimiter(RateLimiter):
                 windows = self._windows[deployment] = _Windows()
             return decide(windows, limits, tokens, now)
 
-    def forget(self, deployment: str) -> None:
-        """Drop a deleted deployment's windows."""
+    async def forget(self, deployment: str) -> None:
         with self._lock:
             self._windows.pop(deployment, None)

@@ -100,6 +100,11 @@ class RedisRateLimiter(RateLimiter):
         self._process = secrets.token_hex(6)
         self._counter = itertools.count()
 
+    @property
+    def client(self) -> Redis:
+        """The Redis client (for health checks and tools)."""
+        return self._client
+
     def keys(self, deployment: str) -> list[str]:
         """The three keys that hold ``deployment``'s windows."""
         base = f"{self._prefix}{{{deployment}}}"
@@ -122,7 +127,6 @@ class RedisRateLimiter(RateLimiter):
         return _decision(reply, limits, max(0, tokens))
 
     async def forget(self, deployment: str) -> None:
-        """Drop a deleted deployment's windows."""
         try:
             await self._client.delete(*self.keys(deployment))
         except RedisError as exc:
