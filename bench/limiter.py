@@ -86,10 +86,8 @@ def competitor(strategy: MovingWindowRateLimiter, scenario: Scenario) -> Charge:
     return charge
 
 
-async def measure(charge: Charge, count: int, warmup: int) -> dict[str, float]:
-    for _ in range(warmup):
-        await charge()
-    samples: list[int] = []
+async def timed(charge: Charge, count: int, samples: list[int]) -> int:
+    """Run ``charge`` ``count`` times, appending each call's nanoseconds; the number admitted."""
     admitted = 0
     clock = time.perf_counter_ns
     for _ in range(count):
@@ -97,14 +95,33 @@ async def measure(charge: Charge, count: int, warmup: int) -> dict[str, float]:
         allowed = await charge()
         samples.append(clock() - started)
         admitted += allowed
-    samples.sort()
+    return admitted
+
+
+def summary(samples: list[int], admitted: int) -> dict[str, float]:
+    samples = sorted(samples)
     return {
         "p50_us": samples[len(samples) // 2] / 1000,
         "p99_us": samples[int(len(samples) * 0.99)] / 1000,
         "mean_us": statistics.fmean(samples) / 1000,
         "admitted": admitted,
-        "requests": count,
+        "requests": len(samples),
     }
+
+
+async def interleaved(
+    rows: dict[str, Charge], counts: dict[str, int], warmup: int, rounds: int
+) -> dict[str, dict[str, float]]:
+    """Measure every row in turns (``rounds`` slices each), so that a load change on the machine
+    touches them all alike."""
+    samples: dict[str, list[int]] = {name: [] for name in rows}
+    admitted = dict.fromkeys(rows, 0)
+    for charge in rows.values():
+        await timed(charge, warmup, [])
+    for _ in range(rounds):
+        for name, charge in rows.items():
+            admitted[name] += await timed(charge, counts[name] // rounds, samples[name])
+    return {name: summary(samples[name], admitted[name]) for name in rows}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -117,16 +134,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         key_prefix=prefix + "limits",
     )
     shared = MovingWindowRateLimiter(redis_storage)
+    ping = redis_limiter.client.ping
+
+    async def round_trip() -> bool:
+        return bool(await ping())
+
     results: dict[str, Any] = {}
     try:
-        # The floor of any Redis limiter: one round trip to the server, doing nothing.
-        ping = redis_limiter.client.ping
-
-        async def round_trip() -> bool:
-            return bool(await ping())
-
-        results["redis PING (floor)"] = await measure(round_trip, args.redis, args.warmup)
-        print(f"redis PING round trip p50 {results['redis PING (floor)']['p50_us']:.1f} µs")
         for scenario in SCENARIOS:
             rows = {
                 "cerulean in-process": cerulean(InProcessRateLimiter(), scenario),
@@ -134,14 +148,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "cerulean redis": cerulean(redis_limiter, scenario),
                 "limits redis": competitor(shared, scenario),
             }
-            results[scenario.name] = {}
-            for name, charge in rows.items():
-                count = args.requests if "memory" in name or "in-process" in name else args.redis
-                figures = await measure(charge, count, args.warmup)
-                results[scenario.name][name] = figures
+            if scenario is SCENARIOS[0]:
+                # The floor of any Redis limiter: one round trip to the server, doing nothing.
+                rows["redis PING (floor)"] = round_trip
+            counts = {name: args.redis if "redis" in name else args.requests for name in rows}
+            figures = await interleaved(rows, counts, args.warmup, args.rounds)
+            results[scenario.name] = figures
+            for name, row in figures.items():
                 print(
-                    f"{scenario.name:10} {name:20} p50 {figures['p50_us']:8.1f} µs  "
-                    f"p99 {figures['p99_us']:8.1f} µs  admitted {figures['admitted']}/{count}",
+                    f"{scenario.name:10} {name:20} p50 {row['p50_us']:8.1f} µs  "
+                    f"p99 {row['p99_us']:8.1f} µs  admitted {row['admitted']}/{row['requests']}",
                     flush=True,
                 )
     finally:
@@ -156,8 +172,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for scenario, rows in results.items():
-        if scenario not in {s.name for s in SCENARIOS}:
-            continue
         out[scenario] = {
             kind: {
                 f"{stat}_ratio": rows[f"limits {other}"][stat] / rows[f"cerulean {kind}"][stat]
@@ -173,6 +187,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000, help="charges per in-process run")
     parser.add_argument("--redis", type=int, default=3000, help="charges per Redis run")
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=10, help="turns the runs are cut into")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--out", type=Path, default=HERE / "limiter.results.json")
     args = parser.parse_args()
