@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
+import httpx
+import openai
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -164,3 +167,49 @@ def test_two_apps_on_one_redis_share_a_budget(
         for app in apps:
             app.close()
         drop_keys(redis_url, prefix)
+
+
+class RealClock(Clock):
+    """Wall time plus a jump the test controls, so the client's real sleep moves it on."""
+
+    def __init__(self) -> None:
+        self.jump = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.jump
+
+
+def test_openai_v1_waits_retry_after_ms_and_succeeds(settings: Settings) -> None:
+    clock = RealClock()
+    for client in started(probe_app(settings), clock):
+        sdk = openai.AzureOpenAI(
+            azure_endpoint="http://testserver",
+            api_key=KEY1,
+            api_version="2024-10-21",
+            http_client=client,
+            max_retries=2,
+        )
+        first = sdk.post("/deployments/small/probe", body={"tokens": 300}, cast_to=httpx.Response)
+        assert first.status_code == 200
+        clock.jump = 9.7  # the request window frees up 0.3 s from now
+        started_at = time.monotonic()
+        retried = sdk.post("/deployments/small/probe", body={"tokens": 300}, cast_to=httpx.Response)
+        waited = time.monotonic() - started_at
+        assert retried.status_code == 200
+        assert 0.25 <= waited < 2.0, waited
+
+
+def test_openai_v1_does_not_retry_what_can_never_fit(client: TestClient) -> None:
+    sdk = openai.AzureOpenAI(
+        azure_endpoint="http://testserver",
+        api_key=KEY1,
+        api_version="2024-10-21",
+        http_client=client,
+        max_retries=2,
+    )
+    started_at = time.monotonic()
+    with pytest.raises(openai.RateLimitError) as caught:
+        sdk.post("/deployments/small/probe", body={"tokens": 5000}, cast_to=httpx.Response)
+    assert time.monotonic() - started_at < 1.0
+    assert caught.value.code == "429"
+    assert caught.value.response.headers["x-should-retry"] == "false"
