@@ -24,7 +24,7 @@ from cerulean.settings import Settings
 from cerulean.state import AppState
 from cerulean.store.base import DeploymentRecord
 from tests.conftest import KEY1
-from tests.unit.test_quota import drop_keys
+from tests.quota_helpers import drop_keys
 
 URL = "/openai/deployments/small/probe?api-version=2024-02-15-preview"
 

@@ -10,7 +10,7 @@ import pytest
 
 from cerulean.auth import hash_key
 from tests.e2e.conftest import Server
-from tests.store.test_sql import NOW, legacy_home
+from tests.store.legacy import NOW, legacy_home
 
 pytestmark = pytest.mark.slow
 

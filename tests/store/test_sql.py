@@ -4,29 +4,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import (
-    Column,
-    DateTime,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    create_engine,
-    inspect,
-)
+from sqlalchemy import inspect
 
 from cerulean.store import DeploymentRecord, SqlStore
 from cerulean.store.base import ModelRecord
 from cerulean.store.migrate import current_revision, head_revision
 from cerulean.store.sql import metadata, normalize_url
-
-NOW = datetime(2026, 11, 26, 9, 30, 12, tzinfo=timezone.utc)
+from tests.store.legacy import NOW, legacy_home
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -149,43 +139,6 @@ def test_stores_opening_at_once_migrate_once(db_url: str) -> None:
     finally:
         for store in opened:
             store.close()
-
-
-def legacy_home(url: str) -> None:
-    """A database exactly as Cerulean made it before migrations: `create_all`, with rows."""
-    legacy = MetaData()
-    keys = Table(
-        "account_keys",
-        legacy,
-        Column("name", String(16), primary_key=True),
-        Column("digest", String(128), nullable=False),
-        Column("updated_at", DateTime(timezone=True), nullable=False),
-    )
-    deployments = Table(
-        "deployments",
-        legacy,
-        Column("name", String(64), primary_key=True),
-        Column("model", String(256), nullable=False),
-        Column("version", String(64), nullable=False),
-        Column("capacity", Integer, nullable=False),
-        Column("sku", String(32), nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-    )
-    engine = create_engine(normalize_url(url))
-    legacy.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(keys.insert().values(name="key1", digest="sha256:old", updated_at=NOW))
-        conn.execute(
-            deployments.insert().values(
-                name="gpt-4",
-                model="m",
-                version="1",
-                capacity=100_000,
-                sku="Standard",
-                created_at=NOW,
-            )
-        )
-    engine.dispose()
 
 
 def test_a_home_from_before_migrations_is_adopted(db_url: str) -> None:

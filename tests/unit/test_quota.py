@@ -12,20 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
-from redis import Redis
 
 from cerulean.quota import Decision, InProcessRateLimiter, Limits, RateLimiter, estimate_tokens
 from cerulean.quota.redis_limiter import RedisRateLimiter
+from tests.quota_helpers import assert_within_budget, drop_keys
 
 CAP1 = Limits.for_capacity(1)  # 1,000 tokens a minute, 1 request per 10 s
 CAP2 = Limits.for_capacity(2)
-
-
-def drop_keys(url: str, prefix: str) -> None:
-    with Redis.from_url(url) as client:
-        keys = list(client.scan_iter(match=f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
 
 
 @dataclass
@@ -189,16 +182,6 @@ def test_capacity_change_applies_at_once(driver: Driver) -> None:
         and lowered.headers()["x-ratelimit-remaining-requests"] == "0"
     )
     assert driver.charge(11.0, 10, CAP1).allowed
-
-
-def assert_within_budget(admitted: list[tuple[float, int]], limits: Limits) -> None:
-    """No window of either length, wherever it starts, holds more than its limit."""
-    admitted = sorted(admitted)
-    for end, _ in admitted:
-        calls = [t for t, _ in admitted if end - limits.request_window < t <= end]
-        tokens = sum(n for t, n in admitted if end - limits.token_window < t <= end)
-        assert len(calls) <= limits.requests, (end, len(calls))
-        assert tokens <= limits.tokens, (end, tokens)
 
 
 def test_parallel_charges_never_exceed_the_budget(driver: Driver) -> None:

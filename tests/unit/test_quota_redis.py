@@ -13,7 +13,7 @@ from redis import Redis
 
 from cerulean.quota import Limits, QuotaBackendError
 from cerulean.quota.redis_limiter import RedisRateLimiter
-from tests.unit.test_quota import assert_within_budget, drop_keys
+from tests.quota_helpers import assert_within_budget, drop_keys
 
 SHARED = Limits(tokens=3000, requests=6, token_window=6.0, request_window=1.0)
 STEPS = 160
