@@ -30,6 +30,7 @@ from cerulean.middleware import (
     error_response,
 )
 from cerulean.protocol.common import validation_message
+from cerulean.quota.admission import build_limiter
 from cerulean.services.deployments import ensure_builtin_deployments
 from cerulean.services.keys import provision_keys
 from cerulean.settings import Settings
@@ -69,6 +70,7 @@ def create_app(
         state.shown_keys = keys.shown
         await asyncio.to_thread(ensure_builtin_deployments, opened, model, version)
         state.store = opened
+        state.limiter = build_limiter(settings)
         loader = asyncio.create_task(_load_engines(state, on_ready))
         try:
             yield
@@ -76,6 +78,7 @@ def create_app(
             loader.cancel()
             for engine in engines.values():
                 await engine.aclose()
+            await state.limiter.aclose()
             opened.close()
 
     app = FastAPI(
