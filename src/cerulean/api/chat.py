@@ -51,7 +51,10 @@ async def serve_chat(
     wanted = to_generation_request(body, plan)
     headers = await _admit(request, wanted, version, deployment)
     generation = await deployment.engine.generate(wanted)
-    ctx = ChatContext(model=deployment.engine.info.name, api_version=version, tools=plan)
+    info = deployment.engine.info
+    ctx = ChatContext(
+        model=info.name, api_version=version, tools=plan, fingerprint=info.fingerprint
+    )
     headers["x-ms-deployment-name"] = deployment.record.name
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))

@@ -93,6 +93,8 @@ class ModelInfo:
     default_max_tokens: int | None
     # Operations the model serves: "chat", "completions", "embeddings".
     capabilities: frozenset[str] = frozenset({"chat", "completions"})
+    # Identifies the weights and the settings that shape outputs (``system_fingerprint``).
+    fingerprint: str | None = None
 
 
 class Generation(abc.ABC):

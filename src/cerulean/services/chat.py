@@ -62,12 +62,19 @@ class ChatContext:
     model: str
     api_version: ApiVersion
     tools: ToolPlan | None = None
+    fingerprint: str | None = None
     id: str = field(default_factory=completion_id)
     created: int = field(default_factory=lambda: int(time.time()))
 
     @property
     def annotate(self) -> bool:
         return self.api_version.has_content_filter_annotations
+
+    def stamp(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Add ``system_fingerprint`` where the version has it (from 2023-12-01-preview)."""
+        if self.fingerprint is not None and self.api_version.at_least("2023-12-01-preview"):
+            body["system_fingerprint"] = self.fingerprint
+        return body
 
 
 def _flatten(message: ChatCompletionRequestMessage, index: int) -> ChatMessage:
@@ -283,14 +290,16 @@ def completion_body(
         if ctx.annotate:
             choice["content_filter_results"] = _CHOICE_FILTER if message["content"] else {}
         choices.append(choice)
-    body: dict[str, Any] = {
-        "id": ctx.id,
-        "object": "chat.completion",
-        "created": ctx.created,
-        "model": ctx.model,
-        "choices": choices,
-        "usage": _usage(finals),
-    }
+    body: dict[str, Any] = ctx.stamp(
+        {
+            "id": ctx.id,
+            "object": "chat.completion",
+            "created": ctx.created,
+            "model": ctx.model,
+            "choices": choices,
+            "usage": _usage(finals),
+        }
+    )
     if ctx.annotate:
         body["prompt_filter_results"] = [
             {"prompt_index": 0, "content_filter_results": _PROMPT_FILTER}
@@ -320,13 +329,15 @@ def _chunk(
     choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish}
     if ctx.annotate:
         choice["content_filter_results"] = _CHOICE_FILTER if delta.get("content") else {}
-    return {
-        "id": ctx.id,
-        "object": "chat.completion.chunk",
-        "created": ctx.created,
-        "model": ctx.model,
-        "choices": [choice],
-    }
+    return ctx.stamp(
+        {
+            "id": ctx.id,
+            "object": "chat.completion.chunk",
+            "created": ctx.created,
+            "model": ctx.model,
+            "choices": [choice],
+        }
+    )
 
 
 def _prompt_filter_chunk() -> dict[str, Any]:

@@ -9,6 +9,7 @@ they are sampled. Closing the generation — a client that disconnects — cance
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -175,6 +176,7 @@ class LlamaCppEngine(Engine):
             model.close()
             raise
         self._model, self._ctx = model, ctx
+        self._info = replace(self._info, fingerprint=_fingerprint(spec))
         self._format = self._choose_format(model)
         scheduler = Scheduler(
             model,
@@ -352,6 +354,25 @@ class LlamaCppEngine(Engine):
         if self._model is not None:
             self._model.close()
             self._model = None
+
+
+def _fingerprint(spec: ModelSpec) -> str:
+    """``fp_`` + a digest of what decides the numbers: the weights file, llama.cpp's version,
+    and the settings that change how prompts are batched and cached."""
+    import llama_cpp
+
+    stat = spec.path.stat()
+    parts = (
+        spec.path.name,
+        stat.st_size,
+        int(stat.st_mtime),
+        llama_cpp.__version__,
+        spec.n_ctx,
+        spec.parallel,
+        spec.n_batch,
+        spec.swa_full,
+    )
+    return "fp_" + hashlib.sha256(repr(parts).encode()).hexdigest()[:10]
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
