@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -10,6 +13,7 @@ from datetime import datetime, timezone
 import httpx
 import openai
 import pytest
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
@@ -179,15 +183,37 @@ class RealClock(Clock):
         return time.time() + self.jump
 
 
+@contextlib.contextmanager
+def served(app: FastAPI, clock: Clock) -> Iterator[str]:
+    """``app`` behind a real uvicorn on a free port (openai's client needs a real ``httpx``
+    client, which Starlette's TestClient no longer is)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    state: AppState = app.state.cerulean
+    state.clock = clock
+    assert state.store is not None
+    state.store.put_deployment(
+        DeploymentRecord("small", "fake-model", "1", 1, "Standard", datetime.now(timezone.utc))
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 def test_openai_v1_waits_retry_after_ms_and_succeeds(settings: Settings) -> None:
     clock = RealClock()
-    for client in started(probe_app(settings), clock):
+    with served(probe_app(settings), clock) as endpoint:
         sdk = openai.AzureOpenAI(
-            azure_endpoint="http://testserver",
-            api_key=KEY1,
-            api_version="2024-10-21",
-            http_client=client,
-            max_retries=2,
+            azure_endpoint=endpoint, api_key=KEY1, api_version="2024-10-21", max_retries=2
         )
         first = sdk.post("/deployments/small/probe", body={"tokens": 300}, cast_to=httpx.Response)
         assert first.status_code == 200
@@ -199,17 +225,14 @@ def test_openai_v1_waits_retry_after_ms_and_succeeds(settings: Settings) -> None
         assert 0.25 <= waited < 2.0, waited
 
 
-def test_openai_v1_does_not_retry_what_can_never_fit(client: TestClient) -> None:
-    sdk = openai.AzureOpenAI(
-        azure_endpoint="http://testserver",
-        api_key=KEY1,
-        api_version="2024-10-21",
-        http_client=client,
-        max_retries=2,
-    )
-    started_at = time.monotonic()
-    with pytest.raises(openai.RateLimitError) as caught:
-        sdk.post("/deployments/small/probe", body={"tokens": 5000}, cast_to=httpx.Response)
-    assert time.monotonic() - started_at < 1.0
-    assert caught.value.code == "429"
-    assert caught.value.response.headers["x-should-retry"] == "false"
+def test_openai_v1_does_not_retry_what_can_never_fit(settings: Settings) -> None:
+    with served(probe_app(settings), Clock()) as endpoint:
+        sdk = openai.AzureOpenAI(
+            azure_endpoint=endpoint, api_key=KEY1, api_version="2024-10-21", max_retries=2
+        )
+        started_at = time.monotonic()
+        with pytest.raises(openai.RateLimitError) as caught:
+            sdk.post("/deployments/small/probe", body={"tokens": 5000}, cast_to=httpx.Response)
+        assert time.monotonic() - started_at < 1.0
+        assert caught.value.code == "429"
+        assert caught.value.response.headers["x-should-retry"] == "false"
