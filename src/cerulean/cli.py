@@ -102,7 +102,9 @@ def _run_server(settings: Settings, engine: Any, version: str) -> None:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on"
     )
-    with ServerLock(settings.home, port=settings.port):  # `cerulean reset` refuses meanwhile
+    with ServerLock(
+        settings.home, host=settings.host, port=settings.port
+    ):  # `cerulean reset` refuses meanwhile
         uvicorn.Server(config).run()
 
 

@@ -6,7 +6,10 @@ running server follows the store (docs/deployments.md).
 
 from __future__ import annotations
 
+import json
 import shutil
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -167,25 +170,79 @@ def _limits(capacity: int) -> str:
     show_default=True,
     help=f"Deployment type: {', '.join(deployment_service.SKUS)}.",
 )
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait until a server running on this data directory has loaded the model.",
+)
 @home_option
 @_refusals
 def deployments_create(
-    name: str, model: str, version: str | None, capacity: int, sku: str, home: Path | None
+    name: str,
+    model: str,
+    version: str | None,
+    capacity: int,
+    sku: str,
+    wait: bool,
+    home: Path | None,
 ) -> None:
     """Create deployment NAME of --model (2-64 letters, digits, '-', '_', '.').
 
-    A running server loads the model within a few seconds (its log shows the progress) and
-    answers requests to NAME from then on.
+    A server running on the data directory loads the model within seconds (shown here unless
+    --no-wait; its log shows it too) and answers requests to NAME from then on.
     """
-    with _store(_settings(home)) as store:
+    settings = _settings(home)
+    with _store(settings) as store:
         record = deployment_service.create_deployment(
             store, name, model, version=version, capacity=capacity, sku=sku
         )
+        key = next(iter(readable_keys(store, settings).values()), None)
     click.echo(
         f"Created deployment {record.name}: model {record.model} (version {record.version}), "
-        f"{record.sku} capacity {record.capacity} ({_limits(record.capacity)}).\n"
-        "A running server loads the model now; its log shows the progress."
+        f"{record.sku} capacity {record.capacity} ({_limits(record.capacity)})."
     )
+    if wait:
+        _wait_for_model(settings, record.model, key)
+
+
+def _wait_for_model(settings: Settings, model: str, key: str | None) -> None:
+    """Show a running server loading ``model`` (it lists loaded models on /openai/models)."""
+    from cerulean.serverlock import running_server
+
+    server = running_server(settings.home)
+    if not server or not server.get("port"):
+        click.echo("No server runs on this data directory: the model loads when one does.")
+        return
+    if key is None:
+        click.echo("The server loads the model now (its log shows the progress).")
+        return
+    host = server.get("host") or "127.0.0.1"
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    host = f"[{host}]" if ":" in host else host
+    url = f"http://{host}:{server['port']}/openai/models?api-version=2024-10-21"
+    deadline = time.monotonic() + _WAIT_S
+    with _console().status(f"The server on port {server['port']} is loading {model}…"):
+        while time.monotonic() < deadline:
+            if model in _loaded_models(url, key):
+                click.echo(f"{model} is loaded: the deployment answers now.")
+                return
+            time.sleep(0.3)
+    click.echo(f"{model} is still loading after {_WAIT_S:.0f} s; the server log shows why.")
+
+
+_WAIT_S = 300.0
+
+
+def _loaded_models(url: str, key: str) -> set[str]:
+    # urllib: the CLI needs one GET, and httpx is not among Cerulean's runtime dependencies.
+    request = urllib.request.Request(url, headers={"api-key": key})  # noqa: S310 (http only)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
+            body = json.loads(answer.read())
+    except (OSError, ValueError):
+        return set()
+    return {str(item.get("id")) for item in body.get("data", [])}
 
 
 @deployments.command("list")

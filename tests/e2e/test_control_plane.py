@@ -101,9 +101,12 @@ def test_cli_deployment_of_a_registered_model_follows_on_a_running_server(
     assert "Registered gemma-local" in added.stdout
     listed = cli(control, "models", "list").stdout
     assert "gemma-local" in listed and str(gguf) in listed and "32768" in listed
-    cli(control, "deployments", "create", "local-chat", "--model", "gemma-local", "--capacity", "5")
+    created = cli(
+        control, "deployments", "create", "local-chat", "--model", "gemma-local", "--capacity", "5"
+    )
+    assert "gemma-local is loaded: the deployment answers now." in created.stdout
     client = data_plane(control)
-    raw = ask(client, "local-chat")  # loaded on demand (or already by the reconciler)
+    raw = ask(client, "local-chat")
     assert raw.parse().model == "gemma-local"
     assert raw.headers["x-ratelimit-limit-tokens"] == "5000"
     assert "gemma-local" in loaded_models(client)
@@ -131,7 +134,7 @@ def test_cli_deployment_of_a_registered_model_follows_on_a_running_server(
 
 
 def test_cli_key_rotation_on_a_running_server(control: Server) -> None:
-    old2 = data_plane(control).api_key  # key1: keeps working throughout
+    key1 = control.key1  # keeps working throughout
     listed = cli(control, "keys", "list").stdout
     assert f"{control.key1[:4]}****" in listed and control.key1 not in listed
     before = json.loads((control.home / "keys.json").read_text())["key2"]
@@ -143,7 +146,7 @@ def test_cli_key_rotation_on_a_running_server(control: Server) -> None:
     time.sleep(1.1)  # CERULEAN_KEY_CACHE_SECONDS: the longest the old value may still pass
     with pytest.raises(openai.AuthenticationError):
         ask(data_plane(control, before, retries=0), "gpt-4")
-    ask(data_plane(control, old2), "gpt-4")
+    ask(data_plane(control, key1), "gpt-4")
 
 
 def test_management_sdk(control: Server) -> None:

@@ -93,6 +93,7 @@ def test_deployments_lifecycle(home: Path, gguf: Path) -> None:
     created = run(home, "deployments", "create", "chat-1", "--model", "qwen")
     assert created.exit_code == 0, created.output
     assert "capacity 120 (120,000 tokens and 720 requests per minute)" in created.output
+    assert "No server runs on this data directory: the model loads when one does." in created.output
     listed = run(home, "deployments", "list")
     row = next(line for line in listed.output.splitlines() if "chat-1" in line)
     assert "qwen" in row and "120,000" in row and "720" in row

@@ -7,8 +7,10 @@ is a registered GGUF file, loaded when a deployment needs it (:mod:`cerulean.ser
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -79,7 +81,8 @@ def inspect_gguf(path: Path) -> GgufFacts:
     from cerulean.engines.llamacpp.native import NativeModel
 
     try:
-        model = NativeModel(path, n_gpu_layers=0, vocab_only=True)
+        with _quiet_llama():
+            model = NativeModel(path, n_gpu_layers=0, vocab_only=True)
     except EngineError as exc:
         raise ControlError(
             f"llama.cpp cannot read {path} ({exc}); the file may be truncated, or its "
@@ -98,6 +101,21 @@ def inspect_gguf(path: Path) -> GgufFacts:
         context_length=int(context) if context and context.isdigit() else None,
         chat_template=metadata.get("tokenizer.chat_template") or None,
     )
+
+
+@contextmanager
+def _quiet_llama() -> Iterator[None]:
+    """Silence llama.cpp's loader (it reports vocabulary oddities as errors) for one load."""
+    from cerulean.engines.llamacpp.native import _init_backend
+
+    _init_backend()  # sets llama-cpp-python's logger to ERROR; set it after, not before
+    llama_logger = logging.getLogger("llama-cpp-python")
+    level = llama_logger.level
+    llama_logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        llama_logger.setLevel(level)
 
 
 def register_model(store: Store, path: Path, name: str) -> ModelRecord:
