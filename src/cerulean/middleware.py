@@ -163,7 +163,8 @@ class AuthMiddleware:
         if self.refresh is not None:
             await self.refresh(False)
         verdict = check_credentials(headers, self.verifier())
-        if not verdict.ok and self.refresh is not None and await self.refresh(True):
+        presented = "api-key" in headers or "authorization" in headers
+        if not verdict.ok and presented and self.refresh is not None and await self.refresh(True):
             verdict = check_credentials(headers, self.verifier())
         if verdict.ok:
             await self.app(scope, receive, send)
