@@ -186,7 +186,8 @@ def completion_body(
         choice: dict[str, Any] = {
             "index": index,
             "finish_reason": finals[index].finish_reason,
-            "message": {"role": "assistant", "content": texts.get(index, "")},
+            "message": {"role": "assistant", "content": texts.get(index, ""), "refusal": None},
+            "logprobs": None,  # required (nullable) by the spec's createChatCompletionResponse
         }
         if ctx.annotate:
             choice["content_filter_results"] = _CHOICE_FILTER
