@@ -20,6 +20,7 @@ def test_valid_body() -> None:
     ("raw", "message", "param"),
     [
         (b"{not json", "We could not parse the JSON body", None),
+        (b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "could not parse", None),
         (b"[1, 2]", "is not of type 'object'", None),
         (b"{}", "'messages' is a required property", "messages"),
         (b'{"messages": []}', "is too short - 'messages'", "messages"),

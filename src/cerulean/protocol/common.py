@@ -84,7 +84,8 @@ def parse_body(raw: bytes, model: type[M]) -> M:
     """Decode a JSON request body into ``model``, or raise Azure's 400."""
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    # RecursionError: nesting deeper than the decoder's stack (a 100 kB "[[[[..." body).
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise InvalidRequest(
             f"We could not parse the JSON body of your request. ({exc}) The OpenAI API expects a "
             "JSON payload, but what was sent was not valid JSON."
