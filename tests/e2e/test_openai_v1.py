@@ -13,6 +13,7 @@ import openai
 import pytest
 from openai import AsyncAzureOpenAI, AzureOpenAI
 
+from tests.conformance.recorder import recording_async_client, recording_client
 from tests.e2e.conftest import Server
 
 pytestmark = pytest.mark.slow
@@ -29,6 +30,7 @@ def client(server: Server, version: str = "2024-10-21", **kwargs: object) -> Azu
         api_key=server.key1,
         api_version=version,
         max_retries=0,
+        http_client=recording_client(),
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -76,6 +78,7 @@ def test_async_client_concurrent_requests(server: Server) -> None:
             api_key=server.key1,
             api_version="2024-06-01",
             max_retries=0,
+            http_client=recording_async_client(),
         )
         calls = [
             aclient.chat.completions.create(model="gpt-4", messages=MESSAGES, max_tokens=6, seed=i)  # type: ignore[arg-type]
@@ -98,7 +101,11 @@ def test_sdk_errors(server: Server) -> None:
         )  # type: ignore[arg-type]
     assert version.value.code == "404"
     bad_key = AzureOpenAI(
-        azure_endpoint=server.endpoint, api_key="0" * 32, api_version="2024-10-21", max_retries=0
+        azure_endpoint=server.endpoint,
+        api_key="0" * 32,
+        api_version="2024-10-21",
+        max_retries=0,
+        http_client=recording_client(),
     )
     with pytest.raises(openai.AuthenticationError):
         bad_key.chat.completions.create(model="gpt-4", messages=MESSAGES)  # type: ignore[arg-type]
@@ -158,7 +165,7 @@ def test_disconnect_mid_stream_does_not_wedge(server: Server) -> None:
         "stop": ["@@@@"],
     }
     with (
-        httpx.Client(timeout=60) as http,
+        recording_client(timeout=60) as http,
         http.stream("POST", url, json=body, headers={"api-key": server.key1}) as response,
     ):
         assert response.status_code == 200
@@ -178,7 +185,10 @@ def test_disconnect_mid_stream_does_not_wedge(server: Server) -> None:
 def test_health_answers_while_generating(server: Server) -> None:
     async def main() -> float:
         aclient = AsyncAzureOpenAI(
-            azure_endpoint=server.endpoint, api_key=server.key1, api_version="2024-10-21"
+            azure_endpoint=server.endpoint,
+            api_key=server.key1,
+            api_version="2024-10-21",
+            http_client=recording_async_client(),
         )
         task = asyncio.create_task(
             aclient.chat.completions.create(
