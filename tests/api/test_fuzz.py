@@ -45,7 +45,7 @@ def test_chat_bodies_valid_for_the_spec(app_client: TestClient, case: Case) -> N
     exercise(app_client, case)
 
 
-@fuzz_settings(60)
+@fuzz_settings(50)
 @given(case=spec_cases(OPERATIONS["chat"], "negative"))
 def test_chat_bodies_invalid_for_the_spec(app_client: TestClient, case: Case) -> None:
     exercise(app_client, case)
