@@ -11,9 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.conformance.deviations import DEVIATIONS
 from tests.conformance.recorder import (
+    RECORDER,
     AsyncRecordingTransport,
     Recorder,
     RecordingTransport,
@@ -486,6 +488,12 @@ def test_async_recording_transport() -> None:
     asyncio.run(main())
     (recorded,) = recorder.drain()
     assert recorded.body == STREAM_BODY and recorded.complete
+
+
+def test_the_client_fixture_records_responses(client: TestClient) -> None:
+    before = RECORDER.total
+    client.get("/healthz")
+    assert RECORDER.total == before + 1  # validated when this test ends (tests/conftest.py)
 
 
 def test_response_hook_records_a_plain_client() -> None:

@@ -2,14 +2,14 @@
 
 Schemas are chosen by (api-version → spec file, route, status, stream or not):
 
-=================  ==========================  =========================================
-route              JSON body (2xx)             each SSE ``data:`` event (2xx stream)
-=================  ==========================  =========================================
-chat/completions   createChatCompletionResponse createChatCompletionStreamResponse
-completions        createCompletionResponse    the same, ``finish_reason`` nullable
-embeddings         the inline 200 schema       (no streaming)
-any, non-2xx       errorResponse               errorResponse (an ``error`` event)
-=================  ==========================  =========================================
+================  ============================  ==========================================
+route             JSON body (2xx)               each SSE ``data:`` event (2xx stream)
+================  ============================  ==========================================
+chat/completions  createChatCompletionResponse  createChatCompletionStreamResponse
+completions       createCompletionResponse      the same, ``finish_reason`` nullable
+embeddings        the inline 200 schema         (no streaming)
+any, non-2xx      errorResponse                 errorResponse (an ``error`` event)
+================  ============================  ==========================================
 
 api-versions up to 2023-05-15 use ``specs/2023-05-15-inference.json`` (its chat streams, which that
 file does not describe, use the 2024-10-21 chunk schema); every later version, and the

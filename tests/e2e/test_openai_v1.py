@@ -13,7 +13,7 @@ import openai
 import pytest
 from openai import AsyncAzureOpenAI, AzureOpenAI
 
-from tests.conformance.recorder import recording_async_client, recording_client
+from tests.conformance.recorder import RECORDER, recording_async_client, recording_client
 from tests.e2e.conftest import Server
 
 pytestmark = pytest.mark.slow
@@ -49,6 +49,12 @@ def test_sync_completion_and_headers(server: Server) -> None:
     assert completion.choices[0].finish_reason in ("stop", "length")
     assert completion.usage is not None and completion.usage.completion_tokens <= 8
     assert completion.prompt_filter_results[0]["prompt_index"] == 0  # type: ignore[attr-defined]
+
+
+def test_sdk_responses_reach_the_conformance_check(server: Server) -> None:
+    before = RECORDER.total
+    client(server).chat.completions.create(model="gpt-4", messages=MESSAGES, max_tokens=2)  # type: ignore[arg-type]
+    assert RECORDER.total == before + 1  # validated when this test ends (tests/conftest.py)
 
 
 def test_streaming(server: Server) -> None:
