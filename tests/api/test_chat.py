@@ -31,7 +31,12 @@ def test_completion_shape_with_annotations(client: TestClient) -> None:
     assert body["object"] == "chat.completion"
     assert body["model"] == "fake-model"
     choice = body["choices"][0]
-    assert choice["message"] == {"role": "assistant", "content": "You said: hello there"}
+    assert choice["message"] == {
+        "role": "assistant",
+        "content": "You said: hello there",
+        "refusal": None,
+    }
+    assert choice["logprobs"] is None
     assert choice["finish_reason"] == "stop"
     assert choice["content_filter_results"]["hate"] == {"filtered": False, "severity": "safe"}
     assert body["prompt_filter_results"][0]["prompt_index"] == 0

@@ -78,7 +78,7 @@ def test_text_answer_with_tools(client: TestClient) -> None:
     body = client.post(URL, json={"messages": ask, "tools": [WEATHER]}).json()
     choice = body["choices"][0]
     assert choice["finish_reason"] == "stop"
-    assert choice["message"] == {"role": "assistant", "content": "It is sunny."}
+    assert choice["message"] == {"role": "assistant", "content": "It is sunny.", "refusal": None}
 
 
 def test_parallel_calls(client: TestClient) -> None:

@@ -13,6 +13,7 @@ import openai
 import pytest
 from openai import AsyncAzureOpenAI
 
+from tests.conformance.recorder import recording_async_client
 from tests.e2e.conftest import Server
 
 pytestmark = pytest.mark.slow
@@ -24,6 +25,7 @@ def async_client(server: Server, retries: int) -> AsyncAzureOpenAI:
         api_key=server.key1,
         api_version="2024-10-21",
         max_retries=retries,
+        http_client=recording_async_client(),
     )
 
 

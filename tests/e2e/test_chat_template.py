@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from openai import AzureOpenAI
 
+from tests.conformance.recorder import recording_client
 from tests.e2e.conftest import Server
 
 pytestmark = pytest.mark.slow
@@ -50,7 +51,10 @@ def test_template_path(templated_gguf: Path, tmp_path: Path) -> None:
     server = Server(home=tmp_path / "home", extra_args=["--model", str(templated_gguf)]).start()
     try:
         client = AzureOpenAI(
-            azure_endpoint=server.endpoint, api_key=server.key1, api_version="2024-10-21"
+            azure_endpoint=server.endpoint,
+            api_key=server.key1,
+            api_version="2024-10-21",
+            http_client=recording_client(),
         )
         messages = [{"role": "user", "content": "Say hello."}]
         completion = client.chat.completions.create(model="gpt-4", messages=messages, max_tokens=4)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ import openai
 import pytest
 from openai import AsyncAzureOpenAI, AzureOpenAI
 
+from tests.conformance.recorder import RECORDER, recording_async_client, recording_client
 from tests.e2e.conftest import Server
 
 pytestmark = pytest.mark.slow
@@ -29,6 +30,7 @@ def client(server: Server, version: str = "2024-10-21", **kwargs: object) -> Azu
         api_key=server.key1,
         api_version=version,
         max_retries=0,
+        http_client=recording_client(),
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -49,6 +51,12 @@ def test_sync_completion_and_headers(server: Server) -> None:
     assert completion.prompt_filter_results[0]["prompt_index"] == 0  # type: ignore[attr-defined]
     assert completion.system_fingerprint is not None
     assert completion.system_fingerprint.startswith("fp_")
+
+
+def test_sdk_responses_reach_the_conformance_check(server: Server) -> None:
+    before = RECORDER.total
+    client(server).chat.completions.create(model="gpt-4", messages=MESSAGES, max_tokens=2)  # type: ignore[arg-type]
+    assert RECORDER.total == before + 1  # validated when this test ends (tests/conftest.py)
 
 
 def test_streaming(server: Server) -> None:
@@ -78,6 +86,7 @@ def test_async_client_concurrent_requests(server: Server) -> None:
             api_key=server.key1,
             api_version="2024-06-01",
             max_retries=0,
+            http_client=recording_async_client(),
         )
         calls = [
             aclient.chat.completions.create(model="gpt-4", messages=MESSAGES, max_tokens=6, seed=i)  # type: ignore[arg-type]
@@ -100,7 +109,11 @@ def test_sdk_errors(server: Server) -> None:
         )  # type: ignore[arg-type]
     assert version.value.code == "404"
     bad_key = AzureOpenAI(
-        azure_endpoint=server.endpoint, api_key="0" * 32, api_version="2024-10-21", max_retries=0
+        azure_endpoint=server.endpoint,
+        api_key="0" * 32,
+        api_version="2024-10-21",
+        max_retries=0,
+        http_client=recording_client(),
     )
     with pytest.raises(openai.AuthenticationError):
         bad_key.chat.completions.create(model="gpt-4", messages=MESSAGES)  # type: ignore[arg-type]
@@ -160,7 +173,7 @@ def test_disconnect_mid_stream_does_not_wedge(server: Server) -> None:
         "stop": ["@@@@"],
     }
     with (
-        httpx.Client(timeout=60) as http,
+        recording_client(timeout=60) as http,
         http.stream("POST", url, json=body, headers={"api-key": server.key1}) as response,
     ):
         assert response.status_code == 200
@@ -180,7 +193,10 @@ def test_disconnect_mid_stream_does_not_wedge(server: Server) -> None:
 def test_health_answers_while_generating(server: Server) -> None:
     async def main() -> float:
         aclient = AsyncAzureOpenAI(
-            azure_endpoint=server.endpoint, api_key=server.key1, api_version="2024-10-21"
+            azure_endpoint=server.endpoint,
+            api_key=server.key1,
+            api_version="2024-10-21",
+            http_client=recording_async_client(),
         )
         task = asyncio.create_task(
             aclient.chat.completions.create(

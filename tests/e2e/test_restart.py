@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.conformance.recorder import recording_client
 from tests.e2e.conftest import Server, free_port
 
 pytestmark = pytest.mark.slow
@@ -20,9 +20,8 @@ BODY = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
 
 def ask(server: Server, key: str) -> int:
-    return httpx.post(
-        server.endpoint + URL, json=BODY, headers={"api-key": key}, timeout=60
-    ).status_code
+    with recording_client(timeout=60) as http:
+        return http.post(server.endpoint + URL, json=BODY, headers={"api-key": key}).status_code
 
 
 def test_kill_9_keeps_keys_and_deployments(tmp_path: Path) -> None:

@@ -16,10 +16,18 @@ def test_valid_body() -> None:
     assert body.messages[0].content == "hi" and body.temperature == 0.5
 
 
+def test_escaped_surrogate_pairs_are_text() -> None:
+    body = parse(b'{"messages":[{"role":"user","content":"\\ud83d\\ude00 \\u00e9"}]}')
+    assert body.messages[0].content == "\U0001f600 \u00e9"
+
+
 @pytest.mark.parametrize(
     ("raw", "message", "param"),
     [
         (b"{not json", "We could not parse the JSON body", None),
+        (b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "could not parse", None),
+        (b'{"messages":[{"role":"user","content":"a\\ud800"}]}', "surrogate \\ud800", None),
+        (b'{"messages":[{"role":"user","content":"x"}],"\\udfff":1}', "surrogate \\udfff", None),
         (b"[1, 2]", "is not of type 'object'", None),
         (b"{}", "'messages' is a required property", "messages"),
         (b'{"messages": []}', "is too short - 'messages'", "messages"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -13,6 +14,7 @@ from cerulean.errors import InvalidRequest
 __all__ = ["WireModel", "parse_body", "validation_message"]
 
 M = TypeVar("M", bound=BaseModel)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _JSON_TYPES = {
     "string_type": "string",
@@ -81,6 +83,34 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _lone_surrogate(data: Any) -> str | None:
+    """The first unpaired UTF-16 surrogate in any string (or key) of ``data``.
+
+    JSON's ``"\\ud800"`` decodes to one; a pair such as ``"\\ud83d\\ude00"`` decodes to one
+    character. Iterative: the data may be nested as deep as the decoder allowed.
+    """
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            found = _SURROGATE.search(node)
+            if found:
+                return found.group()
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
+
+
+def _unparseable(reason: object) -> InvalidRequest:
+    return InvalidRequest(
+        f"We could not parse the JSON body of your request. ({reason}) The OpenAI API expects a "
+        "JSON payload, but what was sent was not valid JSON."
+    )
+
+
 def parse_body(
     raw: bytes, model: type[M], gate: Callable[[dict[str, Any]], None] | None = None
 ) -> M:
@@ -90,11 +120,13 @@ def parse_body(
     """
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequest(
-            f"We could not parse the JSON body of your request. ({exc}) The OpenAI API expects a "
-            "JSON payload, but what was sent was not valid JSON."
-        ) from exc
+    # RecursionError: nesting deeper than the decoder's stack (a 100 kB "[[[[..." body).
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise _unparseable(exc) from exc
+    # Text that no UTF-8 encoder (tokenizer, response) can take: refused here, not a 500 later.
+    surrogate = _lone_surrogate(data) if b"\\u" in raw else None
+    if surrogate is not None:
+        raise _unparseable(f"unpaired surrogate \\u{ord(surrogate):04x} in a string")
     if not isinstance(data, dict):
         raise InvalidRequest(f"{_short(data)} is not of type 'object'")
     if gate is not None:

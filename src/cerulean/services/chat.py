@@ -286,7 +286,12 @@ def completion_body(
     for index in sorted(finals):
         final = finals[index]
         message, finish = _answer(ctx, texts.get(index, ""), final.finish_reason or "stop")
-        choice: dict[str, Any] = {"index": index, "finish_reason": finish, "message": message}
+        choice: dict[str, Any] = {
+            "index": index,
+            "finish_reason": finish,
+            "message": {**message, "refusal": None},
+            "logprobs": None,  # required (nullable) by the spec's createChatCompletionResponse
+        }
         if ctx.annotate:
             choice["content_filter_results"] = _CHOICE_FILTER if message["content"] else {}
         choices.append(choice)

@@ -1,0 +1,290 @@
+"""Hypothesis strategies for the POST routes: spec-driven requests and hostile ones.
+
+* :func:`spec_cases` draws requests from the 2024-10-21 spec with schemathesis: bodies valid for
+  the operation's request schema (``positive``) and bodies that break it (``negative``), sent to a
+  real deployment with a good key and a known api-version, so that they reach the engine.
+* :func:`hostile_cases` adds what schemathesis does not aim at: huge numbers, deep nesting, lone
+  surrogates, broken JSON, nulls, unknown fields, and bad api-versions, keys and deployments.
+
+A route is described by an :class:`Operation`; adding completions or embeddings is one entry in
+``OPERATIONS`` (see docs/conformance.md).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+from urllib.parse import quote
+
+import schemathesis
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+
+from tests.conformance.deviations import NEW
+from tests.conformance.validator import raw_spec
+
+__all__ = ["GOOD_KEY", "OPERATIONS", "Case", "Operation", "cases", "hostile_cases", "spec_cases"]
+
+GOOD_KEY = "<a valid key>"  # replaced by the server's key when the case is sent
+API_VERSIONS = ("2024-10-21", "2023-05-15", "2024-06-01", "2025-04-01-preview", "2022-12-01")
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One POST route: the spec path, a deployment that serves it, a minimal valid body."""
+
+    name: str
+    spec_path: str  # in the 2024-10-21 file
+    deployment: str
+    minimal: dict[str, Any]
+    streams: bool = True  # the route takes "stream": true (embeddings do not)
+    # Request properties removed before generation, with the reason (hostile cases still send
+    # them as unknown fields).
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def route(self) -> str:
+        return self.spec_path.removeprefix("/deployments/{deployment-id}/")
+
+
+OPERATIONS: dict[str, Operation] = {
+    "chat": Operation(
+        name="chat",
+        spec_path="/deployments/{deployment-id}/chat/completions",
+        deployment="gpt-4",
+        minimal={"messages": [{"role": "user", "content": "hi"}]},
+        skipped={"data_sources": "Azure On-Your-Data: its schema makes generation 2x slower"},
+    ),
+    # Completions and embeddings, once their routes exist (docs/conformance.md):
+    # "completions": Operation("completions", "/deployments/{deployment-id}/completions",
+    #     "<a completions deployment>", {"prompt": "hi"}),
+    # "embeddings": Operation("embeddings", "/deployments/{deployment-id}/embeddings",
+    #     "text-embedding-ada-002", {"input": "hi"}, streams=False),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One request: where it goes, with what credentials, carrying what bytes."""
+
+    path: str
+    api_version: str | None
+    headers: dict[str, str]
+    content: bytes
+
+    def __repr__(self) -> str:
+        content = self.content if len(self.content) <= 300 else self.content[:300] + b"..."
+        return f"Case({self.url()!r}, {self.headers!r}, {content!r} ({len(self.content)} bytes))"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis prints failing examples with this (a 100 kB body would drown the report).
+        printer.text(repr(self))
+
+    def url(self) -> str:
+        query = "" if self.api_version is None else "?api-version=" + quote(self.api_version)
+        return self.path + query
+
+    def body(self) -> Any:
+        """The JSON body, or ``None`` when it is not JSON."""
+        try:
+            return json.loads(self.content)
+        except ValueError:
+            return None
+
+    def with_body(self, body: Any) -> Case:
+        return Case(self.path, self.api_version, self.headers, json.dumps(body).encode())
+
+
+def _parts(doc: dict[str, Any], operation: Operation) -> list[dict[str, Any]]:
+    """The request body schema of ``operation`` and its ``allOf`` parts, references followed."""
+
+    def follow(node: dict[str, Any]) -> dict[str, Any]:
+        ref = node.get("$ref")
+        return doc["components"]["schemas"][ref.rsplit("/", 1)[-1]] if ref else node
+
+    content = doc["paths"][operation.spec_path]["post"]["requestBody"]["content"]
+    schema = follow(content["application/json"]["schema"])
+    return [schema, *(follow(part) for part in schema.get("allOf", []))]
+
+
+def _request_schema(operation: Operation) -> dict[str, Any]:
+    """A copy of the 2024-10-21 spec without ``operation.skipped`` in its request body."""
+    doc = raw_spec(NEW)
+    for part in _parts(doc, operation):
+        for name in operation.skipped:
+            part.get("properties", {}).pop(name, None)
+    return doc
+
+
+def _property_names(operation: Operation) -> list[str]:
+    doc = raw_spec(NEW)
+    return sorted({name for part in _parts(doc, operation) for name in part.get("properties", {})})
+
+
+@cache
+def _schemathesis_operation(name: str) -> Any:
+    operation = OPERATIONS[name]
+    return schemathesis.openapi.from_dict(_request_schema(operation))[operation.spec_path]["POST"]
+
+
+def _encoded(body: Any) -> bytes:
+    return body if isinstance(body, bytes) else json.dumps(body).encode()
+
+
+def spec_cases(operation: Operation, mode: str = "positive") -> st.SearchStrategy[Case]:
+    """Requests with a schemathesis body (``positive``: valid per the spec; ``negative``: not).
+
+    Half of the positive bodies of a streaming operation are sent with ``"stream": true`` (the
+    spec allows it; left to chance, hardly any stream is drawn).
+    """
+    generated = _schemathesis_operation(operation.name).as_strategy(
+        generation_mode=GenerationMode(mode),
+        path_parameters={"deployment-id": operation.deployment},
+        headers={"api-key": GOOD_KEY},
+    )
+    path = f"/openai/deployments/{operation.deployment}/{operation.route}"
+    streaming = st.booleans() if mode == "positive" and operation.streams else st.just(False)
+
+    def build(body: Any, version: str, stream: bool) -> Case:
+        if stream and isinstance(body, dict):
+            body = {**body, "stream": True}
+        headers = {"api-key": GOOD_KEY, "content-type": "application/json"}
+        return Case(path, version, headers, _encoded(body))
+
+    return st.builds(
+        build, generated.map(lambda case: case.body), st.sampled_from(API_VERSIONS), streaming
+    )
+
+
+# --- hostile pieces --------------------------------------------------------------------------
+
+HUGE_NUMBERS = st.sampled_from(
+    [2**31, 2**32 + 1, 2**63, -(2**63) - 1, 2**64, 10**30, -(10**30), 1e308, -1e308, 5e-324, -0.0]
+)
+ODD_TEXT = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(
+        ["", " ", "\x00", "\u202e", "\ufeff", "😀" * 50, "a\u0300" * 20, "<|endoftext|>", "[DONE]"]
+    ),
+)
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | ODD_TEXT
+    | HUGE_NUMBERS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _hostile_value(value_names: list[str]) -> st.SearchStrategy[tuple[str, Any]]:
+    return st.tuples(st.sampled_from(value_names), JSON_VALUES)
+
+
+def _deep(depth: int, kind: str) -> str:
+    return ("[" * depth + "]" * depth) if kind == "list" else ('{"a":' * depth + "1" + "}" * depth)
+
+
+def hostile_bodies(operation: Operation) -> st.SearchStrategy[bytes]:
+    """Raw request bodies that a careful server must refuse (or serve) without breaking."""
+    names = _property_names(operation)
+    minimal = operation.minimal
+
+    def dumped(body: Any) -> bytes:
+        return json.dumps(body).encode()
+
+    wrong_field = _hostile_value(names).map(lambda kv: dumped({**minimal, kv[0]: kv[1]}))
+    unknown_field = st.tuples(st.text(min_size=1, max_size=12), JSON_VALUES).map(
+        lambda kv: dumped({**minimal, kv[0]: kv[1]})
+    )
+    first = next(iter(minimal))
+    replaced = JSON_VALUES.map(lambda v: dumped({**minimal, first: v}))
+    nulls = st.sets(st.sampled_from(names), min_size=1).map(
+        lambda keys: dumped({**minimal, **{k: None for k in keys}})
+    )
+    nested = st.tuples(st.sampled_from([64, 1000, 100_000]), st.sampled_from(["list", "dict"])).map(
+        lambda d: f'{{"{first}": {_deep(*d)}}}'.encode()
+    )
+    raw = st.one_of(
+        st.binary(max_size=64),
+        st.sampled_from(
+            [
+                b"",
+                b"null",
+                b"[]",
+                b'"text"',
+                b"\xef\xbb\xbf" + dumped(minimal),  # a UTF-8 BOM
+                dumped(minimal)[:-1],  # truncated
+                dumped(minimal) + b"{}",  # trailing data
+                b'{"messages": NaN, "max_tokens": Infinity}',
+                b'{"a": 1, "a": 2}',
+            ]
+        ),
+        JSON_VALUES.map(dumped),
+    )
+    surrogates = st.sampled_from(["\\ud800", "\\udfff", "\\ud83d", "\\u0000"]).map(
+        lambda s: dumped(minimal).replace(b"hi", s.encode())
+    )
+    return st.one_of(wrong_field, unknown_field, replaced, nulls, nested, raw, surrogates)
+
+
+# --- whole requests --------------------------------------------------------------------------
+
+
+def _headers() -> st.SearchStrategy[dict[str, str]]:
+    # Printable ASCII without surrounding blanks: what an HTTP client can send at all.
+    ascii_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40).map(
+        str.strip
+    )
+    good = {"api-key": GOOD_KEY, "content-type": "application/json"}
+    return st.one_of(
+        st.just(good),
+        ascii_text.map(lambda k: {**good, "api-key": k}),
+        ascii_text.map(lambda k: {"authorization": f"Bearer {k}".strip()}),
+        st.just({"authorization": f"Bearer {GOOD_KEY}", "content-type": "text/plain"}),
+        st.just({"content-type": "application/json"}),
+        st.just({"api-key": GOOD_KEY}),
+    )
+
+
+def hostile_cases(operation: Operation) -> st.SearchStrategy[Case]:
+    """Hostile bodies to a good address, or a good body to a hostile address."""
+    good_path = f"/openai/deployments/{operation.deployment}/{operation.route}"
+    good_headers = {"api-key": GOOD_KEY, "content-type": "application/json"}
+    bodies = st.builds(
+        lambda content, version: Case(good_path, version, good_headers, content),
+        hostile_bodies(operation),
+        st.sampled_from(API_VERSIONS),
+    )
+    deployment = st.one_of(
+        st.just(operation.deployment),
+        st.text(min_size=1, max_size=20).map(lambda d: quote(d, safe="")),
+    )
+    version = st.one_of(st.sampled_from(API_VERSIONS), st.none(), st.text(max_size=20))
+    envelopes = st.builds(
+        lambda d, v, h: Case(
+            f"/openai/deployments/{d}/{operation.route}",
+            v,
+            h,
+            json.dumps(operation.minimal).encode(),
+        ),
+        deployment,
+        version,
+        _headers(),
+    )
+    return st.one_of(bodies, envelopes)
+
+
+def cases(operation: Operation) -> st.SearchStrategy[Case]:
+    """The whole mix: valid and invalid spec bodies, hostile bodies and envelopes."""
+    return st.one_of(
+        spec_cases(operation, "positive"),
+        spec_cases(operation, "negative"),
+        hostile_cases(operation),
+    )

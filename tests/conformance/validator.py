@@ -1,0 +1,299 @@
+"""Validate Cerulean's response bodies against the vendored Azure OpenAI specs.
+
+Schemas are chosen by (api-version → spec file, route, status, stream or not):
+
+================  ============================  ==========================================
+route             JSON body (2xx)               each SSE ``data:`` event (2xx stream)
+================  ============================  ==========================================
+chat/completions  createChatCompletionResponse  createChatCompletionStreamResponse
+completions       createCompletionResponse      the same, ``finish_reason`` nullable
+embeddings        the inline 200 schema         (no streaming)
+any, non-2xx      errorResponse                 errorResponse (an ``error`` event)
+================  ============================  ==========================================
+
+api-versions up to 2023-05-15 use ``specs/2023-05-15-inference.json`` (its chat streams, which that
+file does not describe, use the 2024-10-21 chunk schema); every later version, and the
+``/openai/v1/`` routes, use ``specs/2024-10-21-inference.json``, the newest stable file.
+
+Library: ``openapi-schema-validator``'s ``OAS30Validator`` (built on ``jsonschema``, references
+resolved by ``referencing``), because both files are OpenAPI 3.0, whose ``nullable`` keyword plain
+JSON Schema validators ignore (they would reject every ``"content": null``). Where Azure really
+differs from the files, :mod:`tests.conformance.deviations` patches an in-memory copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema.exceptions import ValidationError  # type: ignore[import-untyped]
+from openapi_schema_validator import OAS30Validator
+from referencing import Registry
+from referencing.jsonschema import DRAFT4
+
+from tests.conformance.deviations import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    EMBEDDINGS_PATH,
+    NEW,
+    OK_JSON,
+    OLD,
+    apply_all,
+    urn,
+)
+
+__all__ = [
+    "Conformance",
+    "Exchange",
+    "Violation",
+    "conformance",
+    "load_specs",
+    "raw_spec",
+    "report",
+    "spec_for",
+]
+
+SPEC_DIR = Path(__file__).parent / "specs"
+SPEC_FILES = {
+    NEW: SPEC_DIR / "2024-10-21-inference.json",
+    OLD: SPEC_DIR / "2023-05-15-inference.json",
+}
+
+_ROUTES = (
+    ("chat", re.compile(r"^/openai/(?:deployments/[^/]+|v1)/chat/completions$")),
+    ("completions", re.compile(r"^/openai/(?:deployments/[^/]+|v1)/completions$")),
+    ("embeddings", re.compile(r"^/openai/(?:deployments/[^/]+|v1)/embeddings$")),
+)
+
+# (spec file, operation, "json" | "chunk") -> the schema's reference
+_SCHEMAS: dict[tuple[str, str, str], str] = {
+    (NEW, "chat", "json"): urn(NEW, "/components/schemas/createChatCompletionResponse"),
+    (NEW, "chat", "chunk"): urn(NEW, "/components/schemas/createChatCompletionStreamResponse"),
+    (NEW, "completions", "json"): urn(NEW, "/components/schemas/createCompletionResponse"),
+    (NEW, "completions", "chunk"): urn("extras", f"/completionStreamChunk-{NEW}"),
+    (NEW, "embeddings", "json"): urn(NEW, EMBEDDINGS_PATH + OK_JSON),
+    (OLD, "chat", "json"): urn(OLD, CHAT_PATH + OK_JSON),
+    (OLD, "chat", "chunk"): urn(NEW, "/components/schemas/createChatCompletionStreamResponse"),
+    (OLD, "completions", "json"): urn(OLD, COMPLETIONS_PATH + OK_JSON),
+    (OLD, "completions", "chunk"): urn("extras", f"/completionStreamChunk-{OLD}"),
+    (OLD, "embeddings", "json"): urn(OLD, EMBEDDINGS_PATH + OK_JSON),
+}
+_PROMPT_FILTER_CHUNK = urn("extras", "/promptFilterChunk")
+_APIM_401 = urn("extras", "/apimUnauthorized")
+# Statuses whose body no client ever reads: 499 is logged for a client that went away.
+_UNREAD = frozenset({204, 304, 499})
+
+
+def spec_for(api_version: str | None) -> str:
+    """The spec file for an api-version: 2023-05-15 and older use the 2023-05-15 file."""
+    if api_version and re.match(r"^\d{4}-\d{2}-\d{2}", api_version) and api_version[:10] <= OLD:
+        return OLD
+    return NEW
+
+
+def operation_for(path: str) -> str | None:
+    """``chat``, ``completions``, ``embeddings`` or ``None`` for routes the specs do not cover."""
+    normalised = re.sub(r"/{2,}", "/", path)
+    return next((name for name, pattern in _ROUTES if pattern.match(normalised)), None)
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One response as a client saw it."""
+
+    method: str
+    path: str
+    api_version: str | None
+    status: int
+    content_type: str
+    body: bytes
+    complete: bool = True  # False when the client stopped reading a stream early
+    origin: str = ""  # the test that made the request
+
+    def describe(self) -> str:
+        query = f"?api-version={self.api_version}" if self.api_version else ""
+        return f"{self.method} {self.path}{query} -> {self.status} {self.content_type or '-'}"
+
+
+@dataclass(frozen=True)
+class Violation:
+    exchange: Exchange
+    where: str  # "body" or "event N"
+    schema: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        at = f" at {self.path}" if self.path else ""
+        return f"{self.where} vs {self.schema}{at}: {self.message}"
+
+
+def report(violations: list[Violation], limit: int = 30) -> str:
+    """A readable listing, grouped by the test and the exchange that produced them."""
+    lines: list[str] = []
+    last = None
+    for violation in violations[:limit]:
+        exchange = violation.exchange
+        if exchange is not last:
+            origin = f"{exchange.origin}: " if exchange.origin else ""
+            lines.append(f"{origin}{exchange.describe()}")
+            last = exchange
+        lines.append(f"    {violation}")
+    if len(violations) > limit:
+        lines.append(f"... and {len(violations) - limit} more")
+    return "\n".join(lines)
+
+
+def raw_spec(name: str) -> dict[str, Any]:
+    """A fresh copy of one vendored spec file, as published."""
+    loaded: dict[str, Any] = json.loads(SPEC_FILES[name].read_text(encoding="utf-8"))
+    return loaded
+
+
+@cache
+def load_specs() -> dict[str, dict[str, Any]]:
+    """Copies of both spec files plus ``extras``, with every deviation applied."""
+    docs = {name: raw_spec(name) for name in SPEC_FILES}
+    docs["extras"] = {}
+    apply_all(docs)
+    return docs
+
+
+def _registry(docs: dict[str, dict[str, Any]]) -> Registry[Any]:
+    resources = [(f"urn:spec:{name}", DRAFT4.create_resource(doc)) for name, doc in docs.items()]
+    return Registry().with_resources(resources)
+
+
+def _short(ref: str) -> str:
+    """``2024-10-21 createChatCompletionResponse``, ``2023-05-15 embeddings 200``, ..."""
+    doc, _, pointer = ref.removeprefix("urn:spec:").partition("#")
+    if pointer.startswith("/paths/"):
+        route = pointer.split("/")[2].replace("~1", "/")
+        return f"{doc} {route.rsplit('}/', 1)[-1]} 200"
+    return f"{doc} {pointer.rsplit('/', 1)[-1]}"
+
+
+class Conformance:
+    """Checks exchanges; counts what it validated (for the session summary)."""
+
+    def __init__(self) -> None:
+        self._registry = _registry(copy.deepcopy(load_specs()))
+        self._validators: dict[str, OAS30Validator] = {}
+        self.counts: Counter[str] = Counter()
+
+    def errors(self, instance: Any, ref: str) -> list[ValidationError]:
+        """The validation errors of ``instance`` against the schema at ``ref``."""
+        validator = self._validators.get(ref)
+        if validator is None:
+            validator = OAS30Validator({"$ref": ref}, registry=self._registry)
+            self._validators[ref] = validator
+        return sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+
+    def check(self, exchange: Exchange) -> list[Violation]:
+        """Every violation in one exchange (empty when it conforms or has no schema)."""
+        if exchange.status in _UNREAD:
+            return []
+        if not exchange.complete and not exchange.content_type.startswith("text/event-stream"):
+            # e.g. openai 1.x closes a 429 unread before it retries: nothing to judge.
+            self.counts["not validated (closed unread by the client)"] += 1
+            return []
+        operation = operation_for(exchange.path)
+        spec = spec_for(exchange.api_version)
+        if not 200 <= exchange.status < 300:
+            return self._check_error(exchange, spec)
+        if operation is None:
+            self.counts["no schema (route outside the inference spec)"] += 1
+            return []
+        if exchange.content_type.startswith("text/event-stream"):
+            return self._check_stream(exchange, spec, operation)
+        return self._check_json(exchange, _SCHEMAS[(spec, operation, "json")], "body")
+
+    def _violations(
+        self, exchange: Exchange, where: str, ref: str, instance: Any
+    ) -> list[Violation]:
+        self.counts[_short(ref)] += 1
+        found: dict[str, Violation] = {}
+        for error in self.errors(instance, ref):
+            path = "/".join(map(str, error.absolute_path))
+            # A null where none is allowed fails three keywords (nullable, type, enum): say it once.
+            key = path if error.instance is None else f"{path} {error.message}"
+            found.setdefault(key, Violation(exchange, where, _short(ref), path, error.message))
+        return list(found.values())
+
+    def _parse(
+        self, exchange: Exchange, where: str, raw: bytes | str
+    ) -> tuple[Any, list[Violation]]:
+        try:
+            return json.loads(raw), []
+        except ValueError as exc:
+            return None, [
+                Violation(exchange, where, "JSON", "", f"not JSON ({exc}): {raw[:120]!r}")
+            ]
+
+    def _check_json(self, exchange: Exchange, ref: str, where: str) -> list[Violation]:
+        if not exchange.content_type.startswith("application/json"):
+            message = f"content-type {exchange.content_type!r}, expected application/json"
+            return [Violation(exchange, where, "headers", "", message)]
+        body, problems = self._parse(exchange, where, exchange.body)
+        return problems or self._violations(exchange, where, ref, body)
+
+    def _check_error(self, exchange: Exchange, spec: str) -> list[Violation]:
+        ref = urn(spec, "/components/schemas/errorResponse")
+        if exchange.status == 401 and exchange.body.startswith(b'{"statusCode"'):
+            ref = _APIM_401
+        return self._check_json(exchange, ref, "error body")
+
+    def _check_stream(self, exchange: Exchange, spec: str, operation: str) -> list[Violation]:
+        chunk_ref = _SCHEMAS.get((spec, operation, "chunk"))
+        events, problems = sse_data(exchange)
+        if chunk_ref is None:
+            return [Violation(exchange, "body", "route", "", f"{operation} does not stream")]
+        if exchange.complete and (not events or events[-1] != "[DONE]"):
+            problems.append(Violation(exchange, "end", "SSE", "", "no final `data: [DONE]`"))
+        for index, data in enumerate(events):
+            where = f"event {index}"
+            if data == "[DONE]":
+                if index != len(events) - 1:
+                    problems.append(Violation(exchange, where, "SSE", "", "events after [DONE]"))
+                continue
+            chunk, bad = self._parse(exchange, where, data)
+            problems += bad
+            if bad:
+                continue
+            if isinstance(chunk, dict) and "error" in chunk:
+                ref = urn(spec, "/components/schemas/errorResponse")
+            elif index == 0 and isinstance(chunk, dict) and chunk.get("object") == "":
+                ref = _PROMPT_FILTER_CHUNK
+            else:
+                ref = chunk_ref
+            problems += self._violations(exchange, where, ref, chunk)
+        return problems
+
+
+def sse_data(exchange: Exchange) -> tuple[list[str], list[Violation]]:
+    """The ``data:`` payloads of a data-only SSE body (a trailing partial event is dropped)."""
+    text = exchange.body.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    blocks = text.split("\n\n")
+    # The piece after the last blank line is empty for a complete stream, partial otherwise.
+    blocks = blocks[:-1]
+    events: list[str] = []
+    problems: list[Violation] = []
+    for index, block in enumerate(blocks):
+        if not block.startswith("data: ") or "\n" in block:
+            message = f"not a single `data: ` line: {block[:120]!r}"
+            problems.append(Violation(exchange, f"event {index}", "SSE", "", message))
+            continue
+        events.append(block[len("data: ") :])
+    return events, problems
+
+
+@cache
+def conformance() -> Conformance:
+    """The process-wide checker (building validators costs a little; reuse them)."""
+    return Conformance()
