@@ -13,8 +13,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from cerulean import __version__
-from cerulean.api import chat, health, metrics
+from cerulean.api import chat, embeddings, health, metrics
 from cerulean.engines.base import Engine
+from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.errors import (
     APIError,
     InternalServerError,
@@ -30,7 +31,10 @@ from cerulean.middleware import (
     error_response,
 )
 from cerulean.protocol.common import validation_message
-from cerulean.services.deployments import ensure_builtin_deployments
+from cerulean.services.deployments import (
+    BUILTIN_EMBEDDING_DEPLOYMENTS,
+    ensure_builtin_deployments,
+)
 from cerulean.services.keys import provision_keys
 from cerulean.settings import Settings
 from cerulean.state import AppState
@@ -51,15 +55,20 @@ def create_app(
     default_model: tuple[str, str] | None = None,
     store: Store | None = None,
     on_ready: ReadyCallback | None = None,
+    embedders: dict[str, EmbeddingEngine] | None = None,
+    embedding_model: tuple[str, str] | None = None,
 ) -> FastAPI:
-    """Build the app serving ``engines`` (keyed by model name).
+    """Build the app serving ``engines`` and ``embedders`` (keyed by model name).
 
     ``default_model`` is the ``(model, version)`` the built-in deployments are bound to (default:
-    the first engine's model). Engines load in the background once the server runs; ``/healthz``
-    answers 503 until they have, then ``on_ready`` is called.
+    the first engine's model); ``embedding_model`` likewise for ``text-embedding-ada-002``
+    (default: the first embedder's, if any). Engines load in the background once the server
+    runs; ``/healthz`` answers 503 until they have, then ``on_ready`` is called.
     """
-    state = AppState(settings=settings, engines=engines)
+    state = AppState(settings=settings, engines=engines, embedders=dict(embedders or {}))
     model, version = default_model or (next(iter(engines)), "1")
+    if embedding_model is None and state.embedders:
+        embedding_model = (next(iter(state.embedders)), "1")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,6 +77,10 @@ def create_app(
         state.verifier = keys.verifier
         state.shown_keys = keys.shown
         await asyncio.to_thread(ensure_builtin_deployments, opened, model, version)
+        if embedding_model is not None:
+            await asyncio.to_thread(
+                ensure_builtin_deployments, opened, *embedding_model, BUILTIN_EMBEDDING_DEPLOYMENTS
+            )
         state.store = opened
         loader = asyncio.create_task(_load_engines(state, on_ready))
         try:
@@ -76,6 +89,8 @@ def create_app(
             loader.cancel()
             for engine in engines.values():
                 await engine.aclose()
+            for embedder in state.embedders.values():
+                await embedder.aclose()
             opened.close()
 
     app = FastAPI(
@@ -84,6 +99,7 @@ def create_app(
     app.state.cerulean = state
     app.include_router(health.router)
     app.include_router(chat.router)
+    app.include_router(embeddings.router)
     app.include_router(metrics.router)
     _install_error_handlers(app)
     # Added innermost first: requests pass RequestContext → NormalizePath → Auth → BodyLimit.
@@ -100,13 +116,14 @@ def _open_store(settings: Settings) -> Store:
 
 
 async def _load_engines(state: AppState, on_ready: ReadyCallback | None) -> None:
-    for engine in state.engines.values():
+    loadable: list[Engine | EmbeddingEngine] = [*state.engines.values(), *state.embedders.values()]
+    for engine in loadable:
         try:
             await asyncio.to_thread(engine.load)
         except Exception:
             logger.exception("could not load model %s", engine.info.name)
             return
-    logger.info("ready: serving %s", ", ".join(state.engines))
+    logger.info("ready: serving %s", ", ".join([*state.engines, *state.embedders]))
     if on_ready is not None:
         on_ready(state)
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from cerulean.embedfiles import (
+    EMBEDDING_MODEL_NAME,
+    EMBEDDING_MODEL_VERSION,
+    ensure_embedding_model,
+)
 from cerulean.engines.llamacpp import LlamaCppEngine, ModelSpec
+from cerulean.engines.llamacpp.embedder import EmbedderSpec, LlamaCppEmbedder
 from cerulean.engines.prompts import EMBEDDED_FORMAT
 from cerulean.modelfiles import (
     EMBEDDED_MODEL_NAME,
@@ -13,7 +20,7 @@ from cerulean.modelfiles import (
 )
 from cerulean.settings import Settings
 
-__all__ = ["EMBEDDED_DEFAULT_MAX_TOKENS", "build_default_engine"]
+__all__ = ["EMBEDDED_DEFAULT_MAX_TOKENS", "build_default_embedder", "build_default_engine"]
 
 # The embedded model is a tiny base model: without a cap a request with no max_tokens could run
 # to the end of the context (Azure's default). Documented in docs/differences.md.
@@ -57,3 +64,27 @@ def build_default_engine(
         **common,
     )
     return LlamaCppEngine(spec), EMBEDDED_MODEL_VERSION
+
+
+def build_default_embedder(
+    settings: Settings, *, announce: Callable[[str], None] | None = None
+) -> tuple[LlamaCppEmbedder, str] | None:
+    """The embedding engine for ``--embedding-model`` (or the packaged model), or None.
+
+    None when ``--no-embeddings``. Raises :class:`FileNotFoundError` for a missing
+    ``--embedding-model`` and :class:`RuntimeError` when the model package is not installed.
+    """
+    if not settings.embeddings:
+        return None
+    common: dict[str, Any] = {"n_threads": settings.threads, "n_gpu_layers": settings.n_gpu_layers}
+    if settings.embedding_model is not None:
+        if not settings.embedding_model.is_file():
+            raise FileNotFoundError(
+                f"embedding model file {settings.embedding_model} does not exist; pass the path "
+                "of a .gguf file"
+            )
+        name = settings.embedding_model.stem.lower()
+        return LlamaCppEmbedder(EmbedderSpec(name, settings.embedding_model, **common)), "1"
+    path = ensure_embedding_model(settings.home / "models", announce=announce)
+    spec = EmbedderSpec(EMBEDDING_MODEL_NAME, path, **common)
+    return LlamaCppEmbedder(spec), EMBEDDING_MODEL_VERSION

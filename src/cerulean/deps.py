@@ -9,12 +9,32 @@ from fastapi import Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from cerulean.apiversions import ApiVersion, parse_api_version
-from cerulean.engines.base import Engine
-from cerulean.errors import DeploymentNotFound, ResourceNotFound, ServiceUnavailable
+from cerulean.engines.base import Capability, Engine
+from cerulean.engines.embedding import EmbeddingEngine
+from cerulean.errors import (
+    DeploymentNotFound,
+    OperationNotSupported,
+    ResourceNotFound,
+    ServiceUnavailable,
+)
 from cerulean.state import AppState
 from cerulean.store.base import DeploymentRecord
 
-__all__ = ["ApiVersionDep", "DeploymentDep", "ResolvedDeployment", "StateDep"]
+__all__ = [
+    "ApiVersionDep",
+    "DeploymentDep",
+    "EmbeddingDeploymentDep",
+    "ResolvedDeployment",
+    "ResolvedEmbeddingDeployment",
+    "StateDep",
+]
+
+# Azure's names for the operations in OperationNotSupported messages.
+_OPERATIONS: dict[Capability, str] = {
+    "chat_completion": "chatCompletion",
+    "completion": "completion",
+    "embeddings": "embeddings",
+}
 
 
 def get_state(request: Request) -> AppState:
@@ -44,17 +64,30 @@ class ResolvedDeployment:
     engine: Engine
 
 
+async def _find_record(state: AppState, deployment_id: str, needs: Capability) -> DeploymentRecord:
+    """The deployment named in the path (404 DeploymentNotFound), whose model can do ``needs``.
+
+    A model that cannot (chat on an embedding model, embeddings on a chat model) gets Azure's
+    400 OperationNotSupported naming the model.
+    """
+    if state.store is None:
+        raise ServiceUnavailable()
+    record = await run_in_threadpool(state.store.get_deployment, deployment_id)
+    if record is None:
+        raise DeploymentNotFound()
+    served = state.engines.get(record.model) or state.embedders.get(record.model)
+    if served is not None and needs not in served.info.capabilities:
+        raise OperationNotSupported(_OPERATIONS[needs], served.info.name)
+    return record
+
+
 async def get_deployment(
     state: StateDep,
     _version: ApiVersionDep,
     deployment_id: Annotated[str, Path()],
 ) -> ResolvedDeployment:
     """The deployment named in the path (404 DeploymentNotFound), ready to serve (else 503)."""
-    if state.store is None:
-        raise ServiceUnavailable()
-    record = await run_in_threadpool(state.store.get_deployment, deployment_id)
-    if record is None:
-        raise DeploymentNotFound()
+    record = await _find_record(state, deployment_id, "chat_completion")
     engine = state.engines.get(record.model)
     if engine is None or not engine.ready:
         raise ServiceUnavailable()
@@ -62,3 +95,27 @@ async def get_deployment(
 
 
 DeploymentDep = Annotated[ResolvedDeployment, Depends(get_deployment)]
+
+
+@dataclass(frozen=True)
+class ResolvedEmbeddingDeployment:
+    """A deployment and the embedding engine that serves its model."""
+
+    record: DeploymentRecord
+    engine: EmbeddingEngine
+
+
+async def get_embedding_deployment(
+    state: StateDep,
+    _version: ApiVersionDep,
+    deployment_id: Annotated[str, Path()],
+) -> ResolvedEmbeddingDeployment:
+    """Like :func:`get_deployment`, for a deployment of an embedding model."""
+    record = await _find_record(state, deployment_id, "embeddings")
+    engine = state.embedders.get(record.model)
+    if engine is None or not engine.ready:
+        raise ServiceUnavailable()
+    return ResolvedEmbeddingDeployment(record, engine)
+
+
+EmbeddingDeploymentDep = Annotated[ResolvedEmbeddingDeployment, Depends(get_embedding_deployment)]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from cerulean.auth import KeyVerifier
 from cerulean.engines.base import Engine
+from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.settings import Settings
 from cerulean.store.base import Store
 
@@ -18,11 +19,16 @@ class AppState:
 
     settings: Settings
     engines: dict[str, Engine]
+    embedders: dict[str, EmbeddingEngine] = field(default_factory=dict)
     verifier: KeyVerifier = field(default_factory=lambda: KeyVerifier(()))
     store: Store | None = None
     shown_keys: dict[str, str] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
-        """Whether the store is open and every engine has loaded."""
-        return self.store is not None and all(e.ready for e in self.engines.values())
+        """Whether the store is open and every engine (embedders too) has loaded."""
+        return (
+            self.store is not None
+            and all(e.ready for e in self.engines.values())
+            and all(e.ready for e in self.embedders.values())
+        )
