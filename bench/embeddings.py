@@ -36,6 +36,9 @@ if _THREADS is None and "--threads" in sys.argv:
     _THREADS = sys.argv[sys.argv.index("--threads") + 1]
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, _THREADS or "2")
+# Idle OpenMP workers (torch's) otherwise spin for a while after each call and starve whichever
+# candidate runs next on a small machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import asyncio  # noqa: E402
 import json  # noqa: E402

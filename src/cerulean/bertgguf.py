@@ -188,8 +188,10 @@ def convert_bert(source: BertSource, target: Path, *, name: str, f16: bool = Fal
             gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
             if gguf_name is None:
                 raise ConversionError(f"no GGUF name for tensor {hf_name}")
-            # Matrices may be float16; norms and biases stay float32, as ggml's ops expect.
-            out_type = np.float16 if f16 and array.ndim == 2 else np.float32
+            # Matrices may be float16; norms, biases and the token-type rows (added to float32
+            # activations, which ggml's CPU add does not do from float16) stay float32.
+            half = f16 and array.ndim == 2 and not hf_name.endswith("token_type_embeddings.weight")
+            out_type = np.float16 if half else np.float32
             writer.add_tensor(gguf_name, np.ascontiguousarray(array, dtype=out_type))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
