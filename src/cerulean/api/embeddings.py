@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from cerulean.deps import ApiVersionDep, EmbeddingDeploymentDep
 from cerulean.protocol.common import parse_body
 from cerulean.protocol.embeddings import CreateEmbeddingRequest
-from cerulean.services.embeddings import check_dimensions, embedding_body, to_inputs
+from cerulean.services.embeddings import check_dimensions, embedding_body, to_inputs, to_texts
 
 __all__ = ["router"]
 
@@ -23,7 +23,7 @@ async def create_embeddings(
     inputs = to_inputs(body)
     info = deployment.engine.info
     check_dimensions(body, info)
-    result = await deployment.engine.embed(inputs)
+    result = await deployment.engine.embed(await to_texts(inputs))
     return JSONResponse(
         embedding_body(result, model=info.name, encoding=body.encoding_format),
         headers={"x-ms-deployment-name": deployment.record.name},

