@@ -132,3 +132,26 @@ def test_tiktoken_token_arrays_as_langchain_sends_them(server: Server) -> None:
     from_text = sdk.embeddings.create(model=DEPLOYMENT, input=text).data
     assert from_ids[0].embedding == pytest.approx(from_text[0].embedding, abs=1e-6)
     assert from_ids[1].embedding != from_ids[0].embedding
+
+
+def test_no_embeddings_flag(tmp_path: Path) -> None:
+    quiet = Server(home=tmp_path / "home", extra_args=["--no-embeddings"]).start()
+    try:
+        with pytest.raises(openai.NotFoundError) as caught:
+            client(quiet).embeddings.create(model=DEPLOYMENT, input="hi")
+        assert caught.value.code == "DeploymentNotFound"
+        assert "Embeddings:" not in quiet.output()
+        assert not (tmp_path / "home" / "models" / "all-minilm-l6-v2-f32.gguf").exists()
+    finally:
+        quiet.stop()
+
+
+def test_embedding_model_flag(server: Server, tmp_path: Path) -> None:
+    gguf = server.home / "models" / "all-minilm-l6-v2-f32.gguf"
+    own = Server(home=tmp_path / "home", extra_args=["--embedding-model", str(gguf)]).start()
+    try:
+        result = client(own).embeddings.create(model=DEPLOYMENT, input="hi")
+        assert result.model == "all-minilm-l6-v2-f32" and len(result.data[0].embedding) == 384
+        assert "Embeddings: all-minilm-l6-v2-f32 behind deployment" in own.output()
+    finally:
+        own.stop()
