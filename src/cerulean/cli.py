@@ -73,16 +73,19 @@ def serve(**overrides: Any) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     _check_port_free(settings.host, settings.port)
-    from cerulean.bootstrap import build_default_engine
+    from cerulean.bootstrap import build_default_embedder, build_default_engine
 
     try:
         engine, version = build_default_engine(settings)
+        embedder = build_default_embedder(settings, announce=lambda m: click.echo(f">> {m}"))
     except (FileNotFoundError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
-    _run_server(settings, engine, version)
+    _run_server(settings, engine, version, embedder)
 
 
-def _run_server(settings: Settings, engine: Any, version: str) -> None:
+def _run_server(
+    settings: Settings, engine: Any, version: str, embedder: tuple[Any, str] | None
+) -> None:
     import functools
 
     import uvicorn
@@ -91,14 +94,18 @@ def _run_server(settings: Settings, engine: Any, version: str) -> None:
     from cerulean.bootstrap import build_catalog_engine
     from cerulean.serverlock import ServerLock
 
+    embedders = {} if embedder is None else {embedder[0].info.name: embedder[0]}
     app = create_app(
         settings,
         {engine.info.name: engine},
         default_model=(engine.info.name, version),
         on_ready=lambda state: _print_banner(settings, state),
         engine_factory=functools.partial(build_catalog_engine, settings),
+        embedders=embedders,
+        embedding_model=None if embedder is None else (embedder[0].info.name, embedder[1]),
     )
-    click.echo(f">> loading {engine.info.name}; the endpoint follows once it answers")
+    models = ", ".join([engine.info.name, *embedders])
+    click.echo(f">> loading {models}; the endpoint follows once it answers")
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on"
     )
@@ -132,9 +139,11 @@ def _print_banner(settings: Settings, state: AppState) -> None:
     host = f"[{host}]" if ":" in host else host
     endpoint = f"http://{host}:{settings.port}/"
     models = ", ".join(state.engines)
-    lines = [
-        "",
-        f"Cerulean is ready: {models} behind deployments gpt-35-turbo and gpt-4.",
+    lines = ["", f"Cerulean is ready: {models} behind deployments gpt-35-turbo and gpt-4."]
+    if state.embedders:
+        embedders = ", ".join(state.embedders)
+        lines.append(f"Embeddings: {embedders} behind deployment text-embedding-ada-002.")
+    lines += [
         "Paste these lines into your shell, then run your Azure OpenAI code unchanged:",
         "",
         f"export AZURE_OPENAI_ENDPOINT={endpoint}",

@@ -9,9 +9,11 @@ from fastapi import Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from cerulean.apiversions import ApiVersion, parse_api_version, parse_v1_api_version
-from cerulean.engines.base import Engine
+from cerulean.engines.base import Capability, Engine
+from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.errors import (
     DeploymentNotFound,
+    OperationNotSupported,
     ResourceNotFound,
     ServiceUnavailable,
     UnsupportedApiVersion,
@@ -22,11 +24,21 @@ from cerulean.store.base import DeploymentRecord
 __all__ = [
     "ApiVersionDep",
     "DeploymentDep",
+    "EmbeddingDeploymentDep",
     "ResolvedDeployment",
+    "ResolvedEmbeddingDeployment",
     "StateDep",
     "V1ApiVersionDep",
     "resolve_deployment",
+    "resolve_embedding_deployment",
 ]
+
+# Azure's names for the operations in OperationNotSupported messages.
+_OPERATIONS: dict[Capability, str] = {
+    "chat_completion": "chatCompletion",
+    "completion": "completion",
+    "embeddings": "embeddings",
+}
 
 
 def get_state(request: Request) -> AppState:
@@ -56,13 +68,28 @@ class ResolvedDeployment:
     engine: Engine
 
 
-async def resolve_deployment(state: AppState, name: str) -> ResolvedDeployment:
-    """The deployment called ``name`` (404 DeploymentNotFound), ready to serve (else 503)."""
+async def _find_record(state: AppState, deployment_id: str, needs: Capability) -> DeploymentRecord:
+    """The deployment named in the path (404 DeploymentNotFound), whose model can do ``needs``.
+
+    A model that cannot (chat on an embedding model, embeddings on a chat model) gets Azure's
+    400 OperationNotSupported naming the model.
+    """
     if state.store is None:
         raise ServiceUnavailable()
-    record = await run_in_threadpool(state.store.get_deployment, name)
+    record = await run_in_threadpool(state.store.get_deployment, deployment_id)
     if record is None:
         raise DeploymentNotFound()
+    served = state.engines.get(record.model) or state.embedders.get(record.model)
+    if served is not None and needs not in served.info.capabilities:
+        raise OperationNotSupported(_OPERATIONS[needs], served.info.name)
+    return record
+
+
+async def resolve_deployment(
+    state: AppState, name: str, needs: Capability = "chat_completion"
+) -> ResolvedDeployment:
+    """The deployment called ``name`` (404 DeploymentNotFound), ready to serve (else 503)."""
+    record = await _find_record(state, name, needs)
     engine = state.engines.get(record.model)
     if state.pool is not None:
         # Loads the model of a deployment created since the server started (503 while it does).
@@ -77,7 +104,7 @@ async def get_deployment(
     _version: ApiVersionDep,
     deployment_id: Annotated[str, Path()],
 ) -> ResolvedDeployment:
-    """The deployment named in the path."""
+    """The deployment named in the path, for chat completions."""
     return await resolve_deployment(state, deployment_id)
 
 
@@ -93,3 +120,32 @@ V1ApiVersionDep = Annotated[ApiVersion, Depends(get_v1_api_version)]
 
 
 DeploymentDep = Annotated[ResolvedDeployment, Depends(get_deployment)]
+
+
+@dataclass(frozen=True)
+class ResolvedEmbeddingDeployment:
+    """A deployment and the embedding engine that serves its model."""
+
+    record: DeploymentRecord
+    engine: EmbeddingEngine
+
+
+async def resolve_embedding_deployment(state: AppState, name: str) -> ResolvedEmbeddingDeployment:
+    """Like :func:`resolve_deployment`, for a deployment of an embedding model."""
+    record = await _find_record(state, name, "embeddings")
+    engine = state.embedders.get(record.model)
+    if engine is None or not engine.ready:
+        raise ServiceUnavailable()
+    return ResolvedEmbeddingDeployment(record, engine)
+
+
+async def get_embedding_deployment(
+    state: StateDep,
+    _version: ApiVersionDep,
+    deployment_id: Annotated[str, Path()],
+) -> ResolvedEmbeddingDeployment:
+    """The deployment named in the path, for embeddings."""
+    return await resolve_embedding_deployment(state, deployment_id)
+
+
+EmbeddingDeploymentDep = Annotated[ResolvedEmbeddingDeployment, Depends(get_embedding_deployment)]

@@ -11,7 +11,9 @@ exact Azure body (see ``shared/reference/azure-openai-wire.md`` §2.2, §5)::
     │   ├── InvalidSubscriptionKey      401 wrong api-key
     │   ├── MissingCredentials          401 APIM body (no "error" wrapper), no/invalid bearer
     │   ├── InvalidRequest              400 invalid_request_error (message/type/param/code)
-    │   │   └── ContextLengthExceeded   400 context_length_exceeded
+    │   │   ├── ContextLengthExceeded   400 context_length_exceeded
+    │   │   └── InputTooLong            400 an embeddings input beyond the model's context
+    │   ├── OperationNotSupported       400 e.g. embeddings on a chat model's deployment
     │   ├── RequestTooLarge             413 invalid_request_error
     │   ├── ServiceUnavailable          503 temporarily unable to process
     │   ├── ServerBusy                  429 every slot busy and the waiting line full
@@ -35,10 +37,12 @@ __all__ = [
     "ControlError",
     "DeploymentNotFound",
     "EngineError",
+    "InputTooLong",
     "InternalServerError",
     "InvalidRequest",
     "InvalidSubscriptionKey",
     "MissingCredentials",
+    "OperationNotSupported",
     "RateLimited",
     "RequestTooLarge",
     "ResourceNotFound",
@@ -193,6 +197,36 @@ class ContextLengthExceeded(InvalidRequest):
                 "messages or completion."
             )
         super().__init__(message, param="messages", code="context_length_exceeded")
+
+
+class InputTooLong(InvalidRequest):
+    """An embeddings input has more tokens than the model reads: OpenAI's legacy wording."""
+
+    def __init__(self, *, limit: int, tokens: int) -> None:
+        super().__init__(
+            f"This model's maximum context length is {limit} tokens, however you requested "
+            f"{tokens} tokens ({tokens} in your prompt; 0 for the completion). Please reduce your "
+            "prompt; or completion length."
+        )
+
+
+class OperationNotSupported(_CodeMessageError):
+    """The deployment's model cannot do what the route asks (chat on an embedding model...).
+
+    ``operation`` is Azure's name for it: ``chatCompletion``, ``completion`` or ``embeddings``;
+    real Azure bodies name the deployment's *model* (a deployment ``squadconv-gpt4`` of gpt-4
+    answers "...with the specified model, gpt-4").
+    """
+
+    status_code = 400
+    code = "OperationNotSupported"
+
+    def __init__(self, operation: str, model: str) -> None:
+        super().__init__(
+            f"The {operation} operation does not work with the specified model, {model}. Please "
+            "choose different model and try again. You can learn more about which models can be "
+            "used with each operation here: https://go.microsoft.com/fwlink/?linkid=2197993."
+        )
 
 
 class RequestTooLarge(InvalidRequest):

@@ -42,6 +42,18 @@ class Settings(BaseSettings):
         "Gemma 3 270M.",
         json_schema_extra=_CLI,
     )
+    embeddings: bool = Field(
+        True,
+        description="Serve the embedding model (all-MiniLM-L6-v2) behind the deployment "
+        "text-embedding-ada-002.",
+        json_schema_extra=_CLI,
+    )
+    embedding_model: Path | None = Field(
+        None,
+        description="A GGUF of a BERT-class sentence-embedding model (mean or CLS pooling) to "
+        "serve instead of the packaged all-MiniLM-L6-v2.",
+        json_schema_extra=_CLI,
+    )
     n_ctx: int = Field(
         4096,
         ge=256,
@@ -161,7 +173,7 @@ class Settings(BaseSettings):
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
-    @field_validator("model", mode="after")
+    @field_validator("model", "embedding_model", mode="after")
     @classmethod
     def _expand_model(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().resolve()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from cerulean.auth import KeyVerifier
 from cerulean.engines.base import Engine
+from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.quota.base import RateLimiter
 from cerulean.quota.memory import InProcessRateLimiter
 from cerulean.services.keys import KeyRing
@@ -24,6 +25,7 @@ class AppState:
 
     settings: Settings
     engines: dict[str, Engine]
+    embedders: dict[str, EmbeddingEngine] = field(default_factory=dict)
     verifier: KeyVerifier = field(default_factory=lambda: KeyVerifier(()))
     store: Store | None = None
     shown_keys: dict[str, str] = field(default_factory=dict)
@@ -34,6 +36,15 @@ class AppState:
     keyring: KeyRing | None = None  # keeps ``verifier`` fresh from the store
 
     @property
+    def served(self) -> dict[str, Engine | EmbeddingEngine]:
+        """Every model loaded now, chat and embedding engines alike."""
+        return {**self.engines, **self.embedders}
+
+    @property
     def ready(self) -> bool:
-        """Whether the store is open and every engine has loaded."""
-        return self.store is not None and all(e.ready for e in self.engines.values())
+        """Whether the store is open and every engine (embedders too) has loaded."""
+        return (
+            self.store is not None
+            and all(e.ready for e in self.engines.values())
+            and all(e.ready for e in self.embedders.values())
+        )

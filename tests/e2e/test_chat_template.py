@@ -25,7 +25,7 @@ TEMPLATE = (
 
 @pytest.fixture(scope="module")
 def templated_gguf(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    source = next((server.home / "models").glob("*.gguf"))
+    source = next((server.home / "models").glob("gemma*.gguf"))  # not the embedding model
     target = tmp_path_factory.mktemp("gguf") / "gemma-with-template.gguf"
     subprocess.run(
         [

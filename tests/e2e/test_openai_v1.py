@@ -152,7 +152,7 @@ def test_usage_matches_the_models_tokenizer(server: Server) -> None:
         max_tokens=3,
         temperature=0,  # type: ignore[arg-type]
     )
-    model_path = next((server.home / "models").glob("*.gguf"))
+    model_path = next((server.home / "models").glob("gemma*.gguf"))  # not the embedding model
     vocab = llama_cpp.Llama(model_path=str(model_path), vocab_only=True, verbose=False)
     prompt = BASE_FORMATS[EMBEDDED_FORMAT]().render(
         tuple(ChatMessage(m["role"], m["content"]) for m in MESSAGES)

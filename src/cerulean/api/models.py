@@ -20,14 +20,14 @@ router = APIRouter()
 @router.get("/openai/models")
 @router.get("/openai/deployments/{deployment_id}/models")  # openai 1.x < 1.65.2 with a deployment
 async def list_models(state: StateDep, version: ApiVersionDep) -> dict[str, Any]:
-    return {"object": "list", "data": model_objects(state.engines, version, state.started_at)}
+    return {"object": "list", "data": model_objects(state.served, version, state.started_at)}
 
 
 @router.get("/openai/models/{model_id}")
 async def get_model(
     state: StateDep, version: ApiVersionDep, model_id: Annotated[str, Path()]
 ) -> dict[str, Any]:
-    engine = state.engines.get(model_id)
+    engine = state.served.get(model_id)
     if engine is None:
         raise ResourceNotFound()
     return model_object(engine, version, state.started_at)

@@ -13,7 +13,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from cerulean.api.chat import serve_chat
-from cerulean.deps import StateDep, V1ApiVersionDep, resolve_deployment
+from cerulean.api.embeddings import parse_embedding_request, serve_embeddings
+from cerulean.deps import (
+    StateDep,
+    V1ApiVersionDep,
+    resolve_deployment,
+    resolve_embedding_deployment,
+)
 from cerulean.errors import InvalidRequest
 from cerulean.protocol.chat import CreateChatCompletionRequest
 from cerulean.protocol.common import parse_body
@@ -42,9 +48,18 @@ async def create_chat_completion(
     return await serve_chat(request, body, version, deployment)
 
 
+@router.post("/openai/v1/embeddings")
+async def create_embeddings(
+    request: Request, state: StateDep, version: V1ApiVersionDep
+) -> Response:
+    body = parse_embedding_request(await request.body(), version)
+    deployment = await resolve_embedding_deployment(state, require_model(body.model))
+    return await serve_embeddings(request, body, version, deployment)
+
+
 @router.get("/openai/v1/models")
 async def list_models(state: StateDep, version: V1ApiVersionDep) -> dict[str, Any]:
-    data = model_objects(state.engines, version, state.started_at)
+    data = model_objects(state.served, version, state.started_at)
     for model in data:  # the fields openai's Model type expects, next to Azure's
         model["created"] = model["created_at"]
         model["owned_by"] = "system"

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "CHAT_CAPABILITIES",
+    "Capability",
     "ChatMessage",
     "Engine",
     "EngineChunk",
@@ -24,6 +26,9 @@ __all__ = [
 ]
 
 FinishReason = Literal["stop", "length"]
+# What a model can serve, named as Azure's model object names them (``capabilities``).
+Capability = Literal["chat_completion", "completion", "embeddings"]
+CHAT_CAPABILITIES: frozenset[Capability] = frozenset({"chat_completion", "completion"})
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,8 @@ class ModelInfo:
     name: str
     context_length: int
     default_max_tokens: int | None
-    # Operations the model serves: "chat", "completions", "embeddings".
-    capabilities: frozenset[str] = frozenset({"chat", "completions"})
+    capabilities: frozenset[Capability] = CHAT_CAPABILITIES
+    dimensions: int | None = None  # length of an embedding vector (embedding models)
     # Identifies the weights and the settings that shape outputs (``system_fingerprint``).
     fingerprint: str | None = None
 

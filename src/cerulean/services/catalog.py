@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from cerulean.apiversions import ApiVersion
 from cerulean.engines.base import Engine
+from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.store.base import DeploymentRecord
 
 __all__ = ["deployment_object", "model_object", "model_objects"]
+
+Served = Engine | EmbeddingEngine
 
 # Azure reports when a model stops being served; local models never are. A date far ahead keeps
 # clients that compare it with "now" happy (2099-12-31T00:00:00Z).
 _NEVER = 4102358400
 
 
-def _capabilities(engine: Engine, version: ApiVersion) -> dict[str, Any]:
+def _capabilities(engine: Served, version: ApiVersion) -> dict[str, Any]:
     kinds = engine.info.capabilities
     capabilities: dict[str, Any] = {
         "fine_tune": False,
         "inference": True,
-        "completion": "completions" in kinds,
-        "chat_completion": "chat" in kinds,
+        "completion": "completion" in kinds,
+        "chat_completion": "chat_completion" in kinds,
         "embeddings": "embeddings" in kinds,
     }
     if not version.at_least("2023-05-15"):  # the 2022 authoring shape
@@ -30,7 +34,7 @@ def _capabilities(engine: Engine, version: ApiVersion) -> dict[str, Any]:
     return capabilities
 
 
-def model_object(engine: Engine, version: ApiVersion, created_at: int) -> dict[str, Any]:
+def model_object(engine: Served, version: ApiVersion, created_at: int) -> dict[str, Any]:
     """One model: what it can do, in the shape of the requested api-version."""
     body: dict[str, Any] = {
         "object": "model",
@@ -48,7 +52,7 @@ def model_object(engine: Engine, version: ApiVersion, created_at: int) -> dict[s
 
 
 def model_objects(
-    engines: dict[str, Engine], version: ApiVersion, created_at: int
+    engines: Mapping[str, Served], version: ApiVersion, created_at: int
 ) -> list[dict[str, Any]]:
     """Every model this server can serve."""
     return [model_object(engine, version, created_at) for engine in engines.values()]

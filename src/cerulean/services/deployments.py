@@ -16,6 +16,7 @@ from cerulean.store.base import DeploymentRecord, Store
 __all__ = [
     "BUILTIN_CAPACITY",
     "BUILTIN_DEPLOYMENTS",
+    "BUILTIN_EMBEDDING_DEPLOYMENTS",
     "DEFAULT_CAPACITY",
     "DEFAULT_SKU",
     "DEFAULT_VERSION",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 BUILTIN_DEPLOYMENTS = ("gpt-35-turbo", "gpt-4")
+BUILTIN_EMBEDDING_DEPLOYMENTS = ("text-embedding-ada-002",)
 # Thousands of tokens per minute; far beyond what one machine generates, so never throttles.
 BUILTIN_CAPACITY = 100_000
 DEFAULT_CAPACITY = 120  # Azure's default for a new Standard deployment: 120K TPM
@@ -44,9 +46,11 @@ SKUS = ("Standard", "GlobalStandard", "DataZoneStandard")
 _DEPLOYMENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{2,64}$")
 
 
-def ensure_builtin_deployments(store: Store, model: str, version: str) -> None:
-    """Create the default deployments, or re-bind them to the model being served."""
-    for name in BUILTIN_DEPLOYMENTS:
+def ensure_builtin_deployments(
+    store: Store, model: str, version: str, names: tuple[str, ...] = BUILTIN_DEPLOYMENTS
+) -> None:
+    """Create the default deployments ``names``, or re-bind them to the model being served."""
+    for name in names:
         existing = store.get_deployment(name)
         if existing is None:
             store.put_deployment(

@@ -1,0 +1,227 @@
+"""Sentence embeddings with llama.cpp: a BERT-class GGUF in its own context with pooling.
+
+Each request's inputs are tokenised ([CLS] … [SEP] added), checked against the model's window,
+then packed into as few ``llama_encode`` calls as fit (several sequences per call, each under its
+own sequence id; llama.cpp keeps their attention apart and pools each one as the GGUF's pooling
+type says, mean for all-MiniLM-L6-v2). The pooled vectors are L2-normalised, as sentence-
+transformers' Normalize module and OpenAI's embeddings are.
+
+All native work runs on one dedicated worker thread, so the event loop never blocks and the
+context is never used from two threads; requests queue on that thread in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+import numpy as np
+import numpy.typing as npt
+
+from cerulean.engines.base import ModelInfo
+from cerulean.engines.embedding import (
+    EmbeddingEngine,
+    EmbeddingInput,
+    Embeddings,
+    input_items,
+)
+from cerulean.engines.llamacpp.native import Batch, NativeModel, gpu_offload_supported
+from cerulean.errors import EngineError, InputTooLong, InvalidRequest
+
+__all__ = ["EmbedderSpec", "LlamaCppEmbedder", "pack"]
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """What to load and how to size the embedding context."""
+
+    name: str
+    path: Path
+    n_threads: int
+    n_gpu_layers: int | None = None  # None: all layers when a GPU backend is present, else 0
+    # Tokens one encode call carries (several inputs packed). 512, one full input: 1,024 was no
+    # faster (attention spans the whole packed call, masked) and took 70 MB more buffers.
+    batch_tokens: int = 512
+    max_sequences: int = 64  # inputs one encode call may carry
+
+
+def pack(lengths: Sequence[int], *, tokens: int, sequences: int) -> Iterator[list[int]]:
+    """Indices of inputs grouped in order so that no group exceeds ``tokens`` or ``sequences``.
+
+    Every length must be at most ``tokens`` (the caller checks the model's window first).
+    """
+    group: list[int] = []
+    used = 0
+    for index, length in enumerate(lengths):
+        if group and (used + length > tokens or len(group) == sequences):
+            yield group
+            group, used = [], 0
+        group.append(index)
+        used += length
+    if group:
+        yield group
+
+
+class _Context:
+    """A llama.cpp context made for pooled embeddings (no KV cache: BERT is not causal)."""
+
+    def __init__(self, model: NativeModel, spec: EmbedderSpec) -> None:
+        params = llama_cpp.llama_context_default_params()
+        # An encoder runs a whole batch in one micro-batch: llama.cpp asserts (and aborts the
+        # process) unless n_ubatch covers every token of the call. n_ctx is one input's window
+        # (a non-causal model's batch is not capped by it).
+        params.n_ctx = model.n_ctx_train
+        params.n_batch = spec.batch_tokens
+        params.n_ubatch = spec.batch_tokens
+        params.n_seq_max = spec.max_sequences
+        params.n_threads = spec.n_threads
+        params.n_threads_batch = spec.n_threads
+        params.embeddings = True
+        params.kv_unified = True  # there is no KV cache; this keeps n_ctx from being re-split
+        params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED  # the GGUF's own
+        params.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(model.ptr, params)
+        if not ctx:
+            raise EngineError("llama.cpp could not create the embedding context")
+        self.ptr: Any = ctx
+        pooling = int(llama_cpp.llama_pooling_type(ctx))
+        if pooling not in (llama_cpp.LLAMA_POOLING_TYPE_MEAN, llama_cpp.LLAMA_POOLING_TYPE_CLS):
+            self.close()
+            raise EngineError(f"the embedding model's pooling type {pooling} is not mean or CLS")
+        self.batch = Batch(spec.batch_tokens)
+
+    def encode(self, sequences: list[list[int]], n_embd: int) -> npt.NDArray[np.float32]:
+        """Pooled (not yet normalised) vectors of ``sequences``, encoded in one call."""
+        batch = self.batch
+        batch.clear()
+        for seq, tokens in enumerate(sequences):
+            for pos, token in enumerate(tokens):
+                batch.add(token, pos, seq, logits=True)
+        if llama_cpp.llama_encode(self.ptr, batch.raw) != 0:
+            raise EngineError("llama.cpp could not encode the embedding batch")
+        out = np.empty((len(sequences), n_embd), dtype=np.float32)
+        for seq in range(len(sequences)):
+            pointer = llama_cpp.llama_get_embeddings_seq(self.ptr, seq)
+            if not pointer:
+                raise EngineError(f"llama.cpp returned no embedding for sequence {seq}")
+            out[seq] = np.ctypeslib.as_array(
+                ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), (n_embd,)
+            )
+        return out
+
+    def close(self) -> None:
+        if getattr(self, "batch", None) is not None:
+            self.batch.close()
+        if self.ptr:
+            llama_cpp.llama_free(self.ptr)
+            self.ptr = None
+
+
+class LlamaCppEmbedder(EmbeddingEngine):
+    """Serves a BERT-class GGUF (mean or CLS pooling) through llama.cpp."""
+
+    def __init__(self, spec: EmbedderSpec) -> None:
+        self.spec = spec
+        self._model: NativeModel | None = None
+        self._ctx: _Context | None = None
+        self._info = ModelInfo(spec.name, 0, None, frozenset({"embeddings"}))
+        # One thread owns the context: requests queue here instead of blocking the loop.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def ready(self) -> bool:
+        return self._ctx is not None
+
+    def load(self) -> None:
+        layers = self.spec.n_gpu_layers
+        if layers is None:
+            layers = -1 if gpu_offload_supported() else 0
+        model = NativeModel(self.spec.path, n_gpu_layers=layers)
+        try:
+            window = min(model.n_ctx_train, self.spec.batch_tokens)
+            dims = int(llama_cpp.llama_model_n_embd(model.ptr))
+            self._ctx = self._worker.submit(_Context, model, self.spec).result()
+        except BaseException:
+            model.close()
+            raise
+        self._model = model
+        self._info = ModelInfo(self.spec.name, window, None, frozenset({"embeddings"}), dims)
+
+    def tokenize(self, text: str) -> list[int]:
+        """``text`` in the model's vocabulary, without [CLS]/[SEP] (what token-array input is)."""
+        return self._native().tokenize(text, add_bos=False)
+
+    async def embed(self, inputs: EmbeddingInput) -> Embeddings:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, self._embed, inputs)
+
+    def _native(self) -> NativeModel:
+        if self._model is None:
+            raise EngineError("the embedding model is not loaded")
+        return self._model
+
+    def _sequence(self, index: int, item: str | Sequence[int]) -> list[int]:
+        model = self._native()
+        if isinstance(item, str):
+            return _with_specials(model, model.tokenize(item, add_bos=False))
+        for token in item:
+            if not 0 <= token < model.n_vocab:
+                raise InvalidRequest(
+                    f"Invalid token id {token} in input[{index}]: this model's vocabulary has "
+                    f"ids 0 to {model.n_vocab - 1}.",
+                    param="input",
+                )
+        return _with_specials(model, list(item))
+
+    def _embed(self, inputs: EmbeddingInput) -> Embeddings:
+        sequences = [self._sequence(i, item) for i, item in enumerate(input_items(inputs))]
+        if not sequences:
+            return Embeddings(np.empty((0, self._info.dimensions or 0), np.float32), 0)
+        window = self._info.context_length
+        longest = max(len(s) for s in sequences)
+        if longest > window:
+            raise InputTooLong(limit=window, tokens=longest)
+        ctx = self._ctx
+        if ctx is None:
+            raise EngineError("the embedding model is not loaded")
+        dims = int(self._info.dimensions or 0)
+        vectors = np.empty((len(sequences), dims), dtype=np.float32)
+        groups = pack(
+            [len(s) for s in sequences],
+            tokens=self.spec.batch_tokens,
+            sequences=self.spec.max_sequences,
+        )
+        for group in groups:
+            vectors[group] = ctx.encode([sequences[i] for i in group], dims)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors /= np.maximum(norms, np.float32(1e-12))
+        return Embeddings(vectors, sum(len(s) for s in sequences))
+
+    async def aclose(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._worker, self._close)
+        self._worker.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._ctx is not None:
+            self._ctx.close()
+            self._ctx = None
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
+
+def _with_specials(model: NativeModel, tokens: list[int]) -> list[int]:
+    """[CLS] tokens [SEP], the way BERT was trained to read a sentence."""
+    cls = int(llama_cpp.llama_vocab_bos(model.vocab))
+    sep = int(llama_cpp.llama_vocab_sep(model.vocab))
+    return [cls, *tokens, sep]
