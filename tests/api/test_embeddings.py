@@ -207,3 +207,24 @@ def test_health_waits_for_the_embedder(settings: Settings) -> None:
         client.headers["api-key"] = KEY1
         response = client.post(URL, json={"input": "x"})
         assert error_of(response, 503)["code"] == "ServiceUnavailable"
+
+
+def test_v1_embeddings_and_listing(app_client: TestClient) -> None:
+    body = {"model": "text-embedding-ada-002", "input": "hello"}
+    response = app_client.post("/openai/v1/embeddings", json=body)
+    assert response.status_code == 200
+    assert response.json()["data"][0]["object"] == "embedding"
+    assert "x-ratelimit-remaining-tokens" in response.headers
+    models = app_client.get("/openai/models?api-version=2024-10-21").json()["data"]
+    kinds = {m["id"]: m["capabilities"] for m in models}
+    assert kinds["fake-embedder"]["embeddings"] is True
+    assert kinds["fake-embedder"]["chat_completion"] is False
+    assert kinds["fake-model"]["chat_completion"] is True
+
+
+def test_embedding_arguments_by_version(app_client: TestClient) -> None:
+    old = URL.replace("2024-10-21", "2024-02-01")
+    # encoding_format is sent by both SDKs whatever the version; dimensions came in 2024-03.
+    assert app_client.post(old, json={"input": "x", "encoding_format": "base64"}).status_code == 200
+    refused = error_of(app_client.post(old, json={"input": "x", "dimensions": 8}))
+    assert refused["message"] == "Unrecognized request argument supplied: dimensions"

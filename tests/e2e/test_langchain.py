@@ -67,3 +67,26 @@ def test_bind_tools_round_trip(server: Server) -> None:
     final = chat(server, max_tokens=10).invoke([question, first, result])
     assert isinstance(final.content, str)
     assert json.dumps(final.response_metadata)  # serialisable metadata, finish reason included
+
+
+def test_azure_openai_embeddings(server: Server) -> None:
+    from langchain_openai import AzureOpenAIEmbeddings
+
+    embeddings = AzureOpenAIEmbeddings(
+        azure_endpoint=server.endpoint,
+        api_key=server.key1,  # type: ignore[arg-type]
+        api_version="2024-10-21",
+        azure_deployment="text-embedding-ada-002",
+        max_retries=0,
+        # LangChain would otherwise count tokens with tiktoken, which fetches its vocabulary
+        # from the internet on first use; strings go to the server as they are.
+        check_embedding_ctx_length=False,
+    )
+    vectors = embeddings.embed_documents(["The cat sat on the mat.", "A dog barked."])
+    query = embeddings.embed_query("Where did the cat sit?")
+    assert len(vectors) == 2 and all(len(v) == 384 for v in vectors) and len(query) == 384
+
+    def cosine(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))
+
+    assert cosine(query, vectors[0]) > cosine(query, vectors[1])
