@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from cerulean import __version__
-from cerulean.api import chat, health, metrics
+from cerulean.api import chat, completions, health, metrics
 from cerulean.engines.base import Engine
 from cerulean.errors import (
     APIError,
@@ -84,6 +84,7 @@ def create_app(
     app.state.cerulean = state
     app.include_router(health.router)
     app.include_router(chat.router)
+    app.include_router(completions.router)
     app.include_router(metrics.router)
     _install_error_handlers(app)
     # Added innermost first: requests pass RequestContext → NormalizePath → Auth → BodyLimit.

@@ -31,7 +31,9 @@ async def create_chat_completion(
     body = parse_body(await request.body(), CreateChatCompletionRequest)
     wanted = to_generation_request(body)
     generation = await deployment.engine.generate(wanted)
-    ctx = ChatContext(model=deployment.engine.info.name, api_version=version)
+    ctx = ChatContext(
+        model=deployment.engine.info.name, api_version=version, logprobs=bool(body.logprobs)
+    )
     headers = {"x-ms-deployment-name": deployment.record.name}
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))

@@ -16,10 +16,12 @@ from cerulean.engines.base import (
     GenerationRequest,
     ResponseFormat,
     SamplingParams,
+    TokenLogprob,
 )
 from cerulean.errors import APIError, EngineError, InternalServerError, InvalidRequest
 from cerulean.ids import completion_id
 from cerulean.protocol.chat import ChatCompletionRequestMessage, CreateChatCompletionRequest
+from cerulean.services.logprobs import chat_logprobs, chat_logprobs_param
 from cerulean.streaming import DONE, encode_event, error_event
 
 __all__ = [
@@ -37,8 +39,6 @@ _PROMPT_FILTER = {**_CHOICE_FILTER, "jailbreak": {"filtered": False, "detected":
 
 # Parameters this release refuses loudly rather than ignore: (field, predicate that it is "used").
 _NOT_YET: tuple[tuple[str, Any], ...] = (
-    ("logprobs", lambda v: bool(v)),
-    ("top_logprobs", lambda v: v not in (None, 0)),
     ("tools", lambda v: bool(v)),
     ("functions", lambda v: bool(v)),
     ("tool_choice", lambda v: v not in (None, "none")),
@@ -52,6 +52,7 @@ class ChatContext:
 
     model: str
     api_version: ApiVersion
+    logprobs: bool = False  # whether choices carry log probabilities
     id: str = field(default_factory=completion_id)
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -162,6 +163,7 @@ def to_generation_request(body: CreateChatCompletionRequest) -> GenerationReques
         frequency_penalty=body.frequency_penalty or 0.0,
         logit_bias=_logit_bias(body.logit_bias),
         response_format=_response_format(body.response_format),
+        logprobs=chat_logprobs_param(body.logprobs, body.top_logprobs),
     )
     return GenerationRequest(messages=messages, params=params, n=body.n or 1)
 
@@ -178,7 +180,10 @@ def _usage(finals: dict[int, EngineChunk]) -> dict[str, int]:
 
 
 def completion_body(
-    ctx: ChatContext, texts: dict[int, str], finals: dict[int, EngineChunk]
+    ctx: ChatContext,
+    texts: dict[int, str],
+    finals: dict[int, EngineChunk],
+    logprobs: dict[int, list[TokenLogprob]] | None = None,
 ) -> dict[str, Any]:
     """A non-streaming ``chat.completion`` body with one choice per answer."""
     choices: list[dict[str, Any]] = []
@@ -188,6 +193,8 @@ def completion_body(
             "finish_reason": finals[index].finish_reason,
             "message": {"role": "assistant", "content": texts.get(index, "")},
         }
+        if ctx.logprobs:
+            choice["logprobs"] = chat_logprobs((logprobs or {}).get(index, []))
         if ctx.annotate:
             choice["content_filter_results"] = _CHOICE_FILTER
         choices.append(choice)
@@ -210,16 +217,18 @@ async def collect_completion(ctx: ChatContext, generation: Generation) -> dict[s
     """Run ``generation`` to the end and build the JSON body."""
     texts: dict[int, str] = {}
     finals: dict[int, EngineChunk] = {}
+    scored: dict[int, list[TokenLogprob]] = {}
     try:
         async for chunk in generation:
             texts[chunk.index] = texts.get(chunk.index, "") + chunk.text
+            scored.setdefault(chunk.index, []).extend(chunk.logprobs)
             if chunk.finish_reason is not None:
                 finals[chunk.index] = chunk
     finally:
         await generation.aclose()
     if not finals or len(finals) != len(texts):
         raise EngineError("the engine ended without a finish reason")
-    return completion_body(ctx, texts, finals)
+    return completion_body(ctx, texts, finals, scored)
 
 
 def _chunk(
@@ -271,11 +280,14 @@ async def stream_completion(
         async for chunk in generation:
             i = chunk.index
             if chunk.text:
-                delta = {"content": chunk.text}
-                yield encode_event(_with_usage(_chunk(ctx, delta, index=i), include_usage))
+                content = _chunk(ctx, {"content": chunk.text}, index=i)
+                _with_logprobs(ctx, content, chunk.logprobs)
+                yield encode_event(_with_usage(content, include_usage))
             if chunk.finish_reason is not None:
                 finals[i] = chunk
                 ended = _chunk(ctx, {}, chunk.finish_reason, index=i)
+                if not chunk.text:  # tokens that showed no text of their own
+                    _with_logprobs(ctx, ended, chunk.logprobs)
                 yield encode_event(_with_usage(ended, include_usage))
         if include_usage:
             yield encode_event({**_chunk(ctx, {}), "choices": [], "usage": _usage(finals)})
@@ -289,6 +301,11 @@ async def stream_completion(
         yield DONE
     finally:
         await generation.aclose()
+
+
+def _with_logprobs(ctx: ChatContext, chunk: dict[str, Any], entries: Any) -> None:
+    if ctx.logprobs:
+        chunk["choices"][0]["logprobs"] = chat_logprobs(entries)
 
 
 def _with_usage(chunk: dict[str, Any], include_usage: bool) -> dict[str, Any]:

@@ -93,14 +93,19 @@ class _Generation(Generation):
         engine: LlamaCppEngine,
         job: Job,
         queue: asyncio.Queue[list[EngineChunk | BaseException]],
+        echo: str | None = None,
     ):
         self._engine = engine
         self._job = job
         self._queue = queue
+        self._echo = echo
         self.prompt_tokens = len(job.prompt)
 
     async def __aiter__(self) -> AsyncIterator[EngineChunk]:
         finished = 0
+        if self._echo:
+            for index in range(self._job.n):
+                yield EngineChunk(text=self._echo, index=index)
         try:
             while finished < self._job.n:
                 for item in await self._queue.get():
@@ -115,6 +120,24 @@ class _Generation(Generation):
 
     async def aclose(self) -> None:
         self._engine.cancel(self._job)
+
+
+class _Nothing(Generation):
+    """A raw prompt with ``max_tokens`` 0: the echo (if asked) and a finish, without a slot."""
+
+    def __init__(self, prompt_tokens: int, n: int, echo: str | None) -> None:
+        self.prompt_tokens = prompt_tokens
+        self._n = n
+        self._echo = echo
+
+    async def __aiter__(self) -> AsyncIterator[EngineChunk]:
+        for index in range(self._n):
+            if self._echo:
+                yield EngineChunk(text=self._echo, index=index)
+            yield EngineChunk(finish_reason="length", index=index, prompt_tokens=self.prompt_tokens)
+
+    async def aclose(self) -> None:
+        return None
 
 
 class LlamaCppEngine(Engine):
@@ -221,6 +244,37 @@ class LlamaCppEngine(Engine):
         anchors = {self._anchor(model, rendered.text[: ends[i]], tokens) for i in heads} - {0}
         return PromptPlan(tokens, rendered.stop, tuple(sorted(anchors)))
 
+    def tokenize_raw(self, prompt: str | tuple[int, ...]) -> PromptPlan:
+        """A completions prompt as it is: text tokenized, or token ids checked (thread-safe).
+
+        The model's BOS token is put first when its tokenizer adds one and the prompt lacks it
+        (a model like Gemma answers noise without it); an empty prompt is the start of a document.
+        """
+        model = self._require_model()
+        if isinstance(prompt, str):
+            tokens = self._tokenize(model, prompt)
+        else:
+            for token in prompt:
+                if not 0 <= token < model.n_vocab:
+                    raise InvalidRequest(
+                        f"Invalid token id in 'prompt': {token}. Token ids must be between 0 and "
+                        f"{model.n_vocab - 1} for this deployment's tokenizer.",
+                        param="prompt",
+                    )
+            tokens = list(prompt)
+            if model.add_bos and model.bos >= 0 and tokens[:1] != [model.bos]:
+                tokens.insert(0, model.bos)
+        if not tokens:
+            if model.bos < 0:
+                raise InvalidRequest("The prompt is empty.", param="prompt")
+            tokens = [model.bos]
+        return PromptPlan(tokens, (), ())
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of ``tokens`` (control tokens render as nothing)."""
+        model = self._require_model()
+        return b"".join(model.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
     def _tokenize(self, model: NativeModel, text: str) -> list[int]:
         bos = model.bos_text
         add_bos = model.add_bos and not (bos and text.startswith(bos))
@@ -250,7 +304,11 @@ class LlamaCppEngine(Engine):
                 f"--parallel {request.n} or more.",
                 param="n",
             )
-        plan = await asyncio.to_thread(self.tokenize_prompt, request.messages)
+        raw = request.prompt is not None
+        if request.prompt is not None:
+            plan = await asyncio.to_thread(self.tokenize_raw, request.prompt)
+        else:
+            plan = await asyncio.to_thread(self.tokenize_prompt, request.messages)
         params = request.params
         stops = (*plan.stops, *params.stop)
         self._check_logit_bias(params.logit_bias)
@@ -262,19 +320,24 @@ class LlamaCppEngine(Engine):
             if problem:
                 raise InvalidRequest(problem, param="grammar")
             stops = params.stop  # the grammar decides where the answer ends
+        max_new = self._budget(len(plan.tokens), params.max_tokens, prompt=raw)
+        echo = self._echo_text(request) if request.echo else None
+        if max_new == 0:
+            return _Nothing(len(plan.tokens), request.n, echo)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[list[EngineChunk | BaseException]] = asyncio.Queue()
         admitted: asyncio.Future[None] = loop.create_future()
         job = Job(
             prompt=plan.tokens,
             params=params,
-            max_new=self._budget(len(plan.tokens), params.max_tokens),
+            max_new=max_new,
             stops=stops,
             emit=lambda items: loop.call_soon_threadsafe(queue.put_nowait, items),
             on_admit=lambda: loop.call_soon_threadsafe(_resolve, admitted),
             seed=params.seed if params.seed is not None else secrets.randbits(31),
             n=request.n,
             anchors=plan.anchors,
+            trim=not raw,
         )
         try:
             scheduler.submit(job)
@@ -288,7 +351,14 @@ class LlamaCppEngine(Engine):
         except BaseException:
             scheduler.cancel(job)
             raise
-        return _Generation(self, job, queue)
+        return _Generation(self, job, queue, echo)
+
+    def _echo_text(self, request: GenerationRequest) -> str:
+        if isinstance(request.prompt, str):
+            return request.prompt
+        if request.prompt is None:
+            return ""
+        return self.detokenize(request.prompt)
 
     async def _compile(self, response_format: ResponseFormat) -> str:
         try:
@@ -312,15 +382,18 @@ class LlamaCppEngine(Engine):
         if self._scheduler is not None:
             self._scheduler.cancel(job)
 
-    def _budget(self, prompt_tokens: int, max_tokens: int | None) -> int:
+    def _budget(self, prompt_tokens: int, max_tokens: int | None, *, prompt: bool = False) -> int:
         limit = self._info.context_length
         if max_tokens is not None and prompt_tokens + max_tokens > limit:
             raise ContextLengthExceeded(
-                limit=limit, prompt_tokens=prompt_tokens, completion_tokens=max_tokens
+                limit=limit,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=max_tokens,
+                prompt=prompt,
             )
         if prompt_tokens >= limit:
             raise ContextLengthExceeded(
-                limit=limit, prompt_tokens=prompt_tokens, completion_tokens=None
+                limit=limit, prompt_tokens=prompt_tokens, completion_tokens=None, prompt=prompt
             )
         cap = max_tokens if max_tokens is not None else self._info.default_max_tokens
         room = limit - prompt_tokens

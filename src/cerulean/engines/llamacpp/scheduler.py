@@ -29,9 +29,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from cerulean.engines.base import EngineChunk, FinishReason
+from cerulean.engines.base import EngineChunk, FinishReason, TokenLogprob, TopLogprob
 from cerulean.engines.llamacpp.jobs import CHUNK, Choice, Job
 from cerulean.engines.llamacpp.kvspace import KvSpace
+from cerulean.engines.llamacpp.logprobs import log_softmax_at, read_logits
 from cerulean.engines.llamacpp.native import Batch, NativeContext, NativeModel
 from cerulean.engines.llamacpp.prefix import common_prefix
 from cerulean.engines.llamacpp.sampling import Sampler
@@ -297,8 +298,8 @@ class Scheduler:
         for job, end, index in prefilling:
             decoding.extend((job, choice, index) for choice in self._prefilled(job, end))
         tokens = self._sample([(choice.sampler, index) for _, choice, index in decoding])
-        for (job, choice, _), token in zip(decoding, tokens, strict=True):
-            self._advance(job, choice, token)
+        for (job, choice, row), token in zip(decoding, tokens, strict=True):
+            self._advance(job, choice, token, row)
         self._flush()
 
     def _sample(self, work: list[tuple[Sampler, int]]) -> list[int]:
@@ -340,18 +341,23 @@ class Scheduler:
                 n_vocab=self._model.n_vocab,
                 window=job.max_new,
             )
-            job.choices.append(Choice(i, seq, sampler, TextAssembler(job.stops), n_kv=end))
+            text = TextAssembler(job.stops, trim=job.trim)
+            job.choices.append(Choice(i, seq, sampler, text, n_kv=end))
         return job.choices
 
-    def _advance(self, job: Job, choice: Choice, token: int) -> None:
+    def _advance(self, job: Job, choice: Choice, token: int, row: int) -> None:
         if self._model.is_eog(token):
             self._finish(job, choice, "stop", stopped=False)
             return
         choice.produced += 1
         choice.generated.append(token)
+        if job.params.logprobs is not None:  # before the next decode overwrites the logits
+            choice.scored.append(
+                (choice.text.consumed, self._score(token, row, job.params.logprobs))
+            )
         text, stopped = choice.text.feed(self._model.piece(token))
         if text:
-            job.out.append(EngineChunk(text=text, index=choice.index))
+            job.out.append(EngineChunk(text=text, index=choice.index, logprobs=choice.release()))
         if stopped:
             self._finish(job, choice, "stop", stopped=True)
         elif choice.produced >= job.max_new:
@@ -359,15 +365,29 @@ class Scheduler:
         else:
             choice.pending = token
 
+    def _score(self, token: int, row: int, k: int) -> TokenLogprob:
+        """``token``'s log probability (and the ``k`` likeliest) from the logits of ``row``."""
+        model = self._model
+        logits = read_logits(self._ctx.ptr, row, model.n_vocab)
+        logprob, best = log_softmax_at(logits, token, k)
+        top: list[TopLogprob] = []
+        for alternative, alternative_logprob in best:
+            shown, data = model.display(alternative)
+            top.append(TopLogprob(token=shown, logprob=alternative_logprob, bytes=data))
+        shown, data = model.display(token)
+        return TokenLogprob(token=shown, logprob=logprob, bytes=data, top=tuple(top))
+
     def _finish(self, job: Job, choice: Choice, reason: FinishReason, *, stopped: bool) -> None:
         choice.done = True
+        text = choice.text.finish(stopped=stopped)
         job.out.append(
             EngineChunk(
-                text=choice.text.finish(stopped=stopped),
+                text=text,
                 finish_reason=reason,
                 index=choice.index,
                 prompt_tokens=len(job.prompt),
                 completion_tokens=choice.produced,
+                logprobs=choice.release(everything=not stopped),
             )
         )
         job.finished += 1
