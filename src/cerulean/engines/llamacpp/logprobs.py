@@ -30,11 +30,13 @@ def read_logits(ctx: Any, index: int, n_vocab: int) -> LogitRow:
 def log_softmax_at(logits: LogitRow, token: int, k: int) -> tuple[float, list[tuple[int, float]]]:
     """``token``'s log probability and the ``k`` likeliest tokens, best first.
 
-    The normaliser is computed in float64 (``max + log Σ exp(x - max)``), so log probabilities
-    are exact to float32 precision and never positive.
+    The normaliser is ``max + log Σ exp(x - max)``, summed in float64, so log probabilities are
+    exact to float32 precision and never positive.
     """
     peak = float(logits.max())
-    norm = peak + float(np.log(np.exp(logits - peak, dtype=np.float64).sum()))
+    shifted = logits - peak
+    np.exp(shifted, out=shifted)
+    norm = peak + float(np.log(shifted.sum(dtype=np.float64)))
     chosen = min(float(logits[token]) - norm, 0.0)
     if k <= 0:
         return chosen, []
