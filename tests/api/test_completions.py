@@ -88,7 +88,6 @@ def test_token_prompts(client: TestClient, fake_engine: FakeEngine) -> None:
         ({"prompt": "x", "n": 3, "best_of": 2}, "best_of"),
         ({"prompt": "x", "best_of": 2, "stream": True}, "best_of"),
         ({"prompt": "x", "suffix": "end"}, "suffix"),
-        ({"prompt": "x", "echo": True, "logprobs": 1}, "logprobs"),
         ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"prompt": "x", "logit_bias": {"x": 1}}, "logit_bias"),
         ({"prompt": "x", "temperature": 3}, "temperature"),
@@ -131,6 +130,15 @@ def test_logprobs_zero_lists_the_chosen_token_only(client: TestClient) -> None:
 def test_echo_prepends_the_prompt(client: TestClient) -> None:
     text = post(client, prompt="Say", echo=True, n=2)["choices"][1]["text"]
     assert text == "Say You said: Say"
+
+
+def test_echo_with_logprobs_lists_the_prompt_first(client: TestClient) -> None:
+    choice = post(client, prompt="Say", echo=True, logprobs=1)["choices"][0]
+    logprobs = choice["logprobs"]
+    assert logprobs["tokens"] == ["Say", " You", " said:", " Say"]
+    assert logprobs["token_logprobs"][0] is None and logprobs["top_logprobs"][0] is None
+    assert logprobs["text_offset"] == [0, 3, 7, 13]
+    assert "".join(logprobs["tokens"]) == choice["text"]
 
 
 def test_max_tokens_zero_with_echo(client: TestClient) -> None:

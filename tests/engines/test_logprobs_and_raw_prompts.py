@@ -132,6 +132,39 @@ def test_max_tokens_zero_generates_nothing(engine: LlamaCppEngine) -> None:
     assert result.finals[0].completion_tokens == 0
 
 
+def test_echo_with_logprobs_scores_the_prompt(engine: LlamaCppEngine) -> None:
+    plain = run(engine, raw(PROMPT, logprobs=2, max_tokens=3))
+    echoed = run(engine, raw(PROMPT, logprobs=2, max_tokens=3, echo=True, n=2))
+    for index in (0, 1):
+        entries = echoed.logprobs[index]
+        shown = b"".join(e.bytes for e in entries).decode()
+        assert shown == echoed.texts[index] == PROMPT + plain.texts[0]
+        prompt_part = entries[: len(entries) - 3]
+        # Gemma's BOS is not listed, so the first prompt token has a real log probability.
+        assert all(e.logprob is not None and e.logprob <= 0 for e in prompt_part)
+        assert all(len(e.top) == 2 for e in prompt_part)
+        assert [e.token for e in entries[-3:]] == [e.token for e in plain.logprobs[0]]
+
+
+def test_prompt_scores_agree_with_generation(engine: LlamaCppEngine) -> None:
+    first = run(engine, raw(PROMPT, logprobs=0, max_tokens=1)).logprobs[0][0]
+    scored = run(engine, raw(PROMPT + first.token, logprobs=0, max_tokens=0, echo=True))
+    assert scored.finals[0].completion_tokens == 0
+    last = scored.logprobs[0][-1]
+    assert last.token == first.token
+    assert last.logprob == pytest.approx(first.logprob, abs=1e-3)
+
+
+def test_a_long_scored_prompt_takes_several_steps(engine: LlamaCppEngine) -> None:
+    long = " ".join(["one two three four five six seven eight nine ten"] * 8)
+    tokens = len(engine.tokenize_raw(long).tokens)
+    assert tokens > 64  # more positions than the spare logits rows of one step
+    result = run(engine, raw(long, logprobs=0, max_tokens=0, echo=True))
+    assert len(result.logprobs[0]) == tokens - 1  # every token but the BOS
+    repeated = result.logprobs[0][-10:]
+    assert all(e.logprob is not None and e.logprob > -1.0 for e in repeated)  # learnt in context
+
+
 def test_bad_token_ids_and_long_prompts_are_400s(engine: LlamaCppEngine) -> None:
     with pytest.raises(InvalidRequest) as caught:
         run(engine, raw((1, 10**7)))

@@ -71,13 +71,16 @@ class _FakeGeneration(Generation):
     async def __aiter__(self) -> AsyncIterator[EngineChunk]:
         for index in range(self._n):
             if self._echo:
-                yield EngineChunk(text=self._echo, index=index)
+                scored: tuple[TokenLogprob, ...] = ()
+                if self._logprobs is not None:  # the prompt as one token nothing predicts
+                    scored = (TokenLogprob(self._echo, None, self._echo.encode()),)
+                yield EngineChunk(text=self._echo, index=index, logprobs=scored)
             produced = 0
             for piece in self._pieces:
                 if produced >= self._max or self.closed:
                     break
                 await asyncio.sleep(self._delay)
-                scored: tuple[TokenLogprob, ...] = ()
+                scored = ()
                 if self._logprobs is not None:
                     scored = (fake_logprob(piece, produced, self._logprobs),)
                 produced += 1

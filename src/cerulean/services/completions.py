@@ -108,13 +108,6 @@ def _refuse(body: CreateCompletionRequest, n: int, candidates: int) -> None:
             param="suffix",
             code="unsupported_parameter",
         )
-    if body.echo and body.logprobs is not None:
-        raise InvalidRequest(
-            "'echo' together with 'logprobs' (log probabilities of the prompt's tokens) is not "
-            "supported by Cerulean; ask for one of them.",
-            param="logprobs",
-            code="unsupported_parameter",
-        )
     if candidates < n:
         raise InvalidRequest(
             f"best_of must be greater than or equal to n (best_of={candidates}, n={n}).",

@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 # Suggested wait before retrying a 429/503: a slot frees within about one answer's time.
 _RETRY_AFTER_S = 1
 ALL_LAYERS = 0x7FFFFFFF  # llama.cpp offloads min(this, the model's layers)
+# Logits rows for prompt positions per decode step (echo with logprobs); 1 MiB each for Gemma.
+_SCORE_ROWS = 16
 
 
 @dataclass(frozen=True)
@@ -93,19 +95,14 @@ class _Generation(Generation):
         engine: LlamaCppEngine,
         job: Job,
         queue: asyncio.Queue[list[EngineChunk | BaseException]],
-        echo: str | None = None,
     ):
         self._engine = engine
         self._job = job
         self._queue = queue
-        self._echo = echo
         self.prompt_tokens = len(job.prompt)
 
     async def __aiter__(self) -> AsyncIterator[EngineChunk]:
         finished = 0
-        if self._echo:
-            for index in range(self._job.n):
-                yield EngineChunk(text=self._echo, index=index)
         try:
             while finished < self._job.n:
                 for item in await self._queue.get():
@@ -123,7 +120,7 @@ class _Generation(Generation):
 
 
 class _Nothing(Generation):
-    """A raw prompt with ``max_tokens`` 0: the echo (if asked) and a finish, without a slot."""
+    """``max_tokens`` 0 without prompt logprobs: the echo (if asked) and a finish, no slot."""
 
     def __init__(self, prompt_tokens: int, n: int, echo: str | None) -> None:
         self.prompt_tokens = prompt_tokens
@@ -189,7 +186,9 @@ class LlamaCppEngine(Engine):
             n_batch=n_batch,
             n_seq_max=n_seq,
             n_threads=spec.n_threads,
-            n_outputs=n_seq,  # llama.cpp reserves logits for at least n_seq_max rows
+            # llama.cpp reserves logits for at least n_seq_max rows; the extra rows give an echoed
+            # prompt's log probabilities (every position's logits) room next to the slots.
+            n_outputs=n_seq + _SCORE_ROWS,
             swa_full=spec.swa_full,
         )
         try:
@@ -322,7 +321,7 @@ class LlamaCppEngine(Engine):
             stops = params.stop  # the grammar decides where the answer ends
         max_new = self._budget(len(plan.tokens), params.max_tokens, prompt=raw)
         echo = self._echo_text(request) if request.echo else None
-        if max_new == 0:
+        if max_new == 0 and (echo is None or params.logprobs is None):
             return _Nothing(len(plan.tokens), request.n, echo)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[list[EngineChunk | BaseException]] = asyncio.Queue()
@@ -338,6 +337,7 @@ class LlamaCppEngine(Engine):
             n=request.n,
             anchors=plan.anchors,
             trim=not raw,
+            echo=echo,
         )
         try:
             scheduler.submit(job)
@@ -351,7 +351,7 @@ class LlamaCppEngine(Engine):
         except BaseException:
             scheduler.cancel(job)
             raise
-        return _Generation(self, job, queue, echo)
+        return _Generation(self, job, queue)
 
     def _echo_text(self, request: GenerationRequest) -> str:
         if isinstance(request.prompt, str):

@@ -65,6 +65,7 @@ class Job:
     n: int = 1
     anchors: tuple[int, ...] = ()
     trim: bool = True  # chat answers drop edge whitespace; raw completions keep it
+    echo: str | None = None  # text every answer starts with (the prompt's)
     cancelled: bool = False
     # Loop-thread state.
     seqs: list[int] = field(default_factory=list)
@@ -75,10 +76,16 @@ class Job:
     chunk: int = CHUNK
     finished: int = 0
     out: list[EngineChunk | BaseException] = field(default_factory=list)
+    prompt_scores: list[TokenLogprob] = field(default_factory=list)  # of prompt tokens 1..
 
     @property
     def prefilling(self) -> bool:
         return not self.choices
+
+    @property
+    def score_prompt(self) -> bool:
+        """Whether the echoed prompt carries log probabilities (every position's logits)."""
+        return self.echo is not None and self.params.logprobs is not None
 
     def boundary_at_most(self, k: int, other: Job | None = None) -> int:
         """The last chunk boundary of this prompt (and of ``other``'s) at or before ``k``."""
