@@ -88,6 +88,7 @@ def test_token_prompts(client: TestClient, fake_engine: FakeEngine) -> None:
         ({"prompt": "x", "n": 3, "best_of": 2}, "best_of"),
         ({"prompt": "x", "best_of": 2, "stream": True}, "best_of"),
         ({"prompt": "x", "suffix": "end"}, "suffix"),
+        ({"prompt": "x", "suffix": "end", "echo": True}, "echo"),
         ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"prompt": "x", "logit_bias": {"x": 1}}, "logit_bias"),
         ({"prompt": "x", "temperature": 3}, "temperature"),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +66,16 @@ def run(engine: LlamaCppEngine, request: GenerationRequest) -> Result:
 
 
 def raw(
-    prompt: str | tuple[int, ...], n: int = 1, echo: bool = False, **params: Any
+    prompt: str | tuple[int, ...],
+    n: int = 1,
+    echo: bool = False,
+    suffix: str | None = None,
+    **params: Any,
 ) -> GenerationRequest:
     params.setdefault("temperature", 0)
     params.setdefault("max_tokens", 8)
-    return GenerationRequest((), SamplingParams(**params), n=n, prompt=prompt, echo=echo)
+    request = GenerationRequest((), SamplingParams(**params), n=n, prompt=prompt, echo=echo)
+    return replace(request, suffix=suffix)
 
 
 def test_greedy_tokens_are_the_likeliest_and_probabilities_add_up(engine: LlamaCppEngine) -> None:
@@ -189,3 +196,33 @@ def test_best_of_candidates_differ_and_carry_logprobs(engine: LlamaCppEngine) ->
     assert len(result.finals) == 3
     assert all(result.logprobs[i] for i in range(3))
     assert len({tuple(e.token for e in result.logprobs[i]) for i in range(3)}) > 1
+
+
+@pytest.fixture(scope="module")
+def fim_engine(
+    model_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LlamaCppEngine]:
+    """The embedded weights with Gemma's <unused0..2> named as FIM prefix/suffix/middle tokens."""
+    target = tmp_path_factory.mktemp("fim") / "gemma-fim.gguf"
+    command = [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", str(model_path), str(target)]
+    for role, token in (("fim_pre", 6), ("fim_suf", 7), ("fim_mid", 8)):
+        command += ["--special-token-by-id", role, str(token)]
+    subprocess.run([*command, "--force"], check=True, capture_output=True, timeout=300)
+    built = make_engine(target, n_ctx=256)
+    yield built
+    asyncio.run(built.aclose())
+
+
+def test_suffix_lays_out_fill_in_the_middle(fim_engine: LlamaCppEngine) -> None:
+    plan = fim_engine.tokenize_raw("def add(a, b):", suffix="\n\nprint(add(1, 2))")
+    prefix = fim_engine.tokenize_raw("def add(a, b):").tokens[1:]
+    assert plan.tokens[:3] == [2, 6, prefix[0]]  # BOS, FIM prefix, the prompt
+    assert plan.tokens[2 + len(prefix)] == 7 and plan.tokens[-1] == 8
+    result = run(fim_engine, raw("def add(a, b):", suffix="\n\nprint(add(1, 2))", max_tokens=4))
+    assert result.finals[0].prompt_tokens == len(plan.tokens)
+
+
+def test_suffix_without_fim_tokens_is_a_400(engine: LlamaCppEngine) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        run(engine, raw(PROMPT, suffix="."))
+    assert caught.value.param == "suffix" and caught.value.code == "unsupported_parameter"

@@ -69,7 +69,8 @@ class GenerationRequest:
 
     A ``prompt`` (text, or token ids of the model's tokenizer) is used as it is, without a chat
     template or its stop strings, and the answer's whitespace is kept (legacy completions).
-    ``echo`` makes every answer start with the prompt's text.
+    ``echo`` makes every answer start with the prompt's text; ``suffix`` asks a model with
+    fill-in-the-middle tokens for what goes between the prompt and the suffix.
     """
 
     messages: tuple[ChatMessage, ...]
@@ -77,6 +78,7 @@ class GenerationRequest:
     n: int = 1  # answers to sample from one evaluation of the prompt
     prompt: str | tuple[int, ...] | None = None
     echo: bool = False
+    suffix: str | None = None  # text after the completion (fill-in-the-middle models only)
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,8 @@ class FakeEngine(Engine):
     async def generate(self, request: GenerationRequest) -> Generation:
         self.requests.append(request)
         raw = request.prompt is not None
+        if request.suffix is not None:
+            raise InvalidRequest("This fake has no fill-in-the-middle tokens.", param="suffix")
         if request.prompt is not None:
             prompt = self._raw_prompt_tokens(request.prompt)
         else:

@@ -101,13 +101,8 @@ def _prompts(prompt: Prompt) -> list[str | tuple[int, ...]]:
 
 
 def _refuse(body: CreateCompletionRequest, n: int, candidates: int) -> None:
-    if body.suffix:
-        raise InvalidRequest(
-            "The 'suffix' parameter is not supported by this deployment's model: it has no "
-            "fill-in-the-middle tokens.",
-            param="suffix",
-            code="unsupported_parameter",
-        )
+    if body.suffix and body.echo:
+        raise InvalidRequest("'echo' cannot be used together with 'suffix'.", param="echo")
     if candidates < n:
         raise InvalidRequest(
             f"best_of must be greater than or equal to n (best_of={candidates}, n={n}).",
@@ -142,7 +137,14 @@ def plan_completion(body: CreateCompletionRequest) -> CompletionPlan:
     )
     prompts = _prompts(body.prompt)
     requests = [
-        GenerationRequest(messages=(), params=params, n=candidates, prompt=p, echo=bool(body.echo))
+        GenerationRequest(
+            messages=(),
+            params=params,
+            n=candidates,
+            prompt=p,
+            echo=bool(body.echo),
+            suffix=body.suffix or None,
+        )
         for p in prompts
     ]
     offsets = [len(p) if isinstance(p, str) and not body.echo else 0 for p in prompts]

@@ -243,31 +243,42 @@ class LlamaCppEngine(Engine):
         anchors = {self._anchor(model, rendered.text[: ends[i]], tokens) for i in heads} - {0}
         return PromptPlan(tokens, rendered.stop, tuple(sorted(anchors)))
 
-    def tokenize_raw(self, prompt: str | tuple[int, ...]) -> PromptPlan:
+    def tokenize_raw(self, prompt: str | tuple[int, ...], suffix: str | None = None) -> PromptPlan:
         """A completions prompt as it is: text tokenized, or token ids checked (thread-safe).
 
         The model's BOS token is put first when its tokenizer adds one and the prompt lacks it
         (a model like Gemma answers noise without it); an empty prompt is the start of a document.
+        With a ``suffix`` the prompt is laid out for fill-in-the-middle with the model's FIM
+        tokens, prefix-suffix-middle as llama.cpp's infill does; a model without them gets a 400.
         """
         model = self._require_model()
         if isinstance(prompt, str):
             tokens = self._tokenize(model, prompt)
         else:
-            for token in prompt:
-                if not 0 <= token < model.n_vocab:
-                    raise InvalidRequest(
-                        f"Invalid token id in 'prompt': {token}. Token ids must be between 0 and "
-                        f"{model.n_vocab - 1} for this deployment's tokenizer.",
-                        param="prompt",
-                    )
+            _check_ids(prompt, model.n_vocab)
             tokens = list(prompt)
             if model.add_bos and model.bos >= 0 and tokens[:1] != [model.bos]:
                 tokens.insert(0, model.bos)
+        if suffix is not None:
+            tokens = self._infill(model, tokens, suffix)
         if not tokens:
             if model.bos < 0:
                 raise InvalidRequest("The prompt is empty.", param="prompt")
             tokens = [model.bos]
         return PromptPlan(tokens, (), ())
+
+    def _infill(self, model: NativeModel, tokens: list[int], suffix: str) -> list[int]:
+        if model.fim is None:
+            raise InvalidRequest(
+                "The 'suffix' parameter is not supported by this deployment's model: it has no "
+                "fill-in-the-middle tokens.",
+                param="suffix",
+                code="unsupported_parameter",
+            )
+        pre, suf, mid = model.fim
+        head = tokens[:1] if tokens[:1] == [model.bos] else []
+        after = model.tokenize(suffix, add_bos=False)
+        return [*head, pre, *tokens[len(head) :], suf, *after, mid]
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         """The text of ``tokens`` (control tokens render as nothing)."""
@@ -305,7 +316,7 @@ class LlamaCppEngine(Engine):
             )
         raw = request.prompt is not None
         if request.prompt is not None:
-            plan = await asyncio.to_thread(self.tokenize_raw, request.prompt)
+            plan = await asyncio.to_thread(self.tokenize_raw, request.prompt, request.suffix)
         else:
             plan = await asyncio.to_thread(self.tokenize_prompt, request.messages)
         params = request.params
@@ -424,6 +435,16 @@ class LlamaCppEngine(Engine):
         if self._model is not None:
             self._model.close()
             self._model = None
+
+
+def _check_ids(tokens: Sequence[int], n_vocab: int) -> None:
+    for token in tokens:
+        if not 0 <= token < n_vocab:
+            raise InvalidRequest(
+                f"Invalid token id in 'prompt': {token}. Token ids must be between 0 and "
+                f"{n_vocab - 1} for this deployment's tokenizer.",
+                param="prompt",
+            )
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -63,6 +63,13 @@ class NativeModel:
         self.metadata = self._read_metadata()
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.bos = int(llama_cpp.llama_vocab_bos(self.vocab))  # -1 when the model has none
+        fim = (
+            int(llama_cpp.llama_vocab_fim_pre(self.vocab)),
+            int(llama_cpp.llama_vocab_fim_suf(self.vocab)),
+            int(llama_cpp.llama_vocab_fim_mid(self.vocab)),
+        )
+        # Fill-in-the-middle tokens (prefix, suffix, middle), when the model has all three.
+        self.fim: tuple[int, int, int] | None = fim if min(fim) >= 0 else None
         self.bos_text = self.token_text(self.bos)
         self.eos_text = self.token_text(int(llama_cpp.llama_vocab_eos(self.vocab)))
         self._pieces: dict[int, bytes] = {}
