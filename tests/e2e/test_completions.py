@@ -60,6 +60,15 @@ def test_echo_logprobs_n_and_a_prompt_list(server: Server) -> None:
     rows = zip(logprobs.tokens, logprobs.token_logprobs, logprobs.top_logprobs, strict=True)
     for token, value, top in rows:
         assert value <= 0 and top[token] == value and value == max(top.values())
+    scored_prompt = sdk.completions.create(
+        model="gpt-4", prompt=PROMPT, max_tokens=0, echo=True, logprobs=1
+    )
+    prompt_logprobs = scored_prompt.choices[0].logprobs
+    assert prompt_logprobs is not None and prompt_logprobs.tokens is not None
+    assert "".join(prompt_logprobs.tokens) == scored_prompt.choices[0].text == PROMPT
+    assert prompt_logprobs.token_logprobs is not None
+    assert all(value <= 0 for value in prompt_logprobs.token_logprobs)
+    assert scored_prompt.usage is not None and scored_prompt.usage.completion_tokens == 0
     several = sdk.completions.create(
         model="gpt-4", prompt=["One, two,", "Red, green,"], n=2, max_tokens=4, temperature=0
     )
