@@ -6,9 +6,16 @@ unchanged; anything else gets Azure's 404 ``Resource not found``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-__all__ = ["KNOWN_API_VERSIONS", "ApiVersion", "parse_api_version"]
+__all__ = [
+    "DEPLOYMENTS_API_VERSIONS",
+    "KNOWN_API_VERSIONS",
+    "V1",
+    "ApiVersion",
+    "parse_api_version",
+    "parse_v1_api_version",
+]
 
 KNOWN_API_VERSIONS: tuple[str, ...] = (
     "2022-03-01-preview",
@@ -40,6 +47,10 @@ KNOWN_API_VERSIONS: tuple[str, ...] = (
     "2025-04-01-preview",
 )
 _KNOWN = frozenset(KNOWN_API_VERSIONS)
+# The old "authoring" versions that had GET /openai/deployments (wire reference §1.3).
+DEPLOYMENTS_API_VERSIONS = frozenset(
+    {"2022-03-01-preview", "2022-06-01-preview", "2022-12-01", "2023-03-15-preview"}
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -48,11 +59,19 @@ class ApiVersion:
 
     date: str
     preview: bool
+    label: str | None = field(default=None, compare=False)  # "v1"/"preview" on /openai/v1
 
     @property
     def text(self) -> str:
         """The version as clients send it."""
+        if self.label is not None:
+            return self.label
         return f"{self.date}-preview" if self.preview else self.date
+
+    @property
+    def lists_deployments(self) -> bool:
+        """Whether ``GET /openai/deployments`` existed in this version."""
+        return self.text in DEPLOYMENTS_API_VERSIONS
 
     def at_least(self, other: str) -> bool:
         """Whether this version is ``other`` or newer."""
@@ -74,3 +93,18 @@ def parse_api_version(text: str | None) -> ApiVersion | None:
     if text is None or text not in _KNOWN:
         return None
     return _split(text)
+
+
+# The /openai/v1 surface (§1.4) is newer than every dated version: it knows every parameter.
+V1 = ApiVersion(date="9999-12-31", preview=False, label="v1")
+_V1_PREVIEW = ApiVersion(date="9999-12-31", preview=True, label="preview")
+
+
+def parse_v1_api_version(text: str | None) -> ApiVersion | None:
+    """The version of a ``/openai/v1`` request: absent or ``v1`` is GA, ``preview`` the preview
+    surface; anything else (a dated version included) is ``None``."""
+    if text is None or text == "v1":
+        return V1
+    if text == "preview":
+        return _V1_PREVIEW
+    return None

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from cerulean import __version__
-from cerulean.api import chat, completions, health, metrics
+from cerulean.api import chat, completions, health, metrics, models, v1
 from cerulean.engines.base import Engine
 from cerulean.errors import (
     APIError,
@@ -30,6 +30,7 @@ from cerulean.middleware import (
     error_response,
 )
 from cerulean.protocol.common import validation_message
+from cerulean.quota.admission import build_limiter
 from cerulean.services.deployments import ensure_builtin_deployments
 from cerulean.services.keys import provision_keys
 from cerulean.settings import Settings
@@ -69,6 +70,7 @@ def create_app(
         state.shown_keys = keys.shown
         await asyncio.to_thread(ensure_builtin_deployments, opened, model, version)
         state.store = opened
+        state.limiter = build_limiter(settings)
         loader = asyncio.create_task(_load_engines(state, on_ready))
         try:
             yield
@@ -76,6 +78,7 @@ def create_app(
             loader.cancel()
             for engine in engines.values():
                 await engine.aclose()
+            await state.limiter.aclose()
             opened.close()
 
     app = FastAPI(
@@ -86,6 +89,8 @@ def create_app(
     app.include_router(chat.router)
     app.include_router(completions.router)
     app.include_router(metrics.router)
+    app.include_router(models.router)
+    app.include_router(v1.router)
     _install_error_handlers(app)
     # Added innermost first: requests pass RequestContext → NormalizePath → Auth → BodyLimit.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)

@@ -6,6 +6,7 @@ exact Azure body (see ``shared/reference/azure-openai-wire.md`` §2.2, §5)::
     CeruleanError
     ├── APIError                        rendered to the client by :func:`render`
     │   ├── ResourceNotFound            404 {"error":{"code":"404","message":"Resource not found"}}
+    │   ├── UnsupportedApiVersion       400 BadRequest: a dated api-version on /openai/v1
     │   ├── DeploymentNotFound          404 DeploymentNotFound
     │   ├── InvalidSubscriptionKey      401 wrong api-key
     │   ├── MissingCredentials          401 APIM body (no "error" wrapper), no/invalid bearer
@@ -14,13 +15,15 @@ exact Azure body (see ``shared/reference/azure-openai-wire.md`` §2.2, §5)::
     │   ├── RequestTooLarge             413 invalid_request_error
     │   ├── ServiceUnavailable          503 temporarily unable to process
     │   ├── ServerBusy                  429 every slot busy and the waiting line full
+    │   ├── RateLimited                 429 a deployment's token or call rate limit (§5.3)
     │   └── InternalServerError         500 server_error with the request id
     └── EngineError                     raised by engines; services turn it into an APIError
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import math
+from typing import Any, ClassVar, Literal
 
 __all__ = [
     "APIError",
@@ -32,10 +35,12 @@ __all__ = [
     "InvalidRequest",
     "InvalidSubscriptionKey",
     "MissingCredentials",
+    "RateLimited",
     "RequestTooLarge",
     "ResourceNotFound",
     "ServerBusy",
     "ServiceUnavailable",
+    "UnsupportedApiVersion",
 ]
 
 
@@ -82,6 +87,14 @@ class ResourceNotFound(_CodeMessageError):
     status_code = 404
     code = "404"
     default_message = "Resource not found"
+
+
+class UnsupportedApiVersion(_CodeMessageError):
+    """A dated ``api-version`` on an ``/openai/v1`` route (§1.4)."""
+
+    status_code = 400
+    code = "BadRequest"
+    default_message = "API version not supported"
 
 
 class DeploymentNotFound(_CodeMessageError):
@@ -239,6 +252,47 @@ class ServerBusy(_CodeMessageError):
     def __init__(self, *, retry_after: float) -> None:
         super().__init__()
         self.headers.update(_retry_headers(retry_after))
+
+
+class RateLimited(_CodeMessageError):
+    """A deployment's token (TPM) or call (RPM) rate limit: Azure's 429 with its template (§5.3).
+
+    ``retry_after`` is rounded *up* (a retry a moment early would be refused again); openai 1.x
+    sleeps ``retry-after-ms`` and retries by itself. When no wait can help (``retryable`` false:
+    the request alone exceeds the limit) the message drops its "Please retry" sentence, as Azure's
+    sometimes does, and ``x-should-retry: false`` tells openai 1.x not to retry.
+    """
+
+    status_code = 429
+    code = "429"
+
+    def __init__(
+        self,
+        *,
+        operation: str,
+        api_version: str,
+        limit: Literal["token", "call"],
+        retry_after: float,
+        retryable: bool = True,
+        tier: str = "OpenAI S0",
+    ) -> None:
+        seconds = max(1, math.ceil(retry_after))
+        retry = f"Please retry after {seconds} second{'' if seconds == 1 else 's'}. "
+        super().__init__(
+            f"Requests to the {operation} Operation under Azure OpenAI API version {api_version} "
+            f"have exceeded {limit} rate limit of your current {tier} pricing tier. "
+            f"{retry if retryable else ''}Please go here: https://aka.ms/oai/quotaincrease if "
+            "you would like to further increase the default rate limit."
+        )
+        self.retry_after = retry_after
+        self.headers.update(
+            {
+                "retry-after": str(seconds),
+                "retry-after-ms": str(max(1, math.ceil(retry_after * 1000))),
+            }
+        )
+        if not retryable:
+            self.headers["x-should-retry"] = "false"
 
 
 class InternalServerError(APIError):

@@ -109,7 +109,17 @@ class Settings(BaseSettings):
         json_schema_extra=_CLI,
     )
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL of the store (default: SQLite in the data directory)."
+        None,
+        description="SQLAlchemy URL of the store (default: SQLite in the data directory); "
+        "postgresql:// URLs use psycopg 3.",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL of a rate-limit budget shared by several Cerulean processes "
+        "(default: each process keeps its own).",
+    )
+    redis_prefix: str = Field(
+        "cerulean:ratelimit:", description="Prefix of the rate limiter's Redis keys."
     )
     region: str = Field("local", description="Value of the x-ms-region response header.")
     max_body_bytes: int = Field(

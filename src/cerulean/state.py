@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cerulean.auth import KeyVerifier
 from cerulean.engines.base import Engine
+from cerulean.quota.base import RateLimiter
+from cerulean.quota.memory import InProcessRateLimiter
 from cerulean.settings import Settings
 from cerulean.store.base import Store
 
@@ -21,6 +25,9 @@ class AppState:
     verifier: KeyVerifier = field(default_factory=lambda: KeyVerifier(()))
     store: Store | None = None
     shown_keys: dict[str, str] = field(default_factory=dict)
+    started_at: int = field(default_factory=lambda: int(time.time()))  # "created_at" of models
+    limiter: RateLimiter = field(default_factory=InProcessRateLimiter)
+    clock: Callable[[], float] = time.time
 
     @property
     def ready(self) -> bool:

@@ -188,7 +188,7 @@ def test_unknown_deployment(client: TestClient) -> None:
         (
             b'{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}',
             400,
-            "'tools'",
+            "'tools.0'",
         ),
         (
             b'{"messages":[{"role":"user","content":"x"}],"stop":["a","b","c","d","e"]}',
@@ -316,5 +316,6 @@ def test_logit_bias_with_token_ids_is_accepted(client: TestClient) -> None:
 
 
 def test_response_format_json_object_is_accepted(client: TestClient) -> None:
-    body = {**BODY, "response_format": {"type": "json_object"}}
+    messages = [{"role": "user", "content": "hello there, in json"}]
+    body = {"messages": messages, "response_format": {"type": "json_object"}}
     assert client.post(URL, json=body).status_code == 200

@@ -274,3 +274,41 @@ def test_chat_stream_carries_logprobs_on_content_chunks(client: TestClient) -> N
 )
 def test_chat_logprobs_400s(client: TestClient, extra: dict[str, Any], param: str) -> None:
     assert error(client, {**CHAT, **extra}, url=CHAT_URL)["param"] == param
+
+
+# -- api-version rules, fingerprint, rate limits ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "extra", "unknown"),
+    [
+        ("2023-05-15", {"seed": 1}, "seed"),
+        ("2024-06-01", {"stream_options": {"include_usage": True}}, "stream_options"),
+        ("2024-10-21", {"promt": "typo"}, "promt"),
+    ],
+)
+def test_unrecognized_argument(
+    client: TestClient, version: str, extra: dict[str, Any], unknown: str
+) -> None:
+    url = URL.replace("2024-10-21", version)
+    found = error(client, {"prompt": "hi", **extra}, url=url)
+    assert found["message"] == f"Unrecognized request argument supplied: {unknown}"
+
+
+def test_azure_only_fields_of_2023_05_15_are_accepted(client: TestClient) -> None:
+    body = client.post(OLD_URL, json={"prompt": "hi", "cache_level": 0, "completion_config": ""})
+    assert body.status_code == 200
+
+
+def test_system_fingerprint_from_2023_12_01_preview(client: TestClient) -> None:
+    # The fake engine has no fingerprint; the field is absent rather than invented.
+    assert "system_fingerprint" not in post(client, prompt="hi")
+
+
+def test_completions_are_charged_to_the_rate_limits(client: TestClient) -> None:
+    response = client.post(URL, json={"prompt": ["one two", "three"], "max_tokens": 5, "n": 2})
+    assert response.status_code == 200
+    remaining = int(response.headers["x-ratelimit-remaining-tokens"])
+    limit = int(response.headers["x-ratelimit-limit-tokens"])
+    # Each prompt about ceil(characters / 4) + 1 = 3 tokens, plus max_tokens 5 × n 2.
+    assert limit - remaining == (3 + 10) + (3 + 10)

@@ -47,6 +47,8 @@ def test_sync_completion_and_headers(server: Server) -> None:
     assert completion.choices[0].finish_reason in ("stop", "length")
     assert completion.usage is not None and completion.usage.completion_tokens <= 8
     assert completion.prompt_filter_results[0]["prompt_index"] == 0  # type: ignore[attr-defined]
+    assert completion.system_fingerprint is not None
+    assert completion.system_fingerprint.startswith("fp_")
 
 
 def test_streaming(server: Server) -> None:

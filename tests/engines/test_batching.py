@@ -375,3 +375,43 @@ def test_hostile_schemas_are_400s_not_crashes(
             answer(engine, chat("hi"), response_format=ResponseFormat("json_schema", schema))
         )
     assert counters(engine)["slots_busy"] == 0
+
+
+def test_tool_grammar_allows_text_or_a_valid_call(engine: LlamaCppEngine) -> None:
+    """``allow_text``: the grammar compiles, and what comes back is a valid call or plain text."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"const": "get_time"},
+            "arguments": {
+                "type": "object",
+                "properties": {"tz": {"type": "string", "enum": ["UTC", "CET"]}},
+                "required": ["tz"],
+                "additionalProperties": False,
+            },
+        },
+        "required": ["name", "arguments"],
+        "additionalProperties": False,
+    }
+
+    async def main() -> list[str]:
+        fmt = ResponseFormat("json_schema", schema, allow_text=True)
+        request = GenerationRequest(
+            messages=(ChatMessage("user", 'Call get_time as {"name": ..., "arguments": ...}'),),
+            params=SamplingParams(max_tokens=40, temperature=1.0, seed=3, response_format=fmt),
+            n=4,
+        )
+        generation = await engine.generate(request)
+        texts = ["", "", "", ""]
+        async for chunk in generation:
+            texts[chunk.index] += chunk.text
+        return texts
+
+    for text in asyncio.run(main()):
+        stripped = text.lstrip()
+        if stripped.startswith(("{", "[")):
+            if stripped.endswith("}"):  # not cut off by max_tokens
+                value = json.loads(stripped)
+                assert value["name"] == "get_time" and value["arguments"]["tz"] in ("UTC", "CET")
+        else:
+            assert not stripped or stripped[0] not in "{["

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from cerulean.deps import ApiVersionDep, DeploymentDep
+from cerulean.apiversions import ApiVersion
+from cerulean.deps import ApiVersionDep, DeploymentDep, ResolvedDeployment
+from cerulean.engines.base import GenerationRequest
 from cerulean.protocol.chat import CreateChatCompletionRequest
 from cerulean.protocol.common import parse_body
+from cerulean.protocol.gating import check_chat_values
+from cerulean.quota.admission import CHAT_OPERATION, Quota
+from cerulean.quota.base import estimate_tokens
 from cerulean.services.chat import (
     ChatContext,
     collect_completion,
+    plan_request,
     stream_completion,
     to_generation_request,
 )
 from cerulean.streaming import SSE_MEDIA_TYPE
 
-__all__ = ["router"]
+__all__ = ["router", "serve_chat"]
 
 router = APIRouter()
 
@@ -28,13 +35,31 @@ router = APIRouter()
 async def create_chat_completion(
     request: Request, version: ApiVersionDep, deployment: DeploymentDep
 ) -> Response:
-    body = parse_body(await request.body(), CreateChatCompletionRequest)
-    wanted = to_generation_request(body)
+    gate = functools.partial(check_chat_values, version=version)
+    body = parse_body(await request.body(), CreateChatCompletionRequest, gate)
+    return await serve_chat(request, body, version, deployment)
+
+
+async def serve_chat(
+    request: Request,
+    body: CreateChatCompletionRequest,
+    version: ApiVersion,
+    deployment: ResolvedDeployment,
+) -> Response:
+    """Answer a parsed chat request on ``deployment`` (shared with the ``/openai/v1`` route)."""
+    plan = plan_request(body)
+    wanted = to_generation_request(body, plan)
+    headers = await _admit(request, wanted, version, deployment)
     generation = await deployment.engine.generate(wanted)
+    info = deployment.engine.info
     ctx = ChatContext(
-        model=deployment.engine.info.name, api_version=version, logprobs=bool(body.logprobs)
+        model=info.name,
+        api_version=version,
+        tools=plan,
+        fingerprint=info.fingerprint,
+        logprobs=bool(body.logprobs),
     )
-    headers = {"x-ms-deployment-name": deployment.record.name}
+    headers["x-ms-deployment-name"] = deployment.record.name
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         events = stream_completion(
@@ -50,6 +75,24 @@ async def create_chat_completion(
         await generation.aclose()
         return Response(status_code=499)
     return JSONResponse(result, headers=headers)
+
+
+async def _admit(
+    request: Request,
+    wanted: GenerationRequest,
+    version: ApiVersion,
+    deployment: ResolvedDeployment,
+) -> dict[str, str]:
+    """Charge Azure's estimate to the deployment's rate limits (429 over them, §7)."""
+    engine = deployment.engine
+    prompt = await engine.count_prompt_tokens(wanted.messages)
+    info = engine.info
+    reservation = info.default_max_tokens or max(0, info.context_length - prompt)
+    tokens = estimate_tokens(
+        prompt, wanted.params.max_tokens, default_reservation=reservation, n=wanted.n
+    )
+    quota = Quota(request.app.state.cerulean, version.text)
+    return await quota.admit(deployment.record, tokens=tokens, operation=CHAT_OPERATION)
 
 
 async def _unless_disconnected(request: Request, work: Any) -> dict[str, Any] | None:

@@ -39,10 +39,15 @@ class ChatMessage:
 
 @dataclass(frozen=True)
 class ResponseFormat:
-    """Structured output: any JSON object, or JSON valid against ``schema``."""
+    """Structured output: any JSON object, or JSON valid against ``schema``.
+
+    With ``allow_text`` the answer may instead be plain text that does not start with ``{`` or
+    ``[`` (function calling with ``tool_choice: auto``).
+    """
 
     kind: Literal["json_object", "json_schema"]
     schema: dict[str, Any] | None = None
+    allow_text: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,10 @@ class ModelInfo:
     name: str
     context_length: int
     default_max_tokens: int | None
+    # Operations the model serves: "chat", "completions", "embeddings".
+    capabilities: frozenset[str] = frozenset({"chat", "completions"})
+    # Identifies the weights and the settings that shape outputs (``system_fingerprint``).
+    fingerprint: str | None = None
 
 
 class Generation(abc.ABC):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cerulean.engines.base import ChatMessage
+from cerulean.errors import InvalidRequest
 
 __all__ = [
     "BASE_FORMATS",
@@ -57,8 +58,16 @@ class TemplateFormat(PromptFormat):
         self._eos = eos_token
 
     def render(self, messages: Sequence[ChatMessage]) -> RenderedPrompt:
+        from jinja2 import TemplateError
+
         wire: list[Any] = [_as_dict(m) for m in messages]
-        result = self._formatter(messages=wire)
+        try:
+            result = self._formatter(messages=wire)
+        except TemplateError as exc:  # the template's raise_exception(), or a broken template
+            raise InvalidRequest(
+                f"This deployment's chat template cannot render these messages: {exc}",
+                param="messages",
+            ) from None
         return RenderedPrompt(text=result.prompt, stop=(self._eos,) if self._eos else ())
 
 

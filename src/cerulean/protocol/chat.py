@@ -14,6 +14,8 @@ from pydantic import Field
 from cerulean.protocol.common import WireModel
 
 __all__ = [
+    "ChatCompletionMessageToolCall",
+    "ChatCompletionMessageToolCallFunction",
     "ChatCompletionRequestMessage",
     "ChatCompletionRequestMessageContentPart",
     "CreateChatCompletionRequest",
@@ -27,14 +29,33 @@ class ChatCompletionRequestMessageContentPart(WireModel):
 
     type: Literal["text", "image_url", "refusal", "input_audio"]
     text: str | None = None
+    refusal: str | None = None
+
+
+class ChatCompletionMessageToolCallFunction(WireModel):
+    """The function an earlier assistant message called, with its arguments as JSON text."""
+
+    name: str
+    arguments: str
+
+
+class ChatCompletionMessageToolCall(WireModel):
+    """One call in an earlier assistant message's ``tool_calls``."""
+
+    id: str
+    type: Literal["function"]
+    function: ChatCompletionMessageToolCallFunction
 
 
 class ChatCompletionRequestMessage(WireModel):
-    """A message of the conversation."""
+    """A message of the conversation (any role; per-role rules are checked by the service)."""
 
     role: Role
     content: str | list[ChatCompletionRequestMessageContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ChatCompletionMessageToolCall] | None = None
+    tool_call_id: str | None = None
+    function_call: ChatCompletionMessageToolCallFunction | None = None
 
 
 class CreateChatCompletionRequest(WireModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -80,8 +81,13 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def parse_body(raw: bytes, model: type[M]) -> M:
-    """Decode a JSON request body into ``model``, or raise Azure's 400."""
+def parse_body(
+    raw: bytes, model: type[M], gate: Callable[[dict[str, Any]], None] | None = None
+) -> M:
+    """Decode a JSON request body into ``model``, or raise Azure's 400.
+
+    ``gate`` sees the decoded object first (the api-version's argument rules).
+    """
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -91,6 +97,8 @@ def parse_body(raw: bytes, model: type[M]) -> M:
         ) from exc
     if not isinstance(data, dict):
         raise InvalidRequest(f"{_short(data)} is not of type 'object'")
+    if gate is not None:
+        gate(data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

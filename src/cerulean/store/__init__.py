@@ -1,4 +1,4 @@
-"""Persistent state: account keys (hashed) and deployments."""
+"""Persistent state: account keys (hashed), deployments, the model catalog, usage."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-__all__ = ["DeploymentRecord", "Store"]
+__all__ = ["DeploymentRecord", "ModelRecord", "Store", "UsageRecord"]
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,35 @@ class DeploymentRecord:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class ModelRecord:
+    """A model in the catalog: an embedded one (no ``path``) or a registered GGUF file."""
+
+    name: str
+    path: str | None
+    capabilities: tuple[str, ...]
+    context_length: int | None
+    chat_template: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """What one deployment served in one minute (``minute`` is its start, UTC)."""
+
+    deployment: str
+    minute: datetime
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    throttled: int
+
+
 class Store(Protocol):
-    """Keys and deployments; implementations must be safe to call from several threads."""
+    """Keys, deployments, the model catalog and usage.
+
+    Implementations must be safe to call from several threads.
+    """
 
     def key_digests(self) -> dict[str, str]:
         """Stored key digests by key name (``key1``, ``key2``)."""
@@ -42,6 +69,43 @@ class Store(Protocol):
 
     def put_deployment(self, record: DeploymentRecord) -> None:
         """Create or replace a deployment."""
+        ...
+
+    def delete_deployment(self, name: str) -> bool:
+        """Remove a deployment; whether it existed."""
+        ...
+
+    def get_model(self, name: str) -> ModelRecord | None:
+        """The catalog entry called ``name``, if any."""
+        ...
+
+    def list_models(self) -> list[ModelRecord]:
+        """The catalog, by name."""
+        ...
+
+    def put_model(self, record: ModelRecord) -> None:
+        """Register (or replace) a model."""
+        ...
+
+    def delete_model(self, name: str) -> bool:
+        """Remove a model from the catalog; whether it was there."""
+        ...
+
+    def add_usage(
+        self,
+        deployment: str,
+        minute: datetime,
+        *,
+        requests: int = 0,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        throttled: int = 0,
+    ) -> None:
+        """Add to the counters of ``deployment`` for the minute starting at ``minute``."""
+        ...
+
+    def usage(self, deployment: str, since: datetime) -> list[UsageRecord]:
+        """``deployment``'s minutes from the one holding ``since`` on, oldest first."""
         ...
 
     def close(self) -> None:

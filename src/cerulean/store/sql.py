@@ -1,4 +1,8 @@
-"""SQLAlchemy implementation of :class:`~cerulean.store.base.Store` (SQLite by default)."""
+"""SQLAlchemy implementation of :class:`~cerulean.store.base.Store`: SQLite by default, or
+PostgreSQL (psycopg 3). The schema comes from the Alembic migrations in ``migrations/``, applied
+when the store opens (:func:`cerulean.store.migrate.upgrade`); the tables below mirror them for
+queries, and a test checks the two agree.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,26 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     Integer,
     MetaData,
     String,
     Table,
+    Text,
     create_engine,
+    delete,
     event,
     select,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 
-from cerulean.store.base import DeploymentRecord
+from cerulean.store.base import DeploymentRecord, ModelRecord, UsageRecord
 
-__all__ = ["SqlStore", "metadata"]
+__all__ = ["SqlStore", "create_store_engine", "metadata", "normalize_url"]
 
 metadata = MetaData()
 
@@ -44,15 +52,66 @@ deployments = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+models = Table(
+    "models",
+    metadata,
+    Column("name", String(256), primary_key=True),
+    Column("path", Text, nullable=True),
+    Column("capabilities", String(128), nullable=False),
+    Column("context_length", Integer, nullable=True),
+    Column("chat_template", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+usage = Table(
+    "usage",
+    metadata,
+    Column("deployment", String(64), primary_key=True),
+    Column("minute", DateTime(timezone=True), primary_key=True),
+    Column("requests", Integer, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("throttled", Integer, nullable=False),
+)
+
+_USAGE_COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "throttled")
+
+
+def normalize_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` URLs name psycopg 3 explicitly (SQLAlchemy would
+    otherwise pick psycopg2, which Cerulean does not install)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # The driver's own transaction handling is turned off so that SQLAlchemy's BEGIN (below)
+    # covers DDL too: a migration then runs in one transaction (SQLAlchemy's documented recipe).
+    dbapi_connection.isolation_level = None
     # WAL keeps readers going during writes; FULL sync makes every commit durable, so a kill -9
     # (or a power cut) never loses a key or a deployment that was reported as saved.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # Migrations take the write lock up front, so two processes starting at once take turns.
+    exclusive = conn.get_execution_options().get("cerulean_write_lock", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if exclusive else "BEGIN")
+
+
+def create_store_engine(url: str) -> Engine:
+    """An engine for ``url`` (SQLite set up for durability, PostgreSQL through psycopg 3)."""
+    engine = create_engine(normalize_url(url))
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+    return engine
 
 
 def _aware(value: datetime) -> datetime:
@@ -61,13 +120,19 @@ def _aware(value: datetime) -> datetime:
 
 
 class SqlStore:
-    """Keys and deployments in a SQL database."""
+    """Keys, deployments, models and usage in a SQL database, migrated to the latest schema."""
 
     def __init__(self, url: str) -> None:
-        self._engine: Engine = create_engine(url, future=True)
-        if self._engine.dialect.name == "sqlite":
-            event.listen(self._engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self._engine)
+        # Imported here: Alembic is needed only when a store opens.
+        from cerulean.store.migrate import upgrade
+
+        self._engine: Engine = create_store_engine(url)
+        upgrade(self._engine)
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for tools and tests)."""
+        return self._engine
 
     def key_digests(self) -> dict[str, str]:
         with self._engine.connect() as conn:
@@ -76,17 +141,17 @@ class SqlStore:
 
     def set_key_digest(self, name: str, digest: str) -> None:
         values = {"name": name, "digest": digest, "updated_at": datetime.now(timezone.utc)}
-        self._upsert(account_keys, values, "name")
+        self._upsert(account_keys, values)
 
     def get_deployment(self, name: str) -> DeploymentRecord | None:
         with self._engine.connect() as conn:
             row = conn.execute(select(deployments).where(deployments.c.name == name)).first()
-        return None if row is None else self._record(row._mapping)
+        return None if row is None else _deployment(row._mapping)
 
     def list_deployments(self) -> list[DeploymentRecord]:
         with self._engine.connect() as conn:
             rows = conn.execute(select(deployments).order_by(deployments.c.name)).all()
-        return [self._record(row._mapping) for row in rows]
+        return [_deployment(row._mapping) for row in rows]
 
     def put_deployment(self, record: DeploymentRecord) -> None:
         values = {
@@ -97,31 +162,119 @@ class SqlStore:
             "sku": record.sku,
             "created_at": record.created_at,
         }
-        self._upsert(deployments, values, "name")
+        self._upsert(deployments, values)
+
+    def delete_deployment(self, name: str) -> bool:
+        return self._delete(deployments, name)
+
+    def get_model(self, name: str) -> ModelRecord | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(models).where(models.c.name == name)).first()
+        return None if row is None else _model(row._mapping)
+
+    def list_models(self) -> list[ModelRecord]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(models).order_by(models.c.name)).all()
+        return [_model(row._mapping) for row in rows]
+
+    def put_model(self, record: ModelRecord) -> None:
+        values = {
+            "name": record.name,
+            "path": record.path,
+            "capabilities": ",".join(record.capabilities),
+            "context_length": record.context_length,
+            "chat_template": record.chat_template,
+            "created_at": record.created_at,
+        }
+        self._upsert(models, values)
+
+    def delete_model(self, name: str) -> bool:
+        return self._delete(models, name)
+
+    def add_usage(
+        self,
+        deployment: str,
+        minute: datetime,
+        *,
+        requests: int = 0,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        throttled: int = 0,
+    ) -> None:
+        values = {
+            "deployment": deployment,
+            "minute": minute.astimezone(timezone.utc).replace(second=0, microsecond=0),
+            "requests": requests,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "throttled": throttled,
+        }
+        stmt = self._insert(usage).values(**values)
+        added = {name: usage.c[name] + stmt.excluded[name] for name in _USAGE_COUNTERS}
+        stmt = stmt.on_conflict_do_update(index_elements=["deployment", "minute"], set_=added)
+        with self._engine.begin() as conn:
+            conn.execute(stmt)
+
+    def usage(self, deployment: str, since: datetime) -> list[UsageRecord]:
+        first = since.astimezone(timezone.utc).replace(second=0, microsecond=0)
+        query = (
+            select(usage)
+            .where(usage.c.deployment == deployment, usage.c.minute >= first)
+            .order_by(usage.c.minute)
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [_usage(row._mapping) for row in rows]
 
     def close(self) -> None:
         self._engine.dispose()
 
-    def _upsert(self, table: Table, values: dict[str, Any], key: str) -> None:
-        with self._engine.begin() as conn:
-            if self._engine.dialect.name == "sqlite":
-                stmt = sqlite_insert(table).values(**values)
-                update = {k: v for k, v in values.items() if k != key}
-                conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=update))
-                return
-            existing = conn.execute(select(table).where(table.c[key] == values[key])).first()
-            if existing is None:
-                conn.execute(table.insert().values(**values))
-            else:
-                conn.execute(table.update().where(table.c[key] == values[key]).values(**values))
+    def _insert(self, table: Table) -> Any:
+        # Both dialects spell an upsert ON CONFLICT; each has its own insert construct.
+        dialect = self._engine.dialect.name
+        return postgresql_insert(table) if dialect == "postgresql" else sqlite_insert(table)
 
-    @staticmethod
-    def _record(row: Any) -> DeploymentRecord:
-        return DeploymentRecord(
-            name=row["name"],
-            model=row["model"],
-            version=row["version"],
-            capacity=row["capacity"],
-            sku=row["sku"],
-            created_at=_aware(row["created_at"]),
-        )
+    def _upsert(self, table: Table, values: dict[str, Any]) -> None:
+        key = [column.name for column in table.primary_key]
+        stmt = self._insert(table).values(**values)
+        update = {k: v for k, v in values.items() if k not in key}
+        with self._engine.begin() as conn:
+            conn.execute(stmt.on_conflict_do_update(index_elements=key, set_=update))
+
+    def _delete(self, table: Table, name: str) -> bool:
+        with self._engine.begin() as conn:
+            result = conn.execute(delete(table).where(table.c.name == name))
+        return bool(result.rowcount)
+
+
+def _deployment(row: Any) -> DeploymentRecord:
+    return DeploymentRecord(
+        name=row["name"],
+        model=row["model"],
+        version=row["version"],
+        capacity=row["capacity"],
+        sku=row["sku"],
+        created_at=_aware(row["created_at"]),
+    )
+
+
+def _model(row: Any) -> ModelRecord:
+    return ModelRecord(
+        name=row["name"],
+        path=row["path"],
+        capabilities=tuple(c for c in row["capabilities"].split(",") if c),
+        context_length=row["context_length"],
+        chat_template=row["chat_template"],
+        created_at=_aware(row["created_at"]),
+    )
+
+
+def _usage(row: Any) -> UsageRecord:
+    return UsageRecord(
+        deployment=row["deployment"],
+        minute=_aware(row["minute"]),
+        requests=row["requests"],
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+        throttled=row["throttled"],
+    )

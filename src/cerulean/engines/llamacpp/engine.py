@@ -9,6 +9,7 @@ they are sampled. Closing the generation — a client that disconnects — cance
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -197,6 +198,7 @@ class LlamaCppEngine(Engine):
             model.close()
             raise
         self._model, self._ctx = model, ctx
+        self._info = replace(self._info, fingerprint=_fingerprint(spec))
         self._format = self._choose_format(model)
         scheduler = Scheduler(
             model,
@@ -329,7 +331,8 @@ class LlamaCppEngine(Engine):
             problem = await asyncio.to_thread(grammar_error, model.vocab, params.grammar)
             if problem:
                 raise InvalidRequest(problem, param="grammar")
-            stops = params.stop  # the grammar decides where the answer ends
+            if params.response_format is None or not params.response_format.allow_text:
+                stops = params.stop  # the grammar decides where a JSON answer ends
         max_new = self._budget(len(plan.tokens), params.max_tokens, prompt=raw)
         echo = self._echo_text(request) if request.echo else None
         if max_new == 0 and (echo is None or params.logprobs is None):
@@ -445,6 +448,25 @@ def _check_ids(tokens: Sequence[int], n_vocab: int) -> None:
                 f"{n_vocab - 1} for this deployment's tokenizer.",
                 param="prompt",
             )
+
+
+def _fingerprint(spec: ModelSpec) -> str:
+    """``fp_`` + a digest of what decides the numbers: the weights file, llama.cpp's version,
+    and the settings that change how prompts are batched and cached."""
+    import llama_cpp
+
+    stat = spec.path.stat()
+    parts = (
+        spec.path.name,
+        stat.st_size,
+        int(stat.st_mtime),
+        llama_cpp.__version__,
+        spec.n_ctx,
+        spec.parallel,
+        spec.n_batch,
+        spec.swa_full,
+    )
+    return "fp_" + hashlib.sha256(repr(parts).encode()).hexdigest()[:10]
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -1,0 +1,147 @@
+"""The Redis rate limiter: one budget shared by every Cerulean process pointed at the same Redis.
+
+Each charge is one Lua script, so Redis runs it atomically: expire old entries, check both
+windows, admit or compute the wait. Per deployment it keeps three keys under one hash tag (so a
+Redis Cluster puts them in one slot), all expiring once their window has passed:
+
+- ``<prefix>{<deployment>}:r`` sorted set of admitted requests, scored by admission time (µs);
+- ``<prefix>{<deployment>}:t`` sorted set of ``<id>:<tokens>`` entries, scored the same way;
+- ``<prefix>{<deployment>}:n`` the running token total of ``:t``.
+
+Times travel as integer microseconds: exact in Lua's doubles (below 2^53) and free of float
+rounding at window edges. The algorithm is :func:`cerulean.quota.memory.decide`'s.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from cerulean.quota.base import Decision, Limits, QuotaBackendError, RateLimiter, verdict
+
+__all__ = ["RedisRateLimiter"]
+
+_CHARGE = """
+local now = tonumber(ARGV[1])
+local cost = tonumber(ARGV[2])
+local req_limit = tonumber(ARGV[3])
+local req_window = tonumber(ARGV[4])
+local tok_limit = tonumber(ARGV[5])
+local tok_window = tonumber(ARGV[6])
+local id = ARGV[7]
+local function us(x) return string.format('%.0f', x) end
+
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', us(now - req_window))
+local total = tonumber(redis.call('GET', KEYS[3]) or '0')
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', us(now - tok_window))
+if #expired > 0 then
+  for i = 1, #expired do
+    total = total - tonumber(string.match(expired[i], ':(%d+)$'))
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', us(now - tok_window))
+  redis.call('SET', KEYS[3], us(total), 'PX', us(tok_window / 1000 + 1000))
+end
+local used_req = redis.call('ZCARD', KEYS[1])
+
+if redis.call('ZCARD', KEYS[2]) == 0 then total = 0 end
+if cost > tok_limit then
+  return {used_req, us(total), '0', '0'}
+end
+
+local call_wait = 0
+local excess = used_req + 1 - req_limit
+if excess > 0 then
+  local entry = redis.call('ZRANGE', KEYS[1], excess - 1, excess - 1, 'WITHSCORES')
+  call_wait = tonumber(entry[2]) + req_window - now
+end
+
+local token_wait = 0
+local over = total + cost - tok_limit
+if over > 0 then
+  local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+  local freed = 0
+  token_wait = tok_window
+  for i = 1, #entries, 2 do
+    freed = freed + tonumber(string.match(entries[i], ':(%d+)$'))
+    if freed >= over then
+      token_wait = tonumber(entries[i + 1]) + tok_window - now
+      break
+    end
+  end
+end
+
+if call_wait > 0 or token_wait > 0 then
+  return {used_req, us(total), us(call_wait), us(token_wait)}
+end
+
+redis.call('ZADD', KEYS[1], us(now), id)
+redis.call('ZADD', KEYS[2], us(now), id .. ':' .. us(cost))
+redis.call('PEXPIRE', KEYS[1], us(req_window / 1000 + 1000))
+redis.call('PEXPIRE', KEYS[2], us(tok_window / 1000 + 1000))
+redis.call('SET', KEYS[3], us(total + cost), 'PX', us(tok_window / 1000 + 1000))
+return {used_req, us(total), '0', '0'}
+"""
+
+_US = 1_000_000
+
+
+class RedisRateLimiter(RateLimiter):
+    """Limits kept in Redis, shared by every process using the same ``url`` and ``prefix``."""
+
+    def __init__(self, url: str, *, prefix: str = "cerulean:ratelimit:") -> None:
+        self._client: Redis = Redis.from_url(url)
+        self._script = self._client.register_script(_CHARGE)
+        self._prefix = prefix
+        # Entry ids only need to be unique among entries alive in one window.
+        self._process = secrets.token_hex(6)
+        self._counter = itertools.count()
+
+    @property
+    def client(self) -> Redis:
+        """The Redis client (for health checks and tools)."""
+        return self._client
+
+    def keys(self, deployment: str) -> list[str]:
+        """The three keys that hold ``deployment``'s windows."""
+        base = f"{self._prefix}{{{deployment}}}"
+        return [f"{base}:r", f"{base}:t", f"{base}:n"]
+
+    async def charge(self, deployment: str, limits: Limits, tokens: int, now: float) -> Decision:
+        args: list[str | int] = [
+            round(now * _US),
+            max(0, tokens),
+            limits.requests,
+            round(limits.request_window * _US),
+            limits.tokens,
+            round(limits.token_window * _US),
+            f"{self._process}{next(self._counter)}",
+        ]
+        try:
+            reply: list[Any] = await self._script(keys=self.keys(deployment), args=args)
+        except RedisError as exc:
+            raise QuotaBackendError(f"Redis rate limiter: {exc}") from exc
+        return _decision(reply, limits, max(0, tokens))
+
+    async def forget(self, deployment: str) -> None:
+        try:
+            await self._client.delete(*self.keys(deployment))
+        except RedisError as exc:
+            raise QuotaBackendError(f"Redis rate limiter: {exc}") from exc
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _decision(reply: list[Any], limits: Limits, tokens: int) -> Decision:
+    return verdict(
+        limits,
+        tokens,
+        used_requests=int(reply[0]),
+        used_tokens=int(reply[1]),
+        call_wait=int(reply[2]) / _US,
+        token_wait=int(reply[3]) / _US,
+    )

@@ -1,0 +1,84 @@
+"""Rate limits on the real chat route (in-process app, fake engine, a walked clock)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cerulean.app import create_app
+from cerulean.engines.fake import FakeEngine
+from cerulean.settings import Settings
+from cerulean.state import AppState
+from cerulean.store.base import DeploymentRecord
+from tests.conftest import KEY1
+
+URL = "/openai/deployments/small/chat/completions?api-version=2024-10-21"
+ASK = {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 10}
+
+
+class Clock:
+    now = 5_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def small(settings: Settings) -> Iterator[tuple[TestClient, Clock]]:
+    app = create_app(settings, {"fake-model": FakeEngine(context_length=4096)})
+    clock = Clock()
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.headers["api-key"] = KEY1
+        state: AppState = app.state.cerulean
+        state.clock = clock
+        assert state.store is not None
+        state.store.put_deployment(
+            DeploymentRecord("small", "fake-model", "1", 1, "Standard", datetime.now(timezone.utc))
+        )
+        yield client, clock
+
+
+def test_every_answer_carries_the_rate_limit_headers(small: tuple[TestClient, Clock]) -> None:
+    client, _ = small
+    response = client.post(URL, json=ASK)
+    assert response.status_code == 200
+    headers = response.headers
+    assert headers["x-ratelimit-limit-tokens"] == "1000"
+    assert headers["x-ratelimit-limit-requests"] == "1"
+    # Charged prompt (3 words + 1 in the fake tokenizer) + max_tokens 10.
+    assert int(headers["x-ratelimit-remaining-tokens"]) == 1000 - (3 + 10)
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_call_limit_is_azures_429_and_passes(small: tuple[TestClient, Clock]) -> None:
+    client, clock = small
+    assert client.post(URL, json=ASK).status_code == 200
+    refused = client.post(URL, json=ASK)
+    assert refused.status_code == 429
+    message = refused.json()["error"]["message"]
+    assert refused.json()["error"]["code"] == "429"
+    assert message.startswith(
+        "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version "
+        "2024-10-21 have exceeded call rate limit of your current OpenAI S0 pricing tier."
+    )
+    assert int(refused.headers["retry-after"]) >= 1 and "retry-after-ms" in refused.headers
+    clock.now += 10.5
+    assert client.post(URL, json=ASK).status_code == 200
+
+
+def test_token_limit_counts_max_tokens_times_n(small: tuple[TestClient, Clock]) -> None:
+    client, _ = small
+    body = {**ASK, "max_tokens": 400, "n": 3}  # 3 + 1,200 > 1,000 tokens a minute
+    refused = client.post(URL, json=body)
+    assert refused.status_code == 429
+    assert "token rate limit" in refused.json()["error"]["message"]
+    assert refused.headers.get("x-should-retry") == "false"  # alone bigger than the budget
+
+
+def test_builtin_deployments_never_throttle(small: tuple[TestClient, Clock]) -> None:
+    client, _ = small
+    url = URL.replace("small", "gpt-4")
+    assert all(client.post(url, json=ASK).status_code == 200 for _ in range(20))

@@ -1,0 +1,158 @@
+"""The SQL store on SQLite and on the real PostgreSQL: records, migrations, adopting old homes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+from cerulean.store import DeploymentRecord, SqlStore
+from cerulean.store.base import ModelRecord
+from cerulean.store.migrate import current_revision, head_revision
+from cerulean.store.sql import metadata, normalize_url
+from tests.store.legacy import NOW, legacy_home
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a SQLite file, or a schema of its own in the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'cerulean.db'}"
+    url: str = request.getfixturevalue("postgres_schema_url")
+    return url
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[SqlStore]:
+    opened = SqlStore(db_url)
+    yield opened
+    opened.close()
+
+
+def deployment(name: str, capacity: int = 120) -> DeploymentRecord:
+    return DeploymentRecord(
+        name=name, model="m", version="1", capacity=capacity, sku="Standard", created_at=NOW
+    )
+
+
+def test_normalize_url_picks_psycopg() -> None:
+    assert normalize_url("postgresql://u:p@h:5432/d") == "postgresql+psycopg://u:p@h:5432/d"
+    assert normalize_url("postgres://u@h/d") == "postgresql+psycopg://u@h/d"
+    assert normalize_url("postgresql+psycopg://u@h/d") == "postgresql+psycopg://u@h/d"
+    assert normalize_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_keys(store: SqlStore) -> None:
+    store.set_key_digest("key1", "sha256:aa")
+    store.set_key_digest("key2", "sha256:bb")
+    store.set_key_digest("key1", "sha256:cc")
+    assert store.key_digests() == {"key1": "sha256:cc", "key2": "sha256:bb"}
+
+
+def test_deployments(store: SqlStore) -> None:
+    store.put_deployment(deployment("b"))
+    store.put_deployment(deployment("a", capacity=1))
+    store.put_deployment(deployment("b", capacity=7))
+    assert [d.name for d in store.list_deployments()] == ["a", "b"]
+    got = store.get_deployment("b")
+    assert got == deployment("b", capacity=7) and got.created_at.tzinfo is not None
+    assert store.delete_deployment("a") and not store.delete_deployment("a")
+    assert store.get_deployment("a") is None
+
+
+def test_models(store: SqlStore) -> None:
+    record = ModelRecord(
+        name="qwen2.5-0.5b-instruct",
+        path="/models/qwen.gguf",
+        capabilities=("chat", "completions"),
+        context_length=32768,
+        chat_template="{{ messages }}",
+        created_at=NOW,
+    )
+    store.put_model(record)
+    store.put_model(
+        ModelRecord("embedded", None, ("embeddings",), None, None, NOW - timedelta(days=1))
+    )
+    assert store.get_model("qwen2.5-0.5b-instruct") == record
+    assert [m.name for m in store.list_models()] == ["embedded", "qwen2.5-0.5b-instruct"]
+    assert store.delete_model("embedded") and store.get_model("embedded") is None
+
+
+def test_usage_adds_up_per_minute(store: SqlStore) -> None:
+    store.add_usage("d", NOW, requests=1, prompt_tokens=10, completion_tokens=5)
+    store.add_usage("d", NOW + timedelta(seconds=30), requests=1, prompt_tokens=20, throttled=2)
+    store.add_usage("d", NOW + timedelta(minutes=1), requests=1, completion_tokens=3)
+    store.add_usage("other", NOW, requests=9)
+    rows = store.usage("d", NOW - timedelta(minutes=5))
+    assert [
+        (r.minute, r.requests, r.prompt_tokens, r.completion_tokens, r.throttled) for r in rows
+    ] == [
+        (NOW.replace(second=0), 2, 30, 5, 2),
+        (NOW.replace(second=0) + timedelta(minutes=1), 1, 0, 3, 0),
+    ]
+    assert len(store.usage("d", NOW + timedelta(seconds=50))) == 1
+
+
+def test_schema_is_the_migrations_and_matches_the_tables(store: SqlStore) -> None:
+    with store.engine.connect() as conn:
+        assert current_revision(conn) == head_revision() == "0002"
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+
+
+def test_reopening_keeps_everything(db_url: str) -> None:
+    first = SqlStore(db_url)
+    first.put_deployment(deployment("kept"))
+    first.close()
+    again = SqlStore(db_url)
+    try:
+        assert again.get_deployment("kept") == deployment("kept")
+    finally:
+        again.close()
+
+
+def test_stores_opening_at_once_migrate_once(db_url: str) -> None:
+    errors: list[BaseException] = []
+    opened: list[SqlStore] = []
+
+    def open_store() -> None:
+        try:
+            opened.append(SqlStore(db_url))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == [] and len(opened) == 4
+        opened[0].put_deployment(deployment("shared"))
+        assert opened[3].get_deployment("shared") is not None
+    finally:
+        for store in opened:
+            store.close()
+
+
+def test_a_home_from_before_migrations_is_adopted(db_url: str) -> None:
+    legacy_home(db_url)
+    store = SqlStore(db_url)
+    try:
+        assert store.key_digests() == {"key1": "sha256:old"}
+        assert store.get_deployment("gpt-4") == DeploymentRecord(
+            "gpt-4", "m", "1", 100_000, "Standard", NOW
+        )
+        with store.engine.connect() as conn:
+            assert current_revision(conn) == head_revision()
+            assert {"models", "usage"} <= set(inspect(conn).get_table_names())
+        store.put_model(ModelRecord("x", None, ("chat",), 8192, None, NOW))
+        assert store.get_model("x") is not None
+    finally:
+        store.close()
