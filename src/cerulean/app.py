@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from cerulean import __version__
-from cerulean.api import chat, completions, health, metrics, models, v1
+from cerulean.api import chat, completions, health, management, metrics, models, v1
 from cerulean.engines.base import Engine
 from cerulean.errors import (
     APIError,
@@ -32,7 +32,9 @@ from cerulean.middleware import (
 from cerulean.protocol.common import validation_message
 from cerulean.quota.admission import build_limiter
 from cerulean.services.deployments import ensure_builtin_deployments
-from cerulean.services.keys import provision_keys
+from cerulean.services.keys import KeyRing, provision_keys
+from cerulean.services.models import ensure_models, resident_records
+from cerulean.services.pool import EngineFactory, EnginePool
 from cerulean.settings import Settings
 from cerulean.state import AppState
 from cerulean.store.base import Store
@@ -52,12 +54,14 @@ def create_app(
     default_model: tuple[str, str] | None = None,
     store: Store | None = None,
     on_ready: ReadyCallback | None = None,
+    engine_factory: EngineFactory | None = None,
 ) -> FastAPI:
     """Build the app serving ``engines`` (keyed by model name).
 
     ``default_model`` is the ``(model, version)`` the built-in deployments are bound to (default:
     the first engine's model). Engines load in the background once the server runs; ``/healthz``
-    answers 503 until they have, then ``on_ready`` is called.
+    answers 503 until they have, then ``on_ready`` is called. ``engine_factory`` builds engines
+    for registered catalog models that deployments use (loaded and unloaded as they come and go).
     """
     state = AppState(settings=settings, engines=engines)
     model, version = default_model or (next(iter(engines)), "1")
@@ -68,15 +72,21 @@ def create_app(
         keys = await asyncio.to_thread(provision_keys, opened, settings)
         state.verifier = keys.verifier
         state.shown_keys = keys.shown
+        await asyncio.to_thread(ensure_models, opened, resident_records(engines))
         await asyncio.to_thread(ensure_builtin_deployments, opened, model, version)
+        state.keyring = KeyRing(keys.verifier, opened, ttl=settings.key_cache_seconds)
+        state.pool = EnginePool(state.engines, opened, engine_factory)
         state.store = opened
         state.limiter = build_limiter(settings)
         loader = asyncio.create_task(_load_engines(state, on_ready))
+        reconciler = asyncio.create_task(state.pool.run(settings.reconcile_interval))
         try:
             yield
         finally:
             loader.cancel()
-            for engine in engines.values():
+            reconciler.cancel()
+            await state.pool.aclose()
+            for engine in list(engines.values()):
                 await engine.aclose()
             await state.limiter.aclose()
             opened.close()
@@ -91,13 +101,24 @@ def create_app(
     app.include_router(metrics.router)
     app.include_router(models.router)
     app.include_router(v1.router)
+    app.include_router(management.router)
     _install_error_handlers(app)
     # Added innermost first: requests pass RequestContext → NormalizePath → Auth → BodyLimit.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
-    app.add_middleware(AuthMiddleware, verifier=lambda: state.verifier, public=health.PUBLIC_PATHS)
+    app.add_middleware(
+        AuthMiddleware,
+        verifier=lambda: state.verifier,
+        public=health.PUBLIC_PATHS,
+        refresh=lambda failed: _refresh_keys(state, failed),
+        own_auth=(management.PREFIX,),
+    )
     app.add_middleware(NormalizePathMiddleware)
     app.add_middleware(RequestContextMiddleware, region=settings.region)
     return app
+
+
+async def _refresh_keys(state: AppState, failed: bool) -> bool:
+    return state.keyring is not None and await state.keyring.refresh(failed=failed)
 
 
 def _open_store(settings: Settings) -> Store:
@@ -106,7 +127,7 @@ def _open_store(settings: Settings) -> Store:
 
 
 async def _load_engines(state: AppState, on_ready: ReadyCallback | None) -> None:
-    for engine in state.engines.values():
+    for engine in list(state.engines.values()):  # the pool may add engines meanwhile
         try:
             await asyncio.to_thread(engine.load)
         except Exception:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from cerulean.engines.llamacpp import LlamaCppEngine, ModelSpec
@@ -11,9 +13,16 @@ from cerulean.modelfiles import (
     EMBEDDED_MODEL_VERSION,
     ensure_embedded_model,
 )
+from cerulean.services.models import CHAT_CAPABILITIES
 from cerulean.settings import Settings
+from cerulean.store.base import ModelRecord
 
-__all__ = ["EMBEDDED_DEFAULT_MAX_TOKENS", "build_default_engine"]
+__all__ = [
+    "EMBEDDED_DEFAULT_MAX_TOKENS",
+    "build_catalog_engine",
+    "build_default_engine",
+    "embedded_model_records",
+]
 
 # The embedded model is a tiny base model: without a cap a request with no max_tokens could run
 # to the end of the context (Azure's default). Documented in docs/differences.md.
@@ -57,3 +66,46 @@ def build_default_engine(
         **common,
     )
     return LlamaCppEngine(spec), EMBEDDED_MODEL_VERSION
+
+
+def _engine_options(settings: Settings) -> dict[str, Any]:
+    # The same options as build_default_engine's (kept apart there so that branches merge).
+    return {
+        "n_ctx": settings.n_ctx,
+        "n_threads": settings.threads,
+        "n_gpu_layers": settings.n_gpu_layers,
+        "parallel": settings.parallel,
+        "n_batch": settings.n_batch,
+        "queue_size": settings.queue_size,
+        "queue_timeout": settings.queue_timeout,
+    }
+
+
+def build_catalog_engine(settings: Settings, record: ModelRecord) -> LlamaCppEngine:
+    """The engine of a registered GGUF file (``cerulean models add``), sized like the others."""
+    if record.path is None:
+        raise ValueError(f"model {record.name} has no file to load")
+    options = _engine_options(settings)
+    if record.context_length:
+        options["n_ctx"] = min(settings.n_ctx, record.context_length)
+    spec = ModelSpec(
+        name=record.name,
+        path=Path(record.path),
+        default_max_tokens=settings.default_max_tokens,
+        **options,
+    )
+    return LlamaCppEngine(spec)
+
+
+def embedded_model_records(settings: Settings) -> list[ModelRecord]:
+    """Catalog entries of the embedded models, as a server started on ``settings`` records them."""
+    return [
+        ModelRecord(
+            name=EMBEDDED_MODEL_NAME,
+            path=None,
+            capabilities=CHAT_CAPABILITIES,
+            context_length=settings.n_ctx,
+            chat_template=None,
+            created_at=datetime.now(timezone.utc),
+        )
+    ]

@@ -13,6 +13,7 @@ import click
 from pydantic import ValidationError
 
 from cerulean import __version__
+from cerulean.cli_control import deployments, keys, models, reset
 from cerulean.settings import Settings, cli_fields
 from cerulean.state import AppState
 
@@ -82,21 +83,33 @@ def serve(**overrides: Any) -> None:
 
 
 def _run_server(settings: Settings, engine: Any, version: str) -> None:
+    import functools
+
     import uvicorn
 
     from cerulean.app import create_app
+    from cerulean.bootstrap import build_catalog_engine
+    from cerulean.serverlock import ServerLock
 
     app = create_app(
         settings,
         {engine.info.name: engine},
         default_model=(engine.info.name, version),
         on_ready=lambda state: _print_banner(settings, state),
+        engine_factory=functools.partial(build_catalog_engine, settings),
     )
     click.echo(f">> loading {engine.info.name}; the endpoint follows once it answers")
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on"
     )
-    uvicorn.Server(config).run()
+    with ServerLock(
+        settings.home, host=settings.host, port=settings.port
+    ):  # `cerulean reset` refuses meanwhile
+        uvicorn.Server(config).run()
+
+
+for _command in (models, deployments, keys, reset):
+    main.add_command(_command)
 
 
 def _check_port_free(host: str, port: int) -> None:

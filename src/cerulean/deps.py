@@ -64,6 +64,9 @@ async def resolve_deployment(state: AppState, name: str) -> ResolvedDeployment:
     if record is None:
         raise DeploymentNotFound()
     engine = state.engines.get(record.model)
+    if state.pool is not None:
+        # Loads the model of a deployment created since the server started (503 while it does).
+        engine = await state.pool.engine_for(record.model, deployment=record.name)
     if engine is None or not engine.ready:
         raise ServiceUnavailable()
     return ResolvedDeployment(record, engine)

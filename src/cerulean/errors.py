@@ -16,7 +16,9 @@ exact Azure body (see ``shared/reference/azure-openai-wire.md`` §2.2, §5)::
     │   ├── ServiceUnavailable          503 temporarily unable to process
     │   ├── ServerBusy                  429 every slot busy and the waiting line full
     │   ├── RateLimited                 429 a deployment's token or call rate limit (§5.3)
+    │   ├── ArmError                    the management API's {"error":{"code","message"}} (§9)
     │   └── InternalServerError         500 server_error with the request id
+    ├── ControlError                    a management operation refused (CLI and ARM API)
     └── EngineError                     raised by engines; services turn it into an APIError
 """
 
@@ -27,8 +29,10 @@ from typing import Any, ClassVar, Literal
 
 __all__ = [
     "APIError",
+    "ArmError",
     "CeruleanError",
     "ContextLengthExceeded",
+    "ControlError",
     "DeploymentNotFound",
     "EngineError",
     "InternalServerError",
@@ -50,6 +54,21 @@ class CeruleanError(Exception):
 
 class EngineError(CeruleanError):
     """An engine could not serve a request (load failure, native error)."""
+
+
+class ControlError(CeruleanError):
+    """A management operation (``cerulean models/deployments`` or the ARM API) that cannot be done.
+
+    ``reason`` classifies it (the ARM API answers 400, 404 or 409); ``code`` is ARM's error code.
+    """
+
+    def __init__(
+        self, message: str, *, reason: Literal["invalid", "not_found", "conflict"], code: str
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        self.code = code
 
 
 class APIError(CeruleanError):
@@ -293,6 +312,18 @@ class RateLimited(_CodeMessageError):
         )
         if not retryable:
             self.headers["x-should-retry"] = "false"
+
+
+class ArmError(APIError):
+    """An Azure Resource Manager error: ``{"error": {"code": ..., "message": ...}}``."""
+
+    def __init__(self, status_code: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code  # type: ignore[misc]
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message}}
 
 
 class InternalServerError(APIError):

@@ -121,6 +121,30 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(
         "cerulean:ratelimit:", description="Prefix of the rate limiter's Redis keys."
     )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the management (ARM) API; unset, that API is disabled "
+        "(env only).",
+    )
+    account_name: str = Field(
+        "cerulean",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{1,63}$",
+        description="The account (resource) name in management API paths.",
+    )
+    reconcile_interval: float = Field(
+        2.0,
+        gt=0,
+        le=3600,
+        description="Seconds between the server's checks of the store for deployments created "
+        "or deleted by other processes (loading and unloading models).",
+    )
+    key_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description="Seconds the server trusts its copy of the key digests before re-reading "
+        "the store (0: on every request); bounds how long a regenerated key's old value works.",
+    )
     region: str = Field("local", description="Value of the x-ms-region response header.")
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted (bytes)."

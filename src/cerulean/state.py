@@ -10,6 +10,8 @@ from cerulean.auth import KeyVerifier
 from cerulean.engines.base import Engine
 from cerulean.quota.base import RateLimiter
 from cerulean.quota.memory import InProcessRateLimiter
+from cerulean.services.keys import KeyRing
+from cerulean.services.pool import EnginePool
 from cerulean.settings import Settings
 from cerulean.store.base import Store
 
@@ -28,6 +30,8 @@ class AppState:
     started_at: int = field(default_factory=lambda: int(time.time()))  # "created_at" of models
     limiter: RateLimiter = field(default_factory=InProcessRateLimiter)
     clock: Callable[[], float] = time.time
+    pool: EnginePool | None = None  # loads and unloads the models of deployments
+    keyring: KeyRing | None = None  # keeps ``verifier`` fresh from the store
 
     @property
     def ready(self) -> bool:

@@ -42,7 +42,8 @@ class _EngineCollector(Collector):
         self._engines = engines
 
     def collect(self) -> Iterator[Metric]:
-        samples = {name: engine.stats() for name, engine in self._engines.items()}
+        # A copy: the engine pool adds and removes engines on the event loop meanwhile.
+        samples = {name: engine.stats() for name, engine in dict(self._engines).items()}
         for key, (name, text, counter) in _METRICS.items():
             family: GaugeMetricFamily | CounterMetricFamily
             if counter:

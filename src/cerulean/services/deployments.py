@@ -1,17 +1,47 @@
-"""Deployments: names clients use, bound to models."""
+"""Deployments: names clients use, bound to models, each with a capacity (rate limits).
+
+The CLI (``cerulean deployments``) and the management API (:mod:`cerulean.api.management`) both
+call these functions; a refusal is a :class:`~cerulean.errors.ControlError` saying what to do.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import datetime, timezone
 
+from cerulean.errors import ControlError
 from cerulean.store.base import DeploymentRecord, Store
 
-__all__ = ["BUILTIN_CAPACITY", "BUILTIN_DEPLOYMENTS", "ensure_builtin_deployments"]
+__all__ = [
+    "BUILTIN_CAPACITY",
+    "BUILTIN_DEPLOYMENTS",
+    "DEFAULT_CAPACITY",
+    "DEFAULT_SKU",
+    "DEFAULT_VERSION",
+    "MAX_CAPACITY",
+    "SKUS",
+    "check_capacity",
+    "check_deployment_name",
+    "check_sku",
+    "create_deployment",
+    "delete_deployment",
+    "ensure_builtin_deployments",
+    "get_deployment",
+    "put_deployment",
+    "update_capacity",
+]
 
 BUILTIN_DEPLOYMENTS = ("gpt-35-turbo", "gpt-4")
 # Thousands of tokens per minute; far beyond what one machine generates, so never throttles.
 BUILTIN_CAPACITY = 100_000
+DEFAULT_CAPACITY = 120  # Azure's default for a new Standard deployment: 120K TPM
+MAX_CAPACITY = 1_000_000
+DEFAULT_SKU = "Standard"
+DEFAULT_VERSION = "1"
+# The token-metered deployment types; Cerulean limits all of them as Azure limits Standard.
+SKUS = ("Standard", "GlobalStandard", "DataZoneStandard")
+_DEPLOYMENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{2,64}$")
 
 
 def ensure_builtin_deployments(store: Store, model: str, version: str) -> None:
@@ -25,9 +55,135 @@ def ensure_builtin_deployments(store: Store, model: str, version: str) -> None:
                     model=model,
                     version=version,
                     capacity=BUILTIN_CAPACITY,
-                    sku="Standard",
+                    sku=DEFAULT_SKU,
                     created_at=datetime.now(timezone.utc),
                 )
             )
         elif (existing.model, existing.version) != (model, version):
             store.put_deployment(replace(existing, model=model, version=version))
+
+
+def check_deployment_name(name: str) -> None:
+    """Azure's rule: 2 to 64 letters, digits, ``-``, ``_`` or ``.``."""
+    if not _DEPLOYMENT_NAME.match(name):
+        raise ControlError(
+            f"'{name}' is not a valid deployment name: use 2 to 64 letters, digits, '-', '_' "
+            "or '.' (e.g. my-gpt-4o)",
+            reason="invalid",
+            code="InvalidResourceName",
+        )
+
+
+def check_capacity(capacity: int) -> None:
+    """Capacity is thousands of tokens per minute: 1 to :data:`MAX_CAPACITY`."""
+    if not 1 <= capacity <= MAX_CAPACITY:
+        raise ControlError(
+            f"capacity {capacity} is out of range: give 1 to {MAX_CAPACITY} (thousands of "
+            "tokens per minute; 120 allows 120,000 tokens and 720 requests a minute)",
+            reason="invalid",
+            code="InvalidCapacity",
+        )
+
+
+def check_sku(sku: str) -> str:
+    """The SKU's canonical spelling (case-insensitive match), or a refusal naming the choices."""
+    for known in SKUS:
+        if known.lower() == sku.lower():
+            return known
+    raise ControlError(
+        f"SKU '{sku}' is not supported here: use one of {', '.join(SKUS)} (provisioned "
+        "throughput has no local meaning)",
+        reason="invalid",
+        code="InvalidSkuName",
+    )
+
+
+def get_deployment(store: Store, name: str) -> DeploymentRecord:
+    """The deployment ``name``, or a not-found refusal."""
+    record = store.get_deployment(name)
+    if record is None:
+        raise ControlError(
+            f"no deployment called '{name}' (cerulean deployments list shows them)",
+            reason="not_found",
+            code="DeploymentNotFound",
+        )
+    return record
+
+
+def _check_model(store: Store, model: str) -> None:
+    if store.get_model(model) is None:
+        known = ", ".join(m.name for m in store.list_models()) or "none yet"
+        raise ControlError(
+            f"model '{model}' is not in the catalog (known: {known}). Register a GGUF file "
+            f"under that name first: cerulean models add ./file.gguf --name {model}",
+            reason="invalid",
+            code="DeploymentModelNotSupported",
+        )
+
+
+def put_deployment(
+    store: Store,
+    name: str,
+    model: str,
+    *,
+    version: str | None = None,
+    capacity: int | None = None,
+    sku: str | None = None,
+) -> tuple[DeploymentRecord, bool]:
+    """Create or replace deployment ``name``; the record and whether it was created.
+
+    Values not given keep the existing deployment's, else the defaults (capacity 120, Standard).
+    """
+    check_deployment_name(name)
+    _check_model(store, model)
+    existing = store.get_deployment(name)
+    capacity = capacity if capacity is not None else (existing.capacity if existing else None)
+    capacity = DEFAULT_CAPACITY if capacity is None else capacity
+    check_capacity(capacity)
+    record = DeploymentRecord(
+        name=name,
+        model=model,
+        version=version or (existing.version if existing else DEFAULT_VERSION),
+        capacity=capacity,
+        sku=check_sku(sku) if sku else (existing.sku if existing else DEFAULT_SKU),
+        created_at=existing.created_at if existing else datetime.now(timezone.utc),
+    )
+    store.put_deployment(record)
+    return record, existing is None
+
+
+def create_deployment(
+    store: Store,
+    name: str,
+    model: str,
+    *,
+    version: str | None = None,
+    capacity: int = DEFAULT_CAPACITY,
+    sku: str = DEFAULT_SKU,
+) -> DeploymentRecord:
+    """A new deployment; refused when the name is taken."""
+    check_deployment_name(name)
+    if store.get_deployment(name) is not None:
+        raise ControlError(
+            f"a deployment called '{name}' already exists; change its capacity with "
+            f"cerulean deployments update {name} --capacity K, or delete it first",
+            reason="conflict",
+            code="Conflict",
+        )
+    record, _ = put_deployment(store, name, model, version=version, capacity=capacity, sku=sku)
+    return record
+
+
+def update_capacity(store: Store, name: str, capacity: int) -> DeploymentRecord:
+    """Change an existing deployment's capacity (its rate limits change at once)."""
+    check_capacity(capacity)
+    record = replace(get_deployment(store, name), capacity=capacity)
+    store.put_deployment(record)
+    return record
+
+
+def delete_deployment(store: Store, name: str) -> DeploymentRecord:
+    """Remove deployment ``name``; the record it had."""
+    record = get_deployment(store, name)
+    store.delete_deployment(name)
+    return record

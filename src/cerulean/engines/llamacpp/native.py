@@ -48,10 +48,11 @@ def gpu_offload_supported() -> bool:
 class NativeModel:
     """A loaded GGUF: weights, vocabulary and metadata."""
 
-    def __init__(self, path: Path, *, n_gpu_layers: int) -> None:
+    def __init__(self, path: Path, *, n_gpu_layers: int, vocab_only: bool = False) -> None:
         _init_backend()
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
+        params.vocab_only = vocab_only  # metadata and vocabulary only: no weights (fast)
         model = llama_cpp.llama_model_load_from_file(str(path).encode("utf-8"), params)
         if not model:
             raise EngineError(f"llama.cpp could not load {path}: is it a valid GGUF file?")

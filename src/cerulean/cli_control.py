@@ -1,0 +1,409 @@
+"""The control-plane commands: ``cerulean models``, ``deployments``, ``keys`` and ``reset``.
+
+They work on the store of a data directory (``--home``), whether or not a server runs on it: a
+running server follows the store (docs/deployments.md).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from cerulean.errors import ControlError
+from cerulean.services import deployments as deployment_service
+from cerulean.services.keys import KEY_NAMES, keys_file, mask_key, readable_keys, regenerate_key
+from cerulean.services.models import ensure_models, register_model, remove_model
+from cerulean.settings import Settings
+from cerulean.store.base import DeploymentRecord, Store
+
+__all__ = ["deployments", "keys", "models", "reset"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+home_option = click.option(
+    "--home",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Data directory, as given to cerulean serve [env: CERULEAN_HOME; default: ~/.cerulean]",
+)
+
+
+def _settings(home: Path | None) -> Settings:
+    try:
+        overrides: dict[str, Any] = {} if home is None else {"home": home}
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise click.UsageError(f"invalid setting: {problems}") from exc
+
+
+@contextmanager
+def _store(settings: Settings) -> Iterator[Store]:
+    from cerulean.bootstrap import embedded_model_records
+    from cerulean.store.sql import SqlStore
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    store = SqlStore(settings.store_url)
+    try:
+        ensure_models(store, embedded_model_records(settings))
+        yield store
+    finally:
+        store.close()
+
+
+def _refusals(func: F) -> F:
+    """A :class:`ControlError` ends the command with its message (exit status 1)."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ControlError as exc:
+            raise click.ClickException(exc.message) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _console() -> Console:
+    return Console(width=160)
+
+
+# -- models ---------------------------------------------------------------------------------
+
+
+@click.group()
+def models() -> None:
+    """The model catalog: embedded models and the GGUF files you register."""
+
+
+@models.command("add")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--name", required=True, help="Name deployments refer to (--model NAME).")
+@home_option
+@_refusals
+def models_add(path: Path, name: str, home: Path | None) -> None:
+    """Register the GGUF file PATH (chat and completions) under --name.
+
+    The file stays where it is; its context length and chat template are read from its
+    metadata. Deploy it with: cerulean deployments create NAME --model MODEL
+    """
+    with _store(_settings(home)) as store:
+        record = register_model(store, path, name)
+    template = "its own chat template" if record.chat_template else "no chat template"
+    click.echo(
+        f"Registered {record.name}: {record.path} (context {record.context_length or '?'} "
+        f"tokens, {template}).\nDeploy it: cerulean deployments create {record.name} "
+        f"--model {record.name}"
+    )
+
+
+@models.command("list")
+@home_option
+def models_list(home: Path | None) -> None:
+    """Show the catalog: name, capabilities, context, chat template, file."""
+    with _store(_settings(home)) as store:
+        records = store.list_models()
+    table = Table("name", "capabilities", "context", "template", "path")
+    for record in records:
+        table.add_row(
+            record.name,
+            ", ".join(record.capabilities),
+            str(record.context_length or "?"),
+            "yes" if record.chat_template else "no",
+            record.path or "(embedded)",
+        )
+    _console().print(table)
+
+
+@models.command("remove")
+@click.argument("name")
+@home_option
+@_refusals
+def models_remove(name: str, home: Path | None) -> None:
+    """Take model NAME out of the catalog (refused while a deployment uses it).
+
+    The GGUF file itself is not touched.
+    """
+    with _store(_settings(home)) as store:
+        remove_model(store, name)
+    click.echo(f"Removed {name} from the catalog (its file was left in place).")
+
+
+# -- deployments ----------------------------------------------------------------------------
+
+
+@click.group()
+def deployments() -> None:
+    """Deployments: the names clients call, each bound to a model, with a capacity."""
+
+
+def _limits(capacity: int) -> str:
+    return f"{capacity * 1000:,} tokens and {capacity * 6:,} requests per minute"
+
+
+@deployments.command("create")
+@click.argument("name")
+@click.option("--model", "model", required=True, help="A model of the catalog (models list).")
+@click.option("--version", default=None, help="Model version to report [default: 1].")
+@click.option(
+    "--capacity",
+    type=click.INT,
+    default=deployment_service.DEFAULT_CAPACITY,
+    show_default=True,
+    help="Thousands of tokens per minute (TPM); requests per minute are 6 per 1,000 TPM.",
+)
+@click.option(
+    "--sku",
+    default=deployment_service.DEFAULT_SKU,
+    show_default=True,
+    help=f"Deployment type: {', '.join(deployment_service.SKUS)}.",
+)
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait until a server running on this data directory has loaded the model.",
+)
+@home_option
+@_refusals
+def deployments_create(
+    name: str,
+    model: str,
+    version: str | None,
+    capacity: int,
+    sku: str,
+    wait: bool,
+    home: Path | None,
+) -> None:
+    """Create deployment NAME of --model (2-64 letters, digits, '-', '_', '.').
+
+    A server running on the data directory loads the model within seconds (shown here unless
+    --no-wait; its log shows it too) and answers requests to NAME from then on.
+    """
+    settings = _settings(home)
+    with _store(settings) as store:
+        record = deployment_service.create_deployment(
+            store, name, model, version=version, capacity=capacity, sku=sku
+        )
+        key = next(iter(readable_keys(store, settings).values()), None)
+    click.echo(
+        f"Created deployment {record.name}: model {record.model} (version {record.version}), "
+        f"{record.sku} capacity {record.capacity} ({_limits(record.capacity)})."
+    )
+    if wait:
+        _wait_for_model(settings, record.model, key)
+
+
+def _wait_for_model(settings: Settings, model: str, key: str | None) -> None:
+    """Show a running server loading ``model`` (it lists loaded models on /openai/models)."""
+    from cerulean.serverlock import running_server
+
+    server = running_server(settings.home)
+    if not server or not server.get("port"):
+        click.echo("No server runs on this data directory: the model loads when one does.")
+        return
+    if key is None:
+        click.echo("The server loads the model now (its log shows the progress).")
+        return
+    host = server.get("host") or "127.0.0.1"
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    host = f"[{host}]" if ":" in host else host
+    url = f"http://{host}:{server['port']}/openai/models?api-version=2024-10-21"
+    deadline = time.monotonic() + _WAIT_S
+    with _console().status(f"The server on port {server['port']} is loading {model}…"):
+        while time.monotonic() < deadline:
+            if model in _loaded_models(url, key):
+                click.echo(f"{model} is loaded: the deployment answers now.")
+                return
+            time.sleep(0.3)
+    click.echo(f"{model} is still loading after {_WAIT_S:.0f} s; the server log shows why.")
+
+
+_WAIT_S = 300.0
+
+
+def _loaded_models(url: str, key: str) -> set[str]:
+    # urllib: the CLI needs one GET, and httpx is not among Cerulean's runtime dependencies.
+    request = urllib.request.Request(url, headers={"api-key": key})  # noqa: S310 (http only)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
+            body = json.loads(answer.read())
+    except (OSError, ValueError):
+        return set()
+    return {str(item.get("id")) for item in body.get("data", [])}
+
+
+@deployments.command("list")
+@home_option
+def deployments_list(home: Path | None) -> None:
+    """Show every deployment: model, version, SKU, capacity and the limits it gives."""
+    with _store(_settings(home)) as store:
+        records = store.list_deployments()
+    table = Table("name", "model", "version", "sku", "capacity", "tokens/min", "requests/min")
+    for record in records:
+        table.add_row(*_row(record))
+    _console().print(table)
+
+
+def _row(record: DeploymentRecord) -> list[str]:
+    return [
+        record.name,
+        record.model,
+        record.version,
+        record.sku,
+        str(record.capacity),
+        f"{record.capacity * 1000:,}",
+        f"{record.capacity * 6:,}",
+    ]
+
+
+@deployments.command("show")
+@click.argument("name")
+@home_option
+@_refusals
+def deployments_show(name: str, home: Path | None) -> None:
+    """Show deployment NAME."""
+    with _store(_settings(home)) as store:
+        record = deployment_service.get_deployment(store, name)
+    table = Table("field", "value")
+    fields = ("name", "model", "version", "sku", "capacity", "tokens/min", "requests/min")
+    for field, value in zip(fields, _row(record), strict=True):
+        table.add_row(field, value)
+    table.add_row("created", record.created_at.isoformat(timespec="seconds"))
+    _console().print(table)
+
+
+@deployments.command("update")
+@click.argument("name")
+@click.option("--capacity", type=click.INT, required=True, help="Thousands of tokens per minute.")
+@home_option
+@_refusals
+def deployments_update(name: str, capacity: int, home: Path | None) -> None:
+    """Change the capacity of deployment NAME (its rate limits change at once)."""
+    with _store(_settings(home)) as store:
+        record = deployment_service.update_capacity(store, name, capacity)
+    click.echo(f"Deployment {record.name}: capacity {record.capacity} ({_limits(capacity)}).")
+
+
+@deployments.command("delete")
+@click.argument("name")
+@home_option
+@_refusals
+def deployments_delete(name: str, home: Path | None) -> None:
+    """Delete deployment NAME; requests already running on it finish.
+
+    A running server unloads the model when no other deployment uses it.
+    """
+    with _store(_settings(home)) as store:
+        record = deployment_service.delete_deployment(store, name)
+    click.echo(f"Deleted deployment {record.name} (model {record.model}).")
+
+
+# -- keys -----------------------------------------------------------------------------------
+
+
+@click.group()
+def keys() -> None:
+    """The account keys, key1 and key2 (both valid at once)."""
+
+
+@keys.command("list")
+@home_option
+def keys_list(home: Path | None) -> None:
+    """Show both keys, masked (first four characters)."""
+    settings = _settings(home)
+    with _store(settings) as store:
+        known = readable_keys(store, settings)
+        stored = store.key_digests()
+    table = Table("name", "key")
+    for name in KEY_NAMES:
+        if name in known:
+            shown = mask_key(known[name])
+        elif name in stored:
+            shown = "(stored as a hash only: not shown)"
+        else:
+            shown = "(none yet: cerulean serve creates it)"
+        table.add_row(name, shown)
+    _console().print(table)
+
+
+@keys.command("regenerate")
+@click.argument("name", type=click.Choice(KEY_NAMES, case_sensitive=False))
+@home_option
+@_refusals
+def keys_regenerate(name: str, home: Path | None) -> None:
+    """Replace key NAME (key1 or key2) with a new one and print it once.
+
+    The old value stops working at once on a running server; the other key keeps working, so
+    switch your clients to it before regenerating this one.
+    """
+    settings = _settings(home)
+    with _store(settings) as store:
+        key = regenerate_key(store, settings, name)
+    click.echo(key)
+    kept = f"kept in {keys_file(settings)}" if settings.write_keys_file else "not stored anywhere"
+    click.echo(f"New {name.lower()} above ({kept}); the old one no longer works.", err=True)
+
+
+# -- reset ----------------------------------------------------------------------------------
+
+_STATE = (
+    "cerulean.db",
+    "cerulean.db-wal",
+    "cerulean.db-shm",
+    "keys.json",
+    "keys.tmp",
+    "models",
+    "server.lock",
+)
+
+
+@click.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@home_option
+def reset(yes: bool, home: Path | None) -> None:
+    """Delete the data directory's state: deployments, catalog, keys, usage, assembled model.
+
+    Registered GGUF files stay where they are. Refused while a server runs on this directory.
+    """
+    from cerulean.serverlock import running_server
+
+    settings = _settings(home)
+    server = running_server(settings.home)
+    if server is not None:
+        raise click.ClickException(
+            f"a server is running on {settings.home} (pid {server.get('pid', '?')}, port "
+            f"{server.get('port', '?')}); stop it first"
+        )
+    targets = [settings.home / name for name in _STATE if (settings.home / name).exists()]
+    if not targets:
+        click.echo(f"Nothing to reset in {settings.home}.")
+        return
+    if not yes:
+        click.confirm(
+            f"Delete {', '.join(t.name for t in targets)} from {settings.home}? Deployments, "
+            "registered models, keys and usage are lost",
+            abort=True,
+        )
+    for target in targets:
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+    if settings.home.exists() and not any(settings.home.iterdir()):
+        settings.home.rmdir()
+    click.echo(f"Reset {settings.home}.")
+    if settings.database_url:
+        click.echo("CERULEAN_DATABASE_URL names another database: it was left as it is.")

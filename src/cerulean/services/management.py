@@ -1,0 +1,110 @@
+"""Deployments and keys in Azure Resource Manager's shapes (wire reference §9)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from cerulean.errors import ArmError, ControlError
+from cerulean.quota.base import Limits
+from cerulean.store.base import DeploymentRecord, ModelRecord
+
+__all__ = [
+    "ARM_DEPLOYMENT_TYPE",
+    "MIN_API_VERSION",
+    "arm_deployment",
+    "arm_error",
+    "check_arm_api_version",
+]
+
+ARM_DEPLOYMENT_TYPE = "Microsoft.CognitiveServices/accounts/deployments"
+MIN_API_VERSION = "2023-05-01"
+_CAPABILITY_NAMES = {
+    "chat": "chatCompletion",
+    "completions": "completion",
+    "embeddings": "embeddings",
+}
+_STATUS = {"invalid": 400, "not_found": 404, "conflict": 409}
+
+
+def check_arm_api_version(value: str | None) -> None:
+    """ARM's 400s for a missing ``api-version`` or one older than :data:`MIN_API_VERSION`."""
+    if not value:
+        raise ArmError(
+            400,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        )
+    date = value.removesuffix("-preview")
+    try:
+        datetime.strptime(date, "%Y-%m-%d")
+        valid = date >= MIN_API_VERSION
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ArmError(
+            400,
+            "InvalidApiVersionParameter",
+            f"The api-version '{value}' is invalid. The supported versions are "
+            f"'{MIN_API_VERSION}' and later (e.g. '2024-10-01').",
+        )
+
+
+def arm_error(exc: ControlError) -> ArmError:
+    """A refused management operation as ARM's error (400, 404 or 409)."""
+    return ArmError(_STATUS[exc.reason], exc.code, exc.message)
+
+
+def _timestamp(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _period(seconds: float) -> float | int:
+    return int(seconds) if float(seconds).is_integer() else seconds
+
+
+def arm_deployment(
+    record: DeploymentRecord, model: ModelRecord | None, account_id: str
+) -> dict[str, Any]:
+    """One deployment resource: ``account_id`` is the account's ARM id (``/subscriptions/…``)."""
+    limits = Limits.for_capacity(record.capacity)
+    capabilities = {
+        _CAPABILITY_NAMES[c]: "true"
+        for c in (model.capabilities if model else ())
+        if c in _CAPABILITY_NAMES
+    }
+    created = _timestamp(record.created_at)
+    return {
+        "id": f"{account_id}/deployments/{record.name}",
+        "type": ARM_DEPLOYMENT_TYPE,
+        "name": record.name,
+        "sku": {"name": record.sku, "capacity": record.capacity},
+        "properties": {
+            "model": {"format": "OpenAI", "name": record.model, "version": record.version},
+            "versionUpgradeOption": "NoAutoUpgrade",
+            "capabilities": capabilities,
+            "raiPolicyName": "Microsoft.Default",
+            "provisioningState": "Succeeded",
+            "currentCapacity": record.capacity,
+            "rateLimits": [
+                {
+                    "key": "request",
+                    "renewalPeriod": _period(limits.request_window),
+                    "count": limits.requests,
+                },
+                {
+                    "key": "token",
+                    "renewalPeriod": _period(limits.token_window),
+                    "count": limits.tokens,
+                },
+            ],
+        },
+        "systemData": {
+            "createdBy": "cerulean",
+            "createdByType": "User",
+            "createdAt": created,
+            "lastModifiedBy": "cerulean",
+            "lastModifiedByType": "User",
+            "lastModifiedAt": created,
+        },
+    }

@@ -1,0 +1,226 @@
+"""Which models a running server holds in memory, following the deployments in the store.
+
+The CLI and the server are separate processes sharing only the store, so the server follows it
+(docs/deployments.md, "How a running server follows changes"):
+
+- **On demand.** A request to a deployment whose model is not loaded starts loading it (once,
+  however many requests ask) and waits up to ``load_wait`` seconds; past that it gets a 503 with
+  ``retry-after`` (openai 1.x retries it by itself).
+- **Reconciling.** Every ``reconcile_interval`` seconds (and at once after a management API
+  call) the server compares the store's deployments with what it holds: a deployed model that
+  is not loaded starts loading; a loaded model no deployment uses any more is unloaded once its
+  running requests have finished (new requests cannot reach it: their deployment is gone).
+
+Models the server was started with (resident: the embedded model, ``--model``) are never
+unloaded. Everything here runs on the event loop; the only blocking calls (store reads,
+``Engine.load``, ``Engine.aclose``) go to threads, so plain dictionaries are race-free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from starlette.concurrency import run_in_threadpool
+
+from cerulean.engines.base import Engine
+from cerulean.errors import ServiceUnavailable
+from cerulean.store.base import ModelRecord, Store
+
+__all__ = ["EngineFactory", "EnginePool"]
+
+logger = logging.getLogger(__name__)
+
+EngineFactory = Callable[[ModelRecord], Engine]
+
+# Seconds a request waits for its model to load before the 503 (a small GGUF loads in ~1 s).
+LOAD_WAIT_S = 5.0
+# What the 503 of a loading model tells clients to wait.
+LOADING_RETRY_AFTER_S = 2.0
+# Seconds an unloading model keeps serving requests that resolved it just before, then the
+# longest it waits for running requests to finish.
+DRAIN_GRACE_S = 1.0
+DRAIN_TIMEOUT_S = 600.0
+# A model that failed to load is not tried again for this long (its 503 says why).
+RETRY_FAILED_AFTER_S = 30.0
+
+
+def _busy(engine: Engine) -> bool:
+    stats = engine.stats()
+    return bool(stats.get("slots_busy", 0) or stats.get("waiting", 0))
+
+
+class EnginePool:
+    """Loads and unloads the models of deployments; ``engines`` is the app's dict of loaded ones."""
+
+    def __init__(
+        self,
+        engines: dict[str, Engine],
+        store: Store,
+        factory: EngineFactory | None,
+        *,
+        load_wait: float = LOAD_WAIT_S,
+        drain_grace: float = DRAIN_GRACE_S,
+        drain_timeout: float = DRAIN_TIMEOUT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engines = engines
+        self.resident = frozenset(engines)
+        self._store = store
+        self._factory = factory
+        self._load_wait = load_wait
+        self._drain_grace = drain_grace
+        self._drain_timeout = drain_timeout
+        self._clock = clock
+        self._loading: dict[str, asyncio.Task[Engine]] = {}
+        self._draining: dict[str, tuple[Engine, asyncio.Task[None]]] = {}
+        self._failed: dict[str, tuple[float, str]] = {}
+
+    @property
+    def loading(self) -> frozenset[str]:
+        """Models being loaded now."""
+        return frozenset(self._loading)
+
+    @property
+    def draining(self) -> frozenset[str]:
+        """Models being unloaded once their requests finish."""
+        return frozenset(self._draining)
+
+    async def engine_for(self, model: str, *, deployment: str) -> Engine:
+        """The loaded engine of ``model``; loads it if needed (503 + retry-after while it does)."""
+        engine = self.engines.get(model)
+        if engine is None and model in self._draining:
+            engine = self._revive(model)
+        if engine is not None:
+            if not engine.ready:  # a resident model still loading at start
+                raise ServiceUnavailable(retry_after=1)
+            return engine
+        task = self._load_task(model, reason=f"deployment {deployment}")
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self._load_wait)
+        except asyncio.TimeoutError:
+            raise ServiceUnavailable(
+                f"The model {model} of deployment {deployment} is being loaded. Please retry "
+                "in a few seconds.",
+                retry_after=LOADING_RETRY_AFTER_S,
+            ) from None
+
+    def prefetch(self, model: str, *, reason: str) -> None:
+        """Start loading ``model`` if it is not loaded (a deployment was just created)."""
+        if model not in self.engines and model not in self._draining:
+            self._load_task(model, reason=reason)
+
+    async def reconcile(self) -> None:
+        """Load deployed models that are not loaded; unload loaded ones no deployment uses."""
+        deployments = await run_in_threadpool(self._store.list_deployments)
+        deployed = {d.model: d.name for d in deployments}
+        for model, name in deployed.items():
+            if model not in self.engines and not self._failed_recently(model):
+                self.prefetch(model, reason=f"deployment {name}")
+        for model in list(self.engines):
+            if model not in self.resident and model not in deployed:
+                self._unload(model)
+
+    async def run(self, interval: float) -> None:
+        """Reconcile every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reconcile()
+            except Exception:
+                logger.exception("could not reconcile loaded models with the store")
+
+    async def aclose(self) -> None:
+        """Stop loading and draining; close the engines being drained (the app closes the rest)."""
+        for loading in self._loading.values():
+            loading.cancel()
+        for engine, drain in list(self._draining.values()):
+            drain.cancel()
+            await engine.aclose()
+        self._draining.clear()
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def _failed_recently(self, model: str) -> bool:
+        failed = self._failed.get(model)
+        return failed is not None and self._clock() - failed[0] < RETRY_FAILED_AFTER_S
+
+    def _load_task(self, model: str, *, reason: str) -> asyncio.Task[Engine]:
+        # No await between the lookup and the insert: one load per model, however many ask.
+        task = self._loading.get(model)
+        if task is None:
+            task = asyncio.create_task(self._load(model, reason))
+            task.add_done_callback(_retrieve)
+            self._loading[model] = task
+        return task
+
+    async def _load(self, model: str, reason: str) -> Engine:
+        try:
+            failed = self._failed.get(model)
+            if failed is not None and self._failed_recently(model):
+                raise ServiceUnavailable(failed[1], retry_after=RETRY_FAILED_AFTER_S)
+            record = await run_in_threadpool(self._store.get_model, model)
+            engine = self._build(model, record)
+            logger.info("loading model %s from %s for %s", model, record and record.path, reason)
+            started = time.perf_counter()
+            try:
+                await asyncio.to_thread(engine.load)
+            except Exception as exc:
+                message = (
+                    f"The model {model} could not be loaded ({exc.__class__.__name__}: {exc}); "
+                    "see the server log."
+                )
+                logger.exception("could not load model %s", model)
+                self._failed[model] = (self._clock(), message)
+                raise ServiceUnavailable(message, retry_after=RETRY_FAILED_AFTER_S) from None
+            self._failed.pop(model, None)
+            self.engines[model] = engine
+            logger.info("loaded model %s in %.1f s", model, time.perf_counter() - started)
+            return engine
+        finally:
+            self._loading.pop(model, None)
+
+    def _build(self, model: str, record: ModelRecord | None) -> Engine:
+        if record is None or record.path is None or self._factory is None:
+            message = (
+                f"The model {model} is not available on this server: it is neither a registered "
+                "GGUF file (cerulean models add) nor a model this server was started with."
+            )
+            self._failed[model] = (self._clock(), message)
+            logger.warning("%s", message)
+            raise ServiceUnavailable(message, retry_after=RETRY_FAILED_AFTER_S)
+        return self._factory(record)
+
+    # -- unloading ----------------------------------------------------------------------------
+
+    def _unload(self, model: str) -> None:
+        engine = self.engines.pop(model)
+        logger.info("unloading model %s: no deployment uses it any more", model)
+        task = asyncio.create_task(self._drain(model, engine))
+        task.add_done_callback(_retrieve)
+        self._draining[model] = (engine, task)
+
+    def _revive(self, model: str) -> Engine:
+        engine, task = self._draining.pop(model)
+        task.cancel()
+        self.engines[model] = engine
+        logger.info("keeping model %s loaded: a deployment uses it again", model)
+        return engine
+
+    async def _drain(self, model: str, engine: Engine) -> None:
+        await asyncio.sleep(self._drain_grace)
+        deadline = self._clock() + self._drain_timeout
+        while _busy(engine) and self._clock() < deadline:
+            await asyncio.sleep(0.2)
+        # From here on the engine cannot be revived (no await between these two lines).
+        self._draining.pop(model, None)
+        await engine.aclose()
+        logger.info("unloaded model %s", model)
+
+
+def _retrieve(task: asyncio.Task[object]) -> None:
+    # Failures were logged where they happened; reading them keeps asyncio from warning.
+    if not task.cancelled():
+        task.exception()

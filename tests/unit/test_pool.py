@@ -1,0 +1,178 @@
+"""EnginePool: loading on demand, following the store, draining before unloading."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from cerulean.engines.base import ChatMessage, Engine, GenerationRequest
+from cerulean.engines.fake import FakeEngine
+from cerulean.errors import ServiceUnavailable
+from cerulean.services.pool import EnginePool
+from cerulean.store.base import DeploymentRecord, ModelRecord
+from cerulean.store.sql import SqlStore
+
+NOW = datetime(2026, 11, 26, tzinfo=timezone.utc)
+
+
+class SlowEngine(FakeEngine):
+    """Loads when ``release`` is set; counts loads and closes."""
+
+    def __init__(self, name: str, release: threading.Event, fail: bool = False) -> None:
+        super().__init__(name=name)
+        self.release = release
+        self.fail = fail
+        self.loads = 0
+        self.closed = False
+
+    def load(self) -> None:
+        self.loads += 1
+        self.release.wait(10)
+        if self.fail:
+            raise RuntimeError("bad weights")
+        super().load()
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await super().aclose()
+
+
+class Factory:
+    def __init__(self, *, fail: bool = False) -> None:
+        self.release = threading.Event()
+        self.release.set()
+        self.built: list[SlowEngine] = []
+        self.fail = fail
+
+    def __call__(self, record: ModelRecord) -> Engine:
+        engine = SlowEngine(record.name, self.release, self.fail)
+        self.built.append(engine)
+        return engine
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqlStore]:
+    opened = SqlStore(f"sqlite:///{tmp_path / 'p.db'}")
+    opened.put_model(ModelRecord("local", "/m/local.gguf", ("chat",), 4096, None, NOW))
+    opened.put_model(ModelRecord("resident", None, ("chat",), 4096, None, NOW))
+    yield opened
+    opened.close()
+
+
+def deploy(store: SqlStore, name: str, model: str) -> None:
+    store.put_deployment(DeploymentRecord(name, model, "1", 10, "Standard", NOW))
+
+
+def make_pool(store: SqlStore, factory: Factory, **kwargs: float) -> EnginePool:
+    resident = FakeEngine(name="resident")
+    resident.load()
+    return EnginePool({"resident": resident}, store, factory, **kwargs)
+
+
+def test_loads_once_for_many_requests(store: SqlStore) -> None:
+    async def scenario() -> None:
+        factory = Factory()
+        pool = make_pool(store, factory)
+        engines = await asyncio.gather(
+            *(pool.engine_for("local", deployment="d") for _ in range(5))
+        )
+        assert len(factory.built) == 1 and factory.built[0].loads == 1
+        assert all(e is factory.built[0] for e in engines)
+        assert pool.engines["local"].ready
+
+    asyncio.run(scenario())
+
+
+def test_slow_load_answers_503_then_serves(store: SqlStore) -> None:
+    async def scenario() -> None:
+        factory = Factory()
+        factory.release.clear()
+        pool = make_pool(store, factory, load_wait=0.1)
+        with pytest.raises(ServiceUnavailable) as caught:
+            await pool.engine_for("local", deployment="d")
+        assert caught.value.headers["retry-after"] == "2"
+        assert "local of deployment d is being loaded" in caught.value.message
+        assert pool.loading == {"local"}
+        factory.release.set()
+        engine = await pool.engine_for("local", deployment="d")
+        assert engine.ready and len(factory.built) == 1
+
+    asyncio.run(scenario())
+
+
+def test_failed_load_is_reported_and_not_retried_at_once(store: SqlStore) -> None:
+    async def scenario() -> None:
+        factory = Factory(fail=True)
+        pool = make_pool(store, factory)
+        for _ in range(2):
+            with pytest.raises(ServiceUnavailable, match="could not be loaded .*bad weights"):
+                await pool.engine_for("local", deployment="d")
+        assert len(factory.built) == 1
+        with pytest.raises(ServiceUnavailable, match="not available on this server"):
+            await pool.engine_for("unknown", deployment="d")
+
+    asyncio.run(scenario())
+
+
+def test_reconcile_follows_the_store(store: SqlStore) -> None:
+    async def scenario() -> None:
+        factory = Factory()
+        pool = make_pool(store, factory, drain_grace=0.0)
+        deploy(store, "d", "local")
+        deploy(store, "r", "resident")
+        await pool.reconcile()  # a deployment made by another process: loaded ahead
+        assert pool.loading == {"local"}
+        await asyncio.sleep(0.2)
+        assert "local" in pool.engines
+        store.delete_deployment("d")
+        store.delete_deployment("r")
+        await pool.reconcile()
+        assert "local" not in pool.engines and pool.draining == {"local"}
+        await asyncio.sleep(0.1)
+        assert factory.built[0].closed and not pool.draining
+        assert "resident" in pool.engines  # never unloaded
+
+    asyncio.run(scenario())
+
+
+def test_running_requests_finish_before_unloading(store: SqlStore) -> None:
+    async def scenario() -> None:
+        factory = Factory()
+        pool = make_pool(store, factory, drain_grace=0.0)
+        deploy(store, "d", "local")
+        engine = await pool.engine_for("local", deployment="d")
+        request = GenerationRequest((ChatMessage("user", "one two three"),))
+        generation = await engine.generate(request)
+        store.delete_deployment("d")
+        await pool.reconcile()
+        await asyncio.sleep(0.5)
+        assert not factory.built[0].closed  # still generating
+        text = "".join([chunk.text async for chunk in generation])
+        assert text == "You said: one two three"
+        await generation.aclose()
+        await asyncio.sleep(0.5)
+        assert factory.built[0].closed
+
+    asyncio.run(scenario())
+
+
+def test_redeploying_while_draining_keeps_the_engine(store: SqlStore) -> None:
+    async def scenario() -> None:
+        factory = Factory()
+        pool = make_pool(store, factory, drain_grace=5.0)
+        deploy(store, "d", "local")
+        first = await pool.engine_for("local", deployment="d")
+        store.delete_deployment("d")
+        await pool.reconcile()
+        assert pool.draining == {"local"}
+        deploy(store, "d2", "local")
+        again = await pool.engine_for("local", deployment="d2")
+        assert again is first and not pool.draining and len(factory.built) == 1
+        await pool.aclose()
+
+    asyncio.run(scenario())
