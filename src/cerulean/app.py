@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from cerulean import __version__
-from cerulean.api import chat, embeddings, health, management, metrics, models, v1
+from cerulean.api import chat, completions, embeddings, health, management, metrics, models, v1
 from cerulean.engines.base import Engine
 from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.errors import (
@@ -114,6 +114,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(chat.router)
     app.include_router(embeddings.router)
+    app.include_router(completions.router)
     app.include_router(metrics.router)
     app.include_router(models.router)
     app.include_router(v1.router)

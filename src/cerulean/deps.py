@@ -23,6 +23,7 @@ from cerulean.store.base import DeploymentRecord
 
 __all__ = [
     "ApiVersionDep",
+    "CompletionDeploymentDep",
     "DeploymentDep",
     "EmbeddingDeploymentDep",
     "ResolvedDeployment",
@@ -120,6 +121,18 @@ V1ApiVersionDep = Annotated[ApiVersion, Depends(get_v1_api_version)]
 
 
 DeploymentDep = Annotated[ResolvedDeployment, Depends(get_deployment)]
+
+
+async def get_completion_deployment(
+    state: StateDep,
+    _version: ApiVersionDep,
+    deployment_id: Annotated[str, Path()],
+) -> ResolvedDeployment:
+    """The deployment named in the path, for legacy completions."""
+    return await resolve_deployment(state, deployment_id, "completion")
+
+
+CompletionDeploymentDep = Annotated[ResolvedDeployment, Depends(get_completion_deployment)]
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,21 @@ class InvalidRequest(APIError):
 class ContextLengthExceeded(InvalidRequest):
     """The prompt (plus the requested completion) does not fit the model's context."""
 
-    def __init__(self, *, limit: int, prompt_tokens: int, completion_tokens: int | None) -> None:
+    def __init__(
+        self,
+        *,
+        limit: int,
+        prompt_tokens: int,
+        completion_tokens: int | None,
+        prompt: bool = False,
+    ) -> None:
+        if prompt:  # legacy completions: OpenAI's wording for a prompt
+            super().__init__(
+                _prompt_too_long(limit, prompt_tokens, completion_tokens),
+                param="prompt",
+                code="context_length_exceeded",
+            )
+            return
         if completion_tokens is None:
             message = (
                 f"This model's maximum context length is {limit} tokens. However, your messages "
@@ -227,6 +241,20 @@ class OperationNotSupported(_CodeMessageError):
             "choose different model and try again. You can learn more about which models can be "
             "used with each operation here: https://go.microsoft.com/fwlink/?linkid=2197993."
         )
+
+
+def _prompt_too_long(limit: int, prompt_tokens: int, completion_tokens: int | None) -> str:
+    if completion_tokens is None:
+        return (
+            f"This model's maximum context length is {limit} tokens, however your prompt resulted "
+            f"in {prompt_tokens} tokens. Please reduce your prompt."
+        )
+    return (
+        f"This model's maximum context length is {limit} tokens, however you requested "
+        f"{prompt_tokens + completion_tokens} tokens ({prompt_tokens} in your prompt; "
+        f"{completion_tokens} for the completion). Please reduce your prompt; or completion "
+        "length."
+    )
 
 
 class RequestTooLarge(InvalidRequest):

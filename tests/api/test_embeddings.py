@@ -228,3 +228,12 @@ def test_embedding_arguments_by_version(app_client: TestClient) -> None:
     assert app_client.post(old, json={"input": "x", "encoding_format": "base64"}).status_code == 200
     refused = error_of(app_client.post(old, json={"input": "x", "dimensions": 8}))
     assert refused["message"] == "Unrecognized request argument supplied: dimensions"
+
+
+def test_completions_on_an_embeddings_deployment(app_client: TestClient) -> None:
+    url = URL.replace("/embeddings?", "/completions?")
+    error = error_of(app_client.post(url, json={"prompt": "hi"}))
+    assert error["code"] == "OperationNotSupported"
+    assert error["message"].startswith(
+        "The completion operation does not work with the specified model, fake-embedder."
+    )

@@ -177,6 +177,18 @@ def _legacy_logprobs_null(docs: Docs) -> None:
     chat["properties"]["message"]["properties"]["content"]["nullable"] = True
 
 
+def _echo_first_token_null(docs: Docs) -> None:
+    for name, pointer in (
+        (NEW, _schema("createCompletionResponse")),
+        (OLD, COMPLETIONS_PATH + OK_JSON),
+    ):
+        choice = resolve(docs, name, pointer)["properties"]["choices"]["items"]
+        logprobs = choice["properties"]["logprobs"].get("properties", {})
+        for key in ("token_logprobs", "top_logprobs"):
+            if key in logprobs:
+                logprobs[key]["items"]["nullable"] = True
+
+
 def _embeddings_base64(docs: Docs) -> None:
     base64 = {
         "type": "string",
@@ -305,6 +317,12 @@ DEVIATIONS: tuple[Deviation, ...] = (
         "In the 2023-05-15 file, completions `logprobs` and chat `message.content` are not "
         "nullable; Azure sends `logprobs: null` (the file's own example does).",
         _legacy_logprobs_null,
+    ),
+    Deviation(
+        "echo-first-token-null",
+        "With `echo` and `logprobs`, the prompt's first token has no logprob (nothing precedes "
+        "it): `token_logprobs[0]` and `top_logprobs[0]` are null, as OpenAI sends them.",
+        _echo_first_token_null,
     ),
     Deviation(
         "completions-stream-chunks",

@@ -53,7 +53,11 @@ async def serve_chat(
     generation = await deployment.engine.generate(wanted)
     info = deployment.engine.info
     ctx = ChatContext(
-        model=info.name, api_version=version, tools=plan, fingerprint=info.fingerprint
+        model=info.name,
+        api_version=version,
+        tools=plan,
+        fingerprint=info.fingerprint,
+        logprobs=bool(body.logprobs),
     )
     headers["x-ms-deployment-name"] = deployment.record.name
     if body.stream:

@@ -23,6 +23,8 @@ __all__ = [
     "ModelInfo",
     "ResponseFormat",
     "SamplingParams",
+    "TokenLogprob",
+    "TopLogprob",
 ]
 
 FinishReason = Literal["stop", "length"]
@@ -67,26 +69,63 @@ class SamplingParams:
     grammar: str | None = None  # GBNF (llama.cpp grammar) the answer must match; root rule "root"
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit)
     response_format: ResponseFormat | None = None
+    # None: no log probabilities; k >= 0: each token's logprob and its k likeliest alternatives.
+    logprobs: int | None = None
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """A chat generation: messages plus sampling parameters."""
+    """A generation: chat ``messages``, or a raw ``prompt``, plus sampling parameters.
+
+    A ``prompt`` (text, or token ids of the model's tokenizer) is used as it is, without a chat
+    template or its stop strings, and the answer's whitespace is kept (legacy completions).
+    ``echo`` makes every answer start with the prompt's text; ``suffix`` asks a model with
+    fill-in-the-middle tokens for what goes between the prompt and the suffix.
+    """
 
     messages: tuple[ChatMessage, ...]
     params: SamplingParams = field(default_factory=SamplingParams)
     n: int = 1  # answers to sample from one evaluation of the prompt
+    prompt: str | tuple[int, ...] | None = None
+    echo: bool = False
+    suffix: str | None = None  # text after the completion (fill-in-the-middle models only)
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    """One of the likeliest tokens at a position."""
+
+    token: str
+    logprob: float
+    bytes: bytes
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A token of the answer with its log probability and the likeliest tokens at its position.
+
+    ``logprob`` is None only for the first token of an echoed prompt (nothing predicts it).
+    """
+
+    token: str
+    logprob: float | None
+    bytes: bytes
+    top: tuple[TopLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
 class EngineChunk:
-    """A piece of answer ``index``; the answer's last chunk carries finish reason and usage."""
+    """A piece of answer ``index``; the answer's last chunk carries finish reason and usage.
+
+    ``logprobs`` (when asked for) covers the tokens whose text this chunk shows.
+    """
 
     text: str = ""
     index: int = 0
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -13,38 +13,78 @@ from cerulean.engines.base import (
     Generation,
     GenerationRequest,
     ModelInfo,
+    TokenLogprob,
+    TopLogprob,
 )
-from cerulean.errors import ContextLengthExceeded
+from cerulean.errors import ContextLengthExceeded, InvalidRequest
 
-__all__ = ["FakeEngine"]
+__all__ = ["FAKE_VOCAB", "FakeEngine", "fake_logprob"]
 
 Handler = Callable[[GenerationRequest], list[str]]
 
+FAKE_VOCAB = 1000  # token ids of raw prompts must be below this
+
+
+def _prompt_text(request: GenerationRequest) -> str:
+    prompt = request.prompt
+    if isinstance(prompt, tuple):
+        return " ".join(str(t) for t in prompt)
+    return prompt or ""
+
 
 def _echo(request: GenerationRequest) -> list[str]:
+    if request.prompt is not None:
+        return [" You", " said:", " " + _prompt_text(request)]
     return ["You said: ", request.messages[-1].content]
+
+
+def fake_logprob(piece: str, position: int, k: int) -> TokenLogprob:
+    """The fake's log probabilities: piece ``i`` has logprob ``-0.25 * (i + 1)``; it is the
+    likeliest, and its ``k - 1`` alternatives ``alt1``... follow, each 1.0 less likely."""
+    logprob = -0.25 * (position + 1)
+    top = [TopLogprob(piece, logprob, piece.encode())]
+    top += [TopLogprob(f"alt{j}", logprob - j, f"alt{j}".encode()) for j in range(1, k)]
+    return TokenLogprob(piece, logprob, piece.encode(), tuple(top[:k]))
 
 
 class _FakeGeneration(Generation):
     def __init__(
-        self, pieces: list[str], prompt_tokens: int, max_tokens: int, delay: float, n: int = 1
+        self,
+        pieces: list[str],
+        prompt_tokens: int,
+        max_tokens: int,
+        delay: float,
+        n: int = 1,
+        *,
+        logprobs: int | None = None,
+        echo: str | None = None,
     ) -> None:
         self._pieces = pieces
         self.prompt_tokens = prompt_tokens
         self._max = max_tokens
         self._delay = delay
         self._n = n
+        self._logprobs = logprobs
+        self._echo = echo
         self.closed = False
 
     async def __aiter__(self) -> AsyncIterator[EngineChunk]:
         for index in range(self._n):
+            if self._echo:
+                scored: tuple[TokenLogprob, ...] = ()
+                if self._logprobs is not None:  # the prompt as one token nothing predicts
+                    scored = (TokenLogprob(self._echo, None, self._echo.encode()),)
+                yield EngineChunk(text=self._echo, index=index, logprobs=scored)
             produced = 0
             for piece in self._pieces:
                 if produced >= self._max or self.closed:
                     break
                 await asyncio.sleep(self._delay)
+                scored = ()
+                if self._logprobs is not None:
+                    scored = (fake_logprob(piece, produced, self._logprobs),)
                 produced += 1
-                yield EngineChunk(text=piece, index=index)
+                yield EngineChunk(text=piece, index=index, logprobs=scored)
             finish: FinishReason = "length" if produced < len(self._pieces) else "stop"
             yield EngineChunk(
                 finish_reason=finish,
@@ -58,7 +98,11 @@ class _FakeGeneration(Generation):
 
 
 class FakeEngine(Engine):
-    """Answers with ``handler(request)`` pieces, one "token" each; a word per message is a token."""
+    """Answers with ``handler(request)`` pieces, one "token" each; a word per message is a token.
+
+    A raw prompt counts a token per word (or per id) plus one; ids must be below
+    :data:`FAKE_VOCAB`.
+    """
 
     def __init__(
         self,
@@ -73,6 +117,7 @@ class FakeEngine(Engine):
         self._ready = False
         self._delay = delay
         self.generations: list[_FakeGeneration] = []
+        self.requests: list[GenerationRequest] = []
 
     @property
     def info(self) -> ModelInfo:
@@ -88,14 +133,39 @@ class FakeEngine(Engine):
     async def count_prompt_tokens(self, messages: tuple[ChatMessage, ...]) -> int:
         return sum(len(m.content.split()) + 1 for m in messages)
 
+    def _raw_prompt_tokens(self, prompt: str | tuple[int, ...]) -> int:
+        if isinstance(prompt, str):
+            return len(prompt.split()) + 1
+        for token in prompt:
+            if not 0 <= token < FAKE_VOCAB:
+                raise InvalidRequest(f"Invalid token id in 'prompt': {token}.", param="prompt")
+        return len(prompt) + 1
+
     async def generate(self, request: GenerationRequest) -> Generation:
-        prompt = await self.count_prompt_tokens(request.messages)
+        self.requests.append(request)
+        raw = request.prompt is not None
+        if request.suffix is not None:
+            raise InvalidRequest("This fake has no fill-in-the-middle tokens.", param="suffix")
+        if request.prompt is not None:
+            prompt = self._raw_prompt_tokens(request.prompt)
+        else:
+            prompt = await self.count_prompt_tokens(request.messages)
         limit = self._info.context_length
         wanted = request.params.max_tokens
         if prompt >= limit or (wanted is not None and prompt + wanted > limit):
-            raise ContextLengthExceeded(limit=limit, prompt_tokens=prompt, completion_tokens=wanted)
+            raise ContextLengthExceeded(
+                limit=limit, prompt_tokens=prompt, completion_tokens=wanted, prompt=raw
+            )
         cap = wanted if wanted is not None else self._info.default_max_tokens or limit
-        generation = _FakeGeneration(self._handler(request), prompt, cap, self._delay, request.n)
+        generation = _FakeGeneration(
+            self._handler(request),
+            prompt,
+            cap,
+            self._delay,
+            request.n,
+            logprobs=request.params.logprobs,
+            echo=_prompt_text(request) if request.echo else None,
+        )
         self.generations.append(generation)
         return generation
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,10 +16,12 @@ from cerulean.engines.base import (
     GenerationRequest,
     ResponseFormat,
     SamplingParams,
+    TokenLogprob,
 )
 from cerulean.errors import APIError, EngineError, InternalServerError, InvalidRequest
 from cerulean.ids import completion_id
 from cerulean.protocol.chat import ChatCompletionRequestMessage, CreateChatCompletionRequest
+from cerulean.services.logprobs import chat_logprobs, chat_logprobs_param
 from cerulean.services.tools import (
     ToolPlan,
     call_id,
@@ -46,11 +48,6 @@ _SAFE = {"filtered": False, "severity": "safe"}
 _CHOICE_FILTER = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence": _SAFE}
 _PROMPT_FILTER = {**_CHOICE_FILTER, "jailbreak": {"filtered": False, "detected": False}}
 
-# Parameters this release refuses loudly rather than ignore: (field, predicate that it is "used").
-_NOT_YET: tuple[tuple[str, Any], ...] = (
-    ("logprobs", lambda v: bool(v)),
-    ("top_logprobs", lambda v: v not in (None, 0)),
-)
 # Roles whose messages must have content (assistant may carry calls instead; function may be null).
 _CONTENT_REQUIRED = frozenset({"system", "developer", "user", "tool"})
 
@@ -63,6 +60,7 @@ class ChatContext:
     api_version: ApiVersion
     tools: ToolPlan | None = None
     fingerprint: str | None = None
+    logprobs: bool = False  # whether choices carry log probabilities
     id: str = field(default_factory=completion_id)
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -170,16 +168,6 @@ def _response_format(value: dict[str, Any] | None) -> ResponseFormat | None:
     )
 
 
-def _refuse_unsupported(body: CreateChatCompletionRequest) -> None:
-    for name, used in _NOT_YET:
-        if used(getattr(body, name)):
-            raise InvalidRequest(
-                f"The '{name}' parameter is not supported by Cerulean yet.",
-                param=name,
-                code="unsupported_parameter",
-            )
-
-
 def _require_json_word(messages: tuple[ChatMessage, ...]) -> None:
     """OpenAI's JSON-mode rule: the prompt must ask for JSON, or models may emit whitespace."""
     if not any("json" in message.content.lower() for message in messages):
@@ -213,7 +201,6 @@ def to_generation_request(
     body: CreateChatCompletionRequest, plan: ToolPlan | None = None
 ) -> GenerationRequest:
     """Translate a validated wire request into the engine's terms (raises 400s)."""
-    _refuse_unsupported(body)
     messages = tuple(_flatten(m, i) for i, m in enumerate(body.messages))
     response_format = _response_format(body.response_format)
     if response_format is not None and response_format.kind == "json_object":
@@ -243,6 +230,7 @@ def to_generation_request(
         frequency_penalty=body.frequency_penalty or 0.0,
         logit_bias=_logit_bias(body.logit_bias),
         response_format=response_format,
+        logprobs=chat_logprobs_param(body.logprobs, body.top_logprobs),
     )
     return GenerationRequest(messages=messages, params=params, n=body.n or 1)
 
@@ -279,7 +267,10 @@ def _answer(ctx: ChatContext, text: str, finish: str) -> tuple[dict[str, Any], s
 
 
 def completion_body(
-    ctx: ChatContext, texts: dict[int, str], finals: dict[int, EngineChunk]
+    ctx: ChatContext,
+    texts: dict[int, str],
+    finals: dict[int, EngineChunk],
+    logprobs: dict[int, list[TokenLogprob]] | None = None,
 ) -> dict[str, Any]:
     """A non-streaming ``chat.completion`` body with one choice per answer."""
     choices: list[dict[str, Any]] = []
@@ -290,7 +281,8 @@ def completion_body(
             "index": index,
             "finish_reason": finish,
             "message": {**message, "refusal": None},
-            "logprobs": None,  # required (nullable) by the spec's createChatCompletionResponse
+            # Required (nullable) by the spec's createChatCompletionResponse.
+            "logprobs": chat_logprobs((logprobs or {}).get(index, [])) if ctx.logprobs else None,
         }
         if ctx.annotate:
             choice["content_filter_results"] = _CHOICE_FILTER if message["content"] else {}
@@ -316,16 +308,18 @@ async def collect_completion(ctx: ChatContext, generation: Generation) -> dict[s
     """Run ``generation`` to the end and build the JSON body."""
     texts: dict[int, str] = {}
     finals: dict[int, EngineChunk] = {}
+    scored: dict[int, list[TokenLogprob]] = {}
     try:
         async for chunk in generation:
             texts[chunk.index] = texts.get(chunk.index, "") + chunk.text
+            scored.setdefault(chunk.index, []).extend(chunk.logprobs)
             if chunk.finish_reason is not None:
                 finals[chunk.index] = chunk
     finally:
         await generation.aclose()
     if not finals or len(finals) != len(texts):
         raise EngineError("the engine ended without a finish reason")
-    return completion_body(ctx, texts, finals)
+    return completion_body(ctx, texts, finals, scored)
 
 
 def _chunk(
@@ -393,6 +387,15 @@ async def stream_completion(
         await generation.aclose()
 
 
+def _with_logprobs(
+    ctx: ChatContext, chunk: dict[str, Any], entries: Sequence[TokenLogprob]
+) -> dict[str, Any]:
+    """``chunk`` with the log probabilities of the tokens it shows (when they were asked for)."""
+    if ctx.logprobs:
+        chunk["choices"][0]["logprobs"] = chat_logprobs(entries)
+    return chunk
+
+
 _Delta = tuple[dict[str, Any] | None, EngineChunk | None]
 
 
@@ -403,9 +406,13 @@ async def _text_deltas(ctx: ChatContext, generation: Generation, n: int) -> Asyn
     async for chunk in generation:
         i = chunk.index
         if chunk.text:
-            yield _chunk(ctx, {"content": chunk.text}, index=i), None
+            content = _chunk(ctx, {"content": chunk.text}, index=i)
+            yield _with_logprobs(ctx, content, chunk.logprobs), None
         if chunk.finish_reason is not None:
-            yield _chunk(ctx, {}, chunk.finish_reason, index=i), chunk
+            ended = _chunk(ctx, {}, chunk.finish_reason, index=i)
+            if not chunk.text:  # tokens that showed no text of their own
+                _with_logprobs(ctx, ended, chunk.logprobs)
+            yield ended, chunk
 
 
 async def _tool_deltas(ctx: ChatContext, generation: Generation, n: int) -> AsyncIterator[_Delta]:

@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 # Suggested wait before retrying a 429/503: a slot frees within about one answer's time.
 _RETRY_AFTER_S = 1
 ALL_LAYERS = 0x7FFFFFFF  # llama.cpp offloads min(this, the model's layers)
+# Logits rows for prompt positions per decode step (echo with logprobs); 1 MiB each for Gemma.
+_SCORE_ROWS = 16
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,24 @@ class _Generation(Generation):
         self._engine.cancel(self._job)
 
 
+class _Nothing(Generation):
+    """``max_tokens`` 0 without prompt logprobs: the echo (if asked) and a finish, no slot."""
+
+    def __init__(self, prompt_tokens: int, n: int, echo: str | None) -> None:
+        self.prompt_tokens = prompt_tokens
+        self._n = n
+        self._echo = echo
+
+    async def __aiter__(self) -> AsyncIterator[EngineChunk]:
+        for index in range(self._n):
+            if self._echo:
+                yield EngineChunk(text=self._echo, index=index)
+            yield EngineChunk(finish_reason="length", index=index, prompt_tokens=self.prompt_tokens)
+
+    async def aclose(self) -> None:
+        return None
+
+
 class LlamaCppEngine(Engine):
     """Serves one GGUF model with llama.cpp, batching all its requests together."""
 
@@ -167,7 +187,9 @@ class LlamaCppEngine(Engine):
             n_batch=n_batch,
             n_seq_max=n_seq,
             n_threads=spec.n_threads,
-            n_outputs=n_seq,  # llama.cpp reserves logits for at least n_seq_max rows
+            # llama.cpp reserves logits for at least n_seq_max rows; the extra rows give an echoed
+            # prompt's log probabilities (every position's logits) room next to the slots.
+            n_outputs=n_seq + _SCORE_ROWS,
             swa_full=spec.swa_full,
         )
         try:
@@ -223,6 +245,48 @@ class LlamaCppEngine(Engine):
         anchors = {self._anchor(model, rendered.text[: ends[i]], tokens) for i in heads} - {0}
         return PromptPlan(tokens, rendered.stop, tuple(sorted(anchors)))
 
+    def tokenize_raw(self, prompt: str | tuple[int, ...], suffix: str | None = None) -> PromptPlan:
+        """A completions prompt as it is: text tokenized, or token ids checked (thread-safe).
+
+        The model's BOS token is put first when its tokenizer adds one and the prompt lacks it
+        (a model like Gemma answers noise without it); an empty prompt is the start of a document.
+        With a ``suffix`` the prompt is laid out for fill-in-the-middle with the model's FIM
+        tokens, prefix-suffix-middle as llama.cpp's infill does; a model without them gets a 400.
+        """
+        model = self._require_model()
+        if isinstance(prompt, str):
+            tokens = self._tokenize(model, prompt)
+        else:
+            _check_ids(prompt, model.n_vocab)
+            tokens = list(prompt)
+            if model.add_bos and model.bos >= 0 and tokens[:1] != [model.bos]:
+                tokens.insert(0, model.bos)
+        if suffix is not None:
+            tokens = self._infill(model, tokens, suffix)
+        if not tokens:
+            if model.bos < 0:
+                raise InvalidRequest("The prompt is empty.", param="prompt")
+            tokens = [model.bos]
+        return PromptPlan(tokens, (), ())
+
+    def _infill(self, model: NativeModel, tokens: list[int], suffix: str) -> list[int]:
+        if model.fim is None:
+            raise InvalidRequest(
+                "The 'suffix' parameter is not supported by this deployment's model: it has no "
+                "fill-in-the-middle tokens.",
+                param="suffix",
+                code="unsupported_parameter",
+            )
+        pre, suf, mid = model.fim
+        head = tokens[:1] if tokens[:1] == [model.bos] else []
+        after = model.tokenize(suffix, add_bos=False)
+        return [*head, pre, *tokens[len(head) :], suf, *after, mid]
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of ``tokens`` (control tokens render as nothing)."""
+        model = self._require_model()
+        return b"".join(model.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
     def _tokenize(self, model: NativeModel, text: str) -> list[int]:
         bos = model.bos_text
         add_bos = model.add_bos and not (bos and text.startswith(bos))
@@ -252,7 +316,11 @@ class LlamaCppEngine(Engine):
                 f"--parallel {request.n} or more.",
                 param="n",
             )
-        plan = await asyncio.to_thread(self.tokenize_prompt, request.messages)
+        raw = request.prompt is not None
+        if request.prompt is not None:
+            plan = await asyncio.to_thread(self.tokenize_raw, request.prompt, request.suffix)
+        else:
+            plan = await asyncio.to_thread(self.tokenize_prompt, request.messages)
         params = request.params
         stops = (*plan.stops, *params.stop)
         self._check_logit_bias(params.logit_bias)
@@ -265,19 +333,25 @@ class LlamaCppEngine(Engine):
                 raise InvalidRequest(problem, param="grammar")
             if params.response_format is None or not params.response_format.allow_text:
                 stops = params.stop  # the grammar decides where a JSON answer ends
+        max_new = self._budget(len(plan.tokens), params.max_tokens, prompt=raw)
+        echo = self._echo_text(request) if request.echo else None
+        if max_new == 0 and (echo is None or params.logprobs is None):
+            return _Nothing(len(plan.tokens), request.n, echo)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[list[EngineChunk | BaseException]] = asyncio.Queue()
         admitted: asyncio.Future[None] = loop.create_future()
         job = Job(
             prompt=plan.tokens,
             params=params,
-            max_new=self._budget(len(plan.tokens), params.max_tokens),
+            max_new=max_new,
             stops=stops,
             emit=lambda items: loop.call_soon_threadsafe(queue.put_nowait, items),
             on_admit=lambda: loop.call_soon_threadsafe(_resolve, admitted),
             seed=params.seed if params.seed is not None else secrets.randbits(31),
             n=request.n,
             anchors=plan.anchors,
+            trim=not raw,
+            echo=echo,
         )
         try:
             scheduler.submit(job)
@@ -292,6 +366,13 @@ class LlamaCppEngine(Engine):
             scheduler.cancel(job)
             raise
         return _Generation(self, job, queue)
+
+    def _echo_text(self, request: GenerationRequest) -> str:
+        if isinstance(request.prompt, str):
+            return request.prompt
+        if request.prompt is None:
+            return ""
+        return self.detokenize(request.prompt)
 
     async def _compile(self, response_format: ResponseFormat) -> str:
         try:
@@ -315,15 +396,18 @@ class LlamaCppEngine(Engine):
         if self._scheduler is not None:
             self._scheduler.cancel(job)
 
-    def _budget(self, prompt_tokens: int, max_tokens: int | None) -> int:
+    def _budget(self, prompt_tokens: int, max_tokens: int | None, *, prompt: bool = False) -> int:
         limit = self._info.context_length
         if max_tokens is not None and prompt_tokens + max_tokens > limit:
             raise ContextLengthExceeded(
-                limit=limit, prompt_tokens=prompt_tokens, completion_tokens=max_tokens
+                limit=limit,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=max_tokens,
+                prompt=prompt,
             )
         if prompt_tokens >= limit:
             raise ContextLengthExceeded(
-                limit=limit, prompt_tokens=prompt_tokens, completion_tokens=None
+                limit=limit, prompt_tokens=prompt_tokens, completion_tokens=None, prompt=prompt
             )
         cap = max_tokens if max_tokens is not None else self._info.default_max_tokens
         room = limit - prompt_tokens
@@ -354,6 +438,16 @@ class LlamaCppEngine(Engine):
         if self._model is not None:
             self._model.close()
             self._model = None
+
+
+def _check_ids(tokens: Sequence[int], n_vocab: int) -> None:
+    for token in tokens:
+        if not 0 <= token < n_vocab:
+            raise InvalidRequest(
+                f"Invalid token id in 'prompt': {token}. Token ids must be between 0 and "
+                f"{n_vocab - 1} for this deployment's tokenizer.",
+                param="prompt",
+            )
 
 
 def _fingerprint(spec: ModelSpec) -> str:

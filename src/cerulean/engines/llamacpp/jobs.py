@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cerulean.engines.base import EngineChunk, SamplingParams
+from cerulean.engines.base import EngineChunk, SamplingParams, TokenLogprob
 from cerulean.engines.llamacpp.sampling import Sampler
 from cerulean.engines.llamacpp.text import TextAssembler
 
@@ -31,6 +31,24 @@ class Choice:
     produced: int = 0
     generated: list[int] = field(default_factory=list)
     done: bool = False
+    # Log probabilities not yet sent, with where each token's text starts in the decoded stream.
+    scored: list[tuple[int, TokenLogprob]] = field(default_factory=list)
+
+    def release(self, *, everything: bool = False) -> tuple[TokenLogprob, ...]:
+        """The scored tokens whose text has started to show (all of them with ``everything``).
+
+        Tokens held back with their text (a possible stop string, trailing space) travel with the
+        chunk that shows it; those of a stop string never do.
+        """
+        if not self.scored:
+            return ()
+        reach = self.text.reach
+        cut = len(self.scored)
+        if not everything:
+            cut = sum(1 for start, _ in self.scored if start < reach)
+        out = tuple(entry for _, entry in self.scored[:cut])
+        del self.scored[:cut]
+        return out
 
 
 @dataclass(eq=False)
@@ -46,6 +64,8 @@ class Job:
     seed: int
     n: int = 1
     anchors: tuple[int, ...] = ()
+    trim: bool = True  # chat answers drop edge whitespace; raw completions keep it
+    echo: str | None = None  # text every answer starts with (the prompt's)
     cancelled: bool = False
     # Loop-thread state.
     seqs: list[int] = field(default_factory=list)
@@ -56,10 +76,16 @@ class Job:
     chunk: int = CHUNK
     finished: int = 0
     out: list[EngineChunk | BaseException] = field(default_factory=list)
+    prompt_scores: list[TokenLogprob] = field(default_factory=list)  # of prompt tokens 1..
 
     @property
     def prefilling(self) -> bool:
         return not self.choices
+
+    @property
+    def score_prompt(self) -> bool:
+        """Whether the echoed prompt carries log probabilities (every position's logits)."""
+        return self.echo is not None and self.params.logprobs is not None
 
     def boundary_at_most(self, k: int, other: Job | None = None) -> int:
         """The last chunk boundary of this prompt (and of ``other``'s) at or before ``k``."""

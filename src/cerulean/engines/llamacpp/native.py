@@ -63,9 +63,18 @@ class NativeModel:
         self.n_swa = int(llama_cpp.llama_model_n_swa(model))
         self.metadata = self._read_metadata()
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
-        self.bos_text = self.token_text(int(llama_cpp.llama_vocab_bos(self.vocab)))
+        self.bos = int(llama_cpp.llama_vocab_bos(self.vocab))  # -1 when the model has none
+        fim = (
+            int(llama_cpp.llama_vocab_fim_pre(self.vocab)),
+            int(llama_cpp.llama_vocab_fim_suf(self.vocab)),
+            int(llama_cpp.llama_vocab_fim_mid(self.vocab)),
+        )
+        # Fill-in-the-middle tokens (prefix, suffix, middle), when the model has all three.
+        self.fim: tuple[int, int, int] | None = fim if min(fim) >= 0 else None
+        self.bos_text = self.token_text(self.bos)
         self.eos_text = self.token_text(int(llama_cpp.llama_vocab_eos(self.vocab)))
         self._pieces: dict[int, bytes] = {}
+        self._shown: dict[int, tuple[str, bytes]] = {}
         self._eog: dict[int, bool] = {}
 
     def _read_metadata(self) -> dict[str, str]:
@@ -108,6 +117,22 @@ class NativeModel:
             cached = self._render(token, special=False)
             self._pieces[token] = cached
         return cached
+
+    def display(self, token: int) -> tuple[str, bytes]:
+        """How a token is listed with its log probability: text and bytes.
+
+        A token that is not whole UTF-8 is shown as ``bytes:\\xe2\\x80`` (OpenAI's spelling); a
+        control token that renders as nothing is shown by name (``<eos>``).
+        """
+        known = self._shown.get(token)
+        if known is None:
+            data = self.piece(token) or self._render(token, special=True)
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                text = "bytes:" + "".join(f"\\x{byte:02x}" for byte in data)
+            known = self._shown[token] = (text, data)
+        return known
 
     def token_text(self, token: int) -> str:
         """A token's text including special tokens (``<bos>``), or '' for "no such token"."""

@@ -29,9 +29,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from cerulean.engines.base import EngineChunk, FinishReason
+from cerulean.engines.base import EngineChunk, FinishReason, TokenLogprob, TopLogprob
 from cerulean.engines.llamacpp.jobs import CHUNK, Choice, Job
 from cerulean.engines.llamacpp.kvspace import KvSpace
+from cerulean.engines.llamacpp.logprobs import log_softmax_at, read_logits
 from cerulean.engines.llamacpp.native import Batch, NativeContext, NativeModel
 from cerulean.engines.llamacpp.prefix import common_prefix
 from cerulean.engines.llamacpp.sampling import Sampler
@@ -86,6 +87,8 @@ class Scheduler:
         self._config = config
         self._batch = Batch(config.n_batch)
         self._chunk = max(16, min(CHUNK, config.n_batch - config.slots))
+        # Logits rows beyond one per slot: what an echoed prompt's log probabilities may use.
+        self._score_rows = max(1, ctx.config.n_outputs - config.slots)
         self._kv = KvSpace(
             ctx, n_swa=model.n_swa, entries=config.cache_entries, tokens=config.cache_tokens
         )
@@ -216,7 +219,8 @@ class Scheduler:
             job.seqs.append(self._kv.take())
         with self._cond:
             self._admitted += 1
-        self._plan_reuse(job)
+        if not job.score_prompt:  # a scored prompt needs every position's logits: computed anew
+            self._plan_reuse(job)
         self._notify(job.on_admit, job)
 
     # -- prefix reuse -------------------------------------------------------------------------
@@ -227,7 +231,7 @@ class Scheduler:
         best_k, source = self._kv.best_cached(job.prompt, job.boundary_at_most)
         leader, leader_k = None, best_k + _LEADER_GAIN
         for other in self._active:
-            if other is job or not other.prefilling or other.cancelled:
+            if other is job or not other.prefilling or other.cancelled or other.score_prompt:
                 continue
             k = job.boundary_at_most(min(common_prefix(other.prompt, job.prompt), limit), other)
             if k < self._kv.cache.min_tokens:
@@ -275,18 +279,27 @@ class Scheduler:
                     index = batch.add(choice.pending, choice.n_kv, choice.seq, logits=True)
                     decoding.append((job, choice, index))
         prefilling: list[tuple[Job, int, int]] = []
+        scoring: list[tuple[Job, int, int, int]] = []  # job, first position, end, first row
+        spare = self._score_rows
         for job in self._active:
             if batch.room == 0:
                 break
             if not job.prefilling or (job.leader is not None and not self._follow(job)):
                 continue
+            every = job.score_prompt
             end = job.next_boundary(job.n_past)
-            if end - job.n_past > batch.room:
+            if every:  # as many positions as there are logits rows to spare
+                end = min(end, job.n_past + spare)
+            if end - job.n_past > batch.room or end <= job.n_past:
                 continue  # only whole chunks: a smaller one may still fit
             last = len(job.prompt) - 1
             seq = job.seqs[0]
+            first = batch.n_tokens
             for pos in range(job.n_past, end):
-                batch.add(job.prompt[pos], pos, seq, logits=pos == last)
+                batch.add(job.prompt[pos], pos, seq, logits=every or pos == last)
+            if every:
+                spare -= end - job.n_past
+                scoring.append((job, job.n_past, end, first))
             prefilling.append((job, end, batch.n_tokens - 1))
         if batch.n_tokens == 0:
             time.sleep(0.001)  # only followers waiting on a cancelled leader; re-planned next step
@@ -294,11 +307,13 @@ class Scheduler:
         self._decode()
         for _, choice, _ in decoding:
             choice.n_kv += 1
+        for job, start, end, first in scoring:
+            self._score_prompt(job, start, end, first)
         for job, end, index in prefilling:
             decoding.extend((job, choice, index) for choice in self._prefilled(job, end))
         tokens = self._sample([(choice.sampler, index) for _, choice, index in decoding])
-        for (job, choice, _), token in zip(decoding, tokens, strict=True):
-            self._advance(job, choice, token)
+        for (job, choice, row), token in zip(decoding, tokens, strict=True):
+            self._advance(job, choice, token, row)
         self._flush()
 
     def _sample(self, work: list[tuple[Sampler, int]]) -> list[int]:
@@ -340,18 +355,44 @@ class Scheduler:
                 n_vocab=self._model.n_vocab,
                 window=job.max_new,
             )
-            job.choices.append(Choice(i, seq, sampler, TextAssembler(job.stops), n_kv=end))
+            text = TextAssembler(job.stops, trim=job.trim)
+            job.choices.append(Choice(i, seq, sampler, text, n_kv=end))
+        if job.echo is not None:
+            scores = self._prompt_head(job) + tuple(job.prompt_scores)
+            for choice in job.choices:
+                job.out.append(EngineChunk(text=job.echo, index=choice.index, logprobs=scores))
+        if job.max_new == 0:  # nothing to generate (an echoed prompt scored for its logprobs)
+            for choice in list(job.choices):
+                self._finish(job, choice, "length", stopped=False)
+            return []
         return job.choices
 
-    def _advance(self, job: Job, choice: Choice, token: int) -> None:
+    def _score_prompt(self, job: Job, start: int, end: int, first: int) -> None:
+        """Log probabilities of prompt tokens ``start + 1 .. end`` from the rows of a chunk."""
+        k = job.params.logprobs or 0
+        for pos in range(start, min(end, len(job.prompt) - 1)):
+            job.prompt_scores.append(self._score(job.prompt[pos + 1], first + pos - start, k))
+
+    def _prompt_head(self, job: Job) -> tuple[TokenLogprob, ...]:
+        """The first prompt token: nothing predicts it (no entry at all for an added BOS)."""
+        if not job.score_prompt or job.prompt[0] == self._model.bos:
+            return ()
+        shown, data = self._model.display(job.prompt[0])
+        return (TokenLogprob(token=shown, logprob=None, bytes=data),)
+
+    def _advance(self, job: Job, choice: Choice, token: int, row: int) -> None:
         if self._model.is_eog(token):
             self._finish(job, choice, "stop", stopped=False)
             return
         choice.produced += 1
         choice.generated.append(token)
+        if job.params.logprobs is not None:  # before the next decode overwrites the logits
+            choice.scored.append(
+                (choice.text.consumed, self._score(token, row, job.params.logprobs))
+            )
         text, stopped = choice.text.feed(self._model.piece(token))
         if text:
-            job.out.append(EngineChunk(text=text, index=choice.index))
+            job.out.append(EngineChunk(text=text, index=choice.index, logprobs=choice.release()))
         if stopped:
             self._finish(job, choice, "stop", stopped=True)
         elif choice.produced >= job.max_new:
@@ -359,15 +400,29 @@ class Scheduler:
         else:
             choice.pending = token
 
+    def _score(self, token: int, row: int, k: int) -> TokenLogprob:
+        """``token``'s log probability (and the ``k`` likeliest) from the logits of ``row``."""
+        model = self._model
+        logits = read_logits(self._ctx.ptr, row, model.n_vocab)
+        logprob, best = log_softmax_at(logits, token, k)
+        top: list[TopLogprob] = []
+        for alternative, alternative_logprob in best:
+            shown, data = model.display(alternative)
+            top.append(TopLogprob(token=shown, logprob=alternative_logprob, bytes=data))
+        shown, data = model.display(token)
+        return TokenLogprob(token=shown, logprob=logprob, bytes=data, top=tuple(top))
+
     def _finish(self, job: Job, choice: Choice, reason: FinishReason, *, stopped: bool) -> None:
         choice.done = True
+        text = choice.text.finish(stopped=stopped)
         job.out.append(
             EngineChunk(
-                text=choice.text.finish(stopped=stopped),
+                text=text,
                 finish_reason=reason,
                 index=choice.index,
                 prompt_tokens=len(job.prompt),
                 completion_tokens=choice.produced,
+                logprobs=choice.release(everything=not stopped),
             )
         )
         job.finished += 1
@@ -380,7 +435,8 @@ class Scheduler:
         # What its KV holds: the prompt and the answer tokens decoded so far (the last one
         # sampled was never decoded unless the model ended the answer itself).
         tokens = job.prompt + first.generated[: first.n_kv - len(job.prompt)]
-        if self._kv.adopt(first.seq, tokens):
+        # A scored prompt's KV was computed in other chunks than the canonical ones: not kept.
+        if not job.score_prompt and self._kv.adopt(first.seq, tokens):
             job.seqs.remove(first.seq)  # now owned by the cache
         self._release(job)
 

@@ -1,0 +1,371 @@
+"""Legacy completions: wire request → engine requests (one per prompt), output → Azure's JSON/SSE.
+
+Each prompt is its own engine request with ``n`` (or ``best_of``) answers from one evaluation of
+the prompt; choice ``j`` of prompt ``i`` has index ``i * n + j``, as OpenAI numbers them. The
+prompt is used raw (no chat template), which is the embedded base model's natural mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cerulean.apiversions import ApiVersion
+from cerulean.engines.base import (
+    Engine,
+    EngineChunk,
+    Generation,
+    GenerationRequest,
+    SamplingParams,
+    TokenLogprob,
+)
+from cerulean.errors import APIError, EngineError, InternalServerError, InvalidRequest
+from cerulean.ids import completion_id
+from cerulean.protocol.completions import DEFAULT_MAX_TOKENS, CreateCompletionRequest, Prompt
+from cerulean.services.chat import _CHOICE_FILTER, _PROMPT_FILTER
+from cerulean.services.chat import _logit_bias as logit_bias_pairs
+from cerulean.services.chat import _stops as stop_strings
+from cerulean.services.logprobs import LegacyLogprobs, mean_logprob
+from cerulean.streaming import DONE, encode_event, error_event
+
+__all__ = [
+    "CompletionContext",
+    "CompletionPlan",
+    "collect_completions",
+    "plan_completion",
+    "prompt_estimate",
+    "start_generations",
+    "stream_completions",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_PROMPTS = 2048  # the most prompts one request may carry (Azure's documented limit)
+
+
+@dataclass(frozen=True)
+class CompletionPlan:
+    """What to ask the engine, and how to turn its answers into choices."""
+
+    requests: list[GenerationRequest]
+    n: int  # choices returned per prompt
+    candidates: int  # answers generated per prompt (best_of, or n)
+    logprobs: int | None  # the legacy logprobs the client asked for
+    offsets: list[int]  # characters before the completion of each prompt (for text_offset)
+
+
+@dataclass(frozen=True)
+class CompletionContext:
+    """What every body or chunk of one completions request shares."""
+
+    model: str
+    api_version: ApiVersion
+    fingerprint: str | None = None
+    id: str = field(default_factory=lambda: completion_id("cmpl-"))
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def annotate(self) -> bool:
+        return self.api_version.has_content_filter_annotations
+
+    def stamp(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Add ``system_fingerprint`` where the version has it (from 2023-12-01-preview)."""
+        if self.fingerprint is not None and self.api_version.at_least("2023-12-01-preview"):
+            body["system_fingerprint"] = self.fingerprint
+        return body
+
+
+# -- request -------------------------------------------------------------------------------
+
+
+def _prompts(prompt: Prompt) -> list[str | tuple[int, ...]]:
+    """The prompts of a request: each string or token array on its own."""
+    if prompt is None:
+        return [""]  # the start of a new document
+    if isinstance(prompt, str):
+        return [prompt]
+    if not prompt:
+        raise InvalidRequest("[] is too short - 'prompt'", param="prompt")
+    if len(prompt) > MAX_PROMPTS:
+        raise InvalidRequest(
+            f"Too many prompts: {len(prompt)}; at most {MAX_PROMPTS} are allowed - 'prompt'",
+            param="prompt",
+        )
+    if all(isinstance(p, int) for p in prompt):
+        return [tuple(p for p in prompt if isinstance(p, int))]
+    out: list[str | tuple[int, ...]] = []
+    for i, item in enumerate(prompt):
+        if isinstance(item, list):
+            if not item:
+                raise InvalidRequest(f"[] is too short - 'prompt.{i}'", param=f"prompt.{i}")
+            out.append(tuple(item))
+        elif isinstance(item, str):
+            out.append(item)
+    return out
+
+
+def _refuse(body: CreateCompletionRequest, n: int, candidates: int) -> None:
+    if body.suffix and body.echo:
+        raise InvalidRequest("'echo' cannot be used together with 'suffix'.", param="echo")
+    if candidates < n:
+        raise InvalidRequest(
+            f"best_of must be greater than or equal to n (best_of={candidates}, n={n}).",
+            param="best_of",
+        )
+    if body.stream and candidates > n:
+        raise InvalidRequest(
+            "Cannot stream results when best_of is greater than n: the best answers are only "
+            "known once every candidate has finished.",
+            param="best_of",
+        )
+
+
+def plan_completion(body: CreateCompletionRequest) -> CompletionPlan:
+    """Translate a validated wire request into engine requests (raises 400s)."""
+    n = body.n or 1
+    candidates = body.best_of or n
+    _refuse(body, n, candidates)
+    engine_logprobs = body.logprobs
+    if engine_logprobs is None and candidates > n:
+        engine_logprobs = 0  # best_of ranks the candidates by their mean log probability
+    params = SamplingParams(
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        max_tokens=DEFAULT_MAX_TOKENS if body.max_tokens is None else body.max_tokens,
+        stop=stop_strings(body.stop),
+        seed=body.seed,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        logit_bias=logit_bias_pairs(body.logit_bias),
+        logprobs=engine_logprobs,
+    )
+    prompts = _prompts(body.prompt)
+    requests = [
+        GenerationRequest(
+            messages=(),
+            params=params,
+            n=candidates,
+            prompt=p,
+            echo=bool(body.echo),
+            suffix=body.suffix or None,
+        )
+        for p in prompts
+    ]
+    offsets = [len(p) if isinstance(p, str) and not body.echo else 0 for p in prompts]
+    return CompletionPlan(requests, n, candidates, body.logprobs, offsets)
+
+
+def prompt_estimate(request: GenerationRequest) -> int:
+    """A prompt's tokens for the rate limits, before tokenizing: ids counted, text at about
+    four characters a token (the rule of thumb OpenAI and Azure give for English)."""
+    prompt = request.prompt
+    if isinstance(prompt, tuple):
+        return len(prompt)
+    return (len(prompt or "") + 3) // 4 + 1
+
+
+async def start_generations(engine: Engine, plan: CompletionPlan) -> list[Generation]:
+    """Start every prompt's generation, one after the other as slots allow.
+
+    Every error (a prompt too long, a bad token id) comes before any output; generations already
+    started are then cancelled.
+    """
+    started: list[Generation] = []
+    try:
+        for request in plan.requests:
+            started.append(await engine.generate(request))
+    except InvalidRequest as exc:
+        await _close_all(started)
+        if exc.param == "n" and plan.candidates > plan.n:
+            raise InvalidRequest(
+                exc.message.replace("n=", "best_of=", 1), param="best_of"
+            ) from None
+        raise
+    except BaseException:
+        await _close_all(started)
+        raise
+    return started
+
+
+async def _close_all(generations: Sequence[Generation]) -> None:
+    for generation in generations:
+        await generation.aclose()
+
+
+# -- non-streaming ------------------------------------------------------------------------
+
+
+@dataclass
+class _Answer:
+    text: str = ""
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    final: EngineChunk | None = None
+
+
+async def _collect(generation: Generation, candidates: int) -> list[_Answer]:
+    answers = [_Answer() for _ in range(candidates)]
+    try:
+        async for chunk in generation:
+            answer = answers[chunk.index]
+            answer.text += chunk.text
+            answer.logprobs.extend(chunk.logprobs)
+            if chunk.finish_reason is not None:
+                answer.final = chunk
+    finally:
+        await generation.aclose()
+    if any(answer.final is None for answer in answers):
+        raise EngineError("the engine ended without a finish reason")
+    return answers
+
+
+def _best(answers: list[_Answer], n: int) -> list[_Answer]:
+    """The ``n`` answers with the highest mean log probability per token (best first)."""
+    if len(answers) == n:
+        return answers
+    ranked = sorted(range(len(answers)), key=lambda j: -mean_logprob(answers[j].logprobs))
+    return [answers[j] for j in ranked[:n]]
+
+
+def _choice(
+    ctx: CompletionContext,
+    index: int,
+    text: str,
+    logprobs: dict[str, Any] | None,
+    finish_reason: str | None,
+) -> dict[str, Any]:
+    choice: dict[str, Any] = {
+        "text": text,
+        "index": index,
+        "logprobs": logprobs,
+        "finish_reason": finish_reason,
+    }
+    if ctx.annotate:
+        choice["content_filter_results"] = _CHOICE_FILTER if text else {}
+    return choice
+
+
+def _prompt_filters(count: int) -> list[dict[str, Any]]:
+    return [{"prompt_index": i, "content_filter_results": _PROMPT_FILTER} for i in range(count)]
+
+
+async def collect_completions(
+    ctx: CompletionContext, plan: CompletionPlan, generations: list[Generation]
+) -> dict[str, Any]:
+    """Run every generation to its end and build the ``text_completion`` body."""
+    try:
+        results = await asyncio.gather(*(_collect(g, plan.candidates) for g in generations))
+    finally:
+        await _close_all(generations)
+    choices: list[dict[str, Any]] = []
+    prompt_tokens = completion_tokens = 0
+    for i, answers in enumerate(results):
+        finals = [a.final for a in answers if a.final is not None]
+        prompt_tokens += finals[0].prompt_tokens if finals else 0
+        completion_tokens += sum(final.completion_tokens for final in finals)
+        for j, answer in enumerate(_best(answers, plan.n)):
+            shaped = None
+            if plan.logprobs is not None:
+                shaped = LegacyLogprobs(plan.offsets[i]).shape(answer.logprobs)
+            reason = answer.final.finish_reason if answer.final else None
+            choices.append(_choice(ctx, i * plan.n + j, answer.text, shaped, reason))
+    body: dict[str, Any] = ctx.stamp(
+        {
+            "id": ctx.id,
+            "object": "text_completion",
+            "created": ctx.created,
+            "model": ctx.model,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+    )
+    if ctx.annotate:
+        body["prompt_filter_results"] = _prompt_filters(len(generations))
+    return body
+
+
+# -- streaming ------------------------------------------------------------------------------
+
+
+def _event(ctx: CompletionContext, choice: dict[str, Any]) -> dict[str, Any]:
+    return ctx.stamp(
+        {
+            "id": ctx.id,
+            "object": "text_completion",
+            "created": ctx.created,
+            "model": ctx.model,
+            "choices": [choice],
+        }
+    )
+
+
+async def stream_completions(
+    ctx: CompletionContext,
+    plan: CompletionPlan,
+    generations: list[Generation],
+    *,
+    include_usage: bool,
+    request_id: str,
+) -> AsyncIterator[bytes]:
+    """SSE events: prompt-filter chunk, text chunks (the last with its finish), ``[DONE]``.
+
+    The prompts' answers follow one another (each one's chunks in order); errors after the first
+    byte become a final ``data: {"error": ...}`` event; closing the iterator cancels them all.
+    """
+    try:
+        if ctx.annotate:
+            yield encode_event(
+                {
+                    "choices": [],
+                    "created": 0,
+                    "id": "",
+                    "model": "",
+                    "object": "",
+                    "prompt_filter_results": _prompt_filters(len(generations)),
+                }
+            )
+        prompt_tokens = completion_tokens = 0
+        for i, generation in enumerate(generations):
+            shapers = [LegacyLogprobs(plan.offsets[i]) for _ in range(plan.n)]
+            async for chunk in generation:
+                if chunk.finish_reason is not None:
+                    prompt_tokens += chunk.prompt_tokens if chunk.index == 0 else 0
+                    completion_tokens += chunk.completion_tokens
+                elif not chunk.text:
+                    continue
+                shaped = None
+                if plan.logprobs is not None:
+                    shaped = shapers[chunk.index].shape(chunk.logprobs)
+                index = i * plan.n + chunk.index
+                choice = _choice(ctx, index, chunk.text, shaped, chunk.finish_reason)
+                yield encode_event(_with_usage(_event(ctx, choice), include_usage))
+        if include_usage:
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
+            yield encode_event({**_event(ctx, {}), "choices": [], "usage": usage})
+        yield DONE
+    except APIError as exc:
+        yield error_event(exc.body())
+        yield DONE
+    except EngineError:
+        logger.exception("stream failed")
+        yield error_event(InternalServerError(request_id).body())
+        yield DONE
+    finally:
+        await _close_all(generations)
+
+
+def _with_usage(chunk: dict[str, Any], include_usage: bool) -> dict[str, Any]:
+    if include_usage:
+        chunk["usage"] = None
+    return chunk
