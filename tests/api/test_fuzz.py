@@ -16,6 +16,7 @@ from hypothesis import given
 
 from cerulean.app import create_app
 from cerulean.engines.fake import FakeEngine
+from cerulean.engines.fake_embeddings import FakeEmbedder
 from cerulean.settings import Settings
 from tests.conformance.fuzz import check_answer, fuzz_settings, send, wait_idle
 from tests.conformance.recorder import record_responses
@@ -28,7 +29,11 @@ def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]
     """One app for all examples; a context long enough for most generated prompts."""
     home = Path(tmp_path_factory.mktemp("fuzz")) / "home"
     settings = Settings(home=home, key1=KEY1, key2=KEY2)  # type: ignore[arg-type]
-    app = create_app(settings, {"fake-model": FakeEngine(context_length=4096)})
+    app = create_app(
+        settings,
+        {"fake-model": FakeEngine(context_length=4096)},
+        embedders={"fake-embedder": FakeEmbedder()},
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
         record_responses(client)
         yield client
@@ -54,4 +59,28 @@ def test_chat_bodies_invalid_for_the_spec(app_client: TestClient, case: Case) ->
 @fuzz_settings(300)
 @given(case=hostile_cases(OPERATIONS["chat"]))
 def test_chat_hostile_requests(app_client: TestClient, case: Case) -> None:
+    exercise(app_client, case)
+
+
+@fuzz_settings(40)
+@given(case=spec_cases(OPERATIONS["completions"], "positive"))
+def test_completions_bodies_valid_for_the_spec(app_client: TestClient, case: Case) -> None:
+    exercise(app_client, case)
+
+
+@fuzz_settings(100)
+@given(case=hostile_cases(OPERATIONS["completions"]))
+def test_completions_hostile_requests(app_client: TestClient, case: Case) -> None:
+    exercise(app_client, case)
+
+
+@fuzz_settings(40)
+@given(case=spec_cases(OPERATIONS["embeddings"], "positive"))
+def test_embeddings_bodies_valid_for_the_spec(app_client: TestClient, case: Case) -> None:
+    exercise(app_client, case)
+
+
+@fuzz_settings(100)
+@given(case=hostile_cases(OPERATIONS["embeddings"]))
+def test_embeddings_hostile_requests(app_client: TestClient, case: Case) -> None:
     exercise(app_client, case)

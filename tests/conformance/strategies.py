@@ -57,11 +57,19 @@ OPERATIONS: dict[str, Operation] = {
         minimal={"messages": [{"role": "user", "content": "hi"}]},
         skipped={"data_sources": "Azure On-Your-Data: its schema makes generation 2x slower"},
     ),
-    # Completions and embeddings, once their routes exist (docs/conformance.md):
-    # "completions": Operation("completions", "/deployments/{deployment-id}/completions",
-    #     "<a completions deployment>", {"prompt": "hi"}),
-    # "embeddings": Operation("embeddings", "/deployments/{deployment-id}/embeddings",
-    #     "text-embedding-ada-002", {"input": "hi"}, streams=False),
+    "completions": Operation(
+        name="completions",
+        spec_path="/deployments/{deployment-id}/completions",
+        deployment="gpt-4",
+        minimal={"prompt": "hi"},
+    ),
+    "embeddings": Operation(
+        name="embeddings",
+        spec_path="/deployments/{deployment-id}/embeddings",
+        deployment="text-embedding-ada-002",
+        minimal={"input": "hi"},
+        streams=False,
+    ),
 }
 
 
