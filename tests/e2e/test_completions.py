@@ -87,9 +87,8 @@ def test_best_of_and_errors(server: Server) -> None:
         sdk.completions.create(model="gpt-4", prompt=PROMPT, suffix="!")
     assert caught.value.param == "suffix"  # type: ignore[attr-defined]
     with pytest.raises(openai.BadRequestError) as too_many:
-        sdk.completions.create(model="gpt-4", prompt=PROMPT, max_tokens=2, best_of=20)
+        sdk.completions.create(model="gpt-4", prompt=PROMPT, max_tokens=2, best_of=21)
     assert too_many.value.param == "best_of"  # type: ignore[attr-defined]
-    assert "best_of=20" in str(too_many.value)
     with pytest.raises(openai.BadRequestError) as too_long:
         sdk.completions.create(model="gpt-4", prompt="word " * 5000, max_tokens=16)
     assert too_long.value.code == "context_length_exceeded"

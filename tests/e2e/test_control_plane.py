@@ -96,7 +96,7 @@ def loaded_models(client: AzureOpenAI) -> set[str]:
 def test_cli_deployment_of_a_registered_model_follows_on_a_running_server(
     control: Server,
 ) -> None:
-    gguf = next((control.home / "models").glob("*.gguf"))
+    gguf = next((control.home / "models").glob("gemma*.gguf"))
     added = cli(control, "models", "add", str(gguf), "--name", "gemma-local")
     assert "Registered gemma-local" in added.stdout
     listed = cli(control, "models", "list").stdout

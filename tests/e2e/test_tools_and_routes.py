@@ -156,21 +156,24 @@ def test_v1_route_with_the_plain_openai_client(server: Server) -> None:
     client = OpenAI(base_url=f"{server.endpoint}openai/v1/", api_key=server.key1, max_retries=0)
     body = client.chat.completions.create(model="gpt-4", messages=ASK, max_tokens=4)
     assert body.choices[0].finish_reason in ("stop", "length")
-    assert [m.id for m in client.models.list()] == ["gemma-3-270m"]
+    assert [m.id for m in client.models.list()] == ["gemma-3-270m", "all-minilm-l6-v2"]
+    vector = client.embeddings.create(model="text-embedding-ada-002", input="hello")
+    assert len(vector.data[0].embedding) == 384
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=ASK, max_tokens=4)
 
 
 def test_models_list_through_the_sdk(server: Server) -> None:
-    models = list(sdk(server).models.list())
-    assert [m.id for m in models] == ["gemma-3-270m"]
+    models = {m.id: m for m in sdk(server).models.list()}
+    assert list(models) == ["gemma-3-270m", "all-minilm-l6-v2"]
+    assert models["all-minilm-l6-v2"].capabilities["embeddings"] is True  # type: ignore[attr-defined]
     assert sdk(server).models.retrieve("gemma-3-270m").id == "gemma-3-270m"
 
 
 def test_listing_with_openai_028(server: Server, venv028: object) -> None:
     out = run_program(venv028, "listing_v028.py", server)  # type: ignore[arg-type]
     lines = dict(line.split("=", 1) for line in out.strip().splitlines())
-    assert lines["models"] == "gemma-3-270m"
+    assert lines["models"] == "gemma-3-270m,all-minilm-l6-v2"
     assert "gpt-35-turbo" in lines["deployments"].split(",")
     assert lines["deployment"] == "gpt-4:gemma-3-270m"
     assert lines["new_version_deployments"] == "InvalidRequestError:404"

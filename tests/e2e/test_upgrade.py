@@ -48,4 +48,9 @@ def test_server_adopts_a_pre_migration_home(tmp_path: Path) -> None:
         capacities = dict(db.execute("SELECT name, capacity FROM deployments"))
     assert {"alembic_version", "models", "usage"} <= tables
     assert version == "0002"
-    assert capacities == {"gpt-35-turbo": 100_000, "gpt-4": 100_000, "mine": 7}
+    assert capacities == {
+        "gpt-35-turbo": 100_000,
+        "gpt-4": 100_000,
+        "text-embedding-ada-002": 100_000,
+        "mine": 7,
+    }

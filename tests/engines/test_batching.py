@@ -155,9 +155,14 @@ def test_n_answers_come_from_one_prompt_evaluation(engine: LlamaCppEngine) -> No
     assert after["prompt_tokens_computed"] - before["prompt_tokens_computed"] <= prompt
 
 
-def test_more_choices_than_slots_is_a_400(engine: LlamaCppEngine) -> None:
-    with pytest.raises(InvalidRequest, match="parallel"):
-        asyncio.run(answer(engine, chat("hi"), n=5))
+def test_more_choices_than_slots_run_in_waves(engine: LlamaCppEngine) -> None:
+    """n beyond --parallel: waves of at most the slots, indexes and seeds as in one job."""
+    slots = engine.spec.parallel
+    n = slots + 2
+    texts = asyncio.run(answer(engine, chat("hi"), n=n, temperature=1.0, seed=7, max_tokens=6))
+    assert sorted(texts) == list(range(n))
+    assert len(set(texts.values())) > 1  # each choice its own seed (seed + index), waves too
+    assert counters(engine)["slots_busy"] == 0
 
 
 def test_cancelling_frees_slots_and_cells_at_once(engine: LlamaCppEngine) -> None:

@@ -138,6 +138,54 @@ class _Nothing(Generation):
         return None
 
 
+class _Waves(Generation):
+    """``n`` beyond the slots: each wave starts when the one before has finished.
+
+    The first wave was admitted before this object exists (so its errors precede any output);
+    a later wave that finds the line full waits and retries for up to the queue timeout.
+    """
+
+    def __init__(
+        self,
+        engine: LlamaCppEngine,
+        first: Generation,
+        waves: list[GenerationRequest],
+        slots: int,
+    ) -> None:
+        self._engine = engine
+        self._current: Generation | None = first
+        self._waves = waves
+        self._slots = slots
+        self._closed = False
+        self.prompt_tokens = first.prompt_tokens
+
+    async def __aiter__(self) -> AsyncIterator[EngineChunk]:
+        for number, wave in enumerate(self._waves):
+            if self._closed:
+                return
+            generation = self._current if number == 0 else await self._start(wave)
+            self._current = generation
+            assert generation is not None
+            offset = number * self._slots
+            async for chunk in generation:
+                yield replace(chunk, index=chunk.index + offset)
+
+    async def _start(self, wave: GenerationRequest) -> Generation:
+        deadline = asyncio.get_running_loop().time() + self._engine.spec.queue_timeout
+        while True:
+            try:
+                return await self._engine._generate(wave)
+            except ServerBusy:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._current is not None:
+            await self._current.aclose()
+
+
 class LlamaCppEngine(Engine):
     """Serves one GGUF model with llama.cpp, batching all its requests together."""
 
@@ -308,14 +356,25 @@ class LlamaCppEngine(Engine):
     # -- requests -----------------------------------------------------------------------------
 
     async def generate(self, request: GenerationRequest) -> Generation:
-        scheduler = self._require_scheduler()
-        if request.n > scheduler.slots:
-            raise InvalidRequest(
-                f"n={request.n} is more than this deployment's {scheduler.slots} parallel slots; "
-                f"ask for at most {scheduler.slots} choices, or start the server with "
-                f"--parallel {request.n} or more.",
-                param="n",
+        slots = self._require_scheduler().slots
+        if request.n <= slots:
+            return await self._generate(request)
+        # More choices than slots: waves of at most ``slots`` choices, one after the other, with
+        # the seeds and indexes the choices would have had in one job.
+        seed = request.params.seed if request.params.seed is not None else secrets.randbits(31)
+        waves = [
+            replace(
+                request,
+                n=min(slots, request.n - start),
+                params=replace(request.params, seed=seed + start),
             )
+            for start in range(0, request.n, slots)
+        ]
+        first = await self._generate(waves[0])
+        return _Waves(self, first, waves, slots)
+
+    async def _generate(self, request: GenerationRequest) -> Generation:
+        scheduler = self._require_scheduler()
         raw = request.prompt is not None
         if request.prompt is not None:
             plan = await asyncio.to_thread(self.tokenize_raw, request.prompt, request.suffix)
