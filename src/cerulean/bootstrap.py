@@ -44,15 +44,7 @@ def build_default_engine(
 
     Raises :class:`FileNotFoundError` for a ``--model`` path that does not exist.
     """
-    common: dict[str, Any] = {
-        "n_ctx": settings.n_ctx,
-        "n_threads": settings.threads,
-        "n_gpu_layers": settings.n_gpu_layers,
-        "parallel": settings.parallel,
-        "n_batch": settings.n_batch,
-        "queue_size": settings.queue_size,
-        "queue_timeout": settings.queue_timeout,
-    }
+    common = _engine_options(settings)
     if settings.model is not None:
         if not settings.model.is_file():
             raise FileNotFoundError(
@@ -77,7 +69,7 @@ def build_default_engine(
 
 
 def _engine_options(settings: Settings) -> dict[str, Any]:
-    # The same options as build_default_engine's (kept apart there so that branches merge).
+    """What every chat engine takes from the settings."""
     return {
         "n_ctx": settings.n_ctx,
         "n_threads": settings.threads,

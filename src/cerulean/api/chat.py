@@ -26,7 +26,7 @@ from cerulean.services.chat import (
 )
 from cerulean.streaming import SSE_MEDIA_TYPE
 
-__all__ = ["router", "serve_chat"]
+__all__ = ["router", "serve_chat", "unless_disconnected"]
 
 router = APIRouter()
 
@@ -70,7 +70,7 @@ async def serve_chat(
             n=wanted.n,
         )
         return StreamingResponse(events, media_type=SSE_MEDIA_TYPE, headers=headers)
-    result = await _unless_disconnected(request, collect_completion(ctx, generation))
+    result = await unless_disconnected(request, collect_completion(ctx, generation))
     if result is None:
         await generation.aclose()
         return Response(status_code=499)
@@ -95,7 +95,7 @@ async def _admit(
     return await quota.admit(deployment.record, tokens=tokens, operation=CHAT_OPERATION)
 
 
-async def _unless_disconnected(request: Request, work: Any) -> dict[str, Any] | None:
+async def unless_disconnected(request: Request, work: Any) -> dict[str, Any] | None:
     """Await ``work`` unless the client goes away first; then cancel it (freeing its slot).
 
     The body has been read, so the next ASGI message can only be ``http.disconnect``.

@@ -7,7 +7,7 @@ import functools
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from cerulean.api.chat import _unless_disconnected as unless_disconnected
+from cerulean.api.chat import unless_disconnected
 from cerulean.apiversions import ApiVersion
 from cerulean.deps import ApiVersionDep, CompletionDeploymentDep, ResolvedDeployment
 from cerulean.protocol.common import parse_body

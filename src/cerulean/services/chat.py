@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from cerulean.apiversions import ApiVersion
 from cerulean.engines.base import (
     ChatMessage,
     EngineChunk,
@@ -19,8 +17,14 @@ from cerulean.engines.base import (
     TokenLogprob,
 )
 from cerulean.errors import APIError, EngineError, InternalServerError, InvalidRequest
-from cerulean.ids import completion_id
 from cerulean.protocol.chat import ChatCompletionRequestMessage, CreateChatCompletionRequest
+from cerulean.services.context import (
+    CHOICE_FILTER,
+    PROMPT_FILTER,
+    AnswerContext,
+    logit_bias_pairs,
+    stop_strings,
+)
 from cerulean.services.logprobs import chat_logprobs, chat_logprobs_param
 from cerulean.services.tools import (
     ToolPlan,
@@ -44,35 +48,17 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_SAFE = {"filtered": False, "severity": "safe"}
-_CHOICE_FILTER = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence": _SAFE}
-_PROMPT_FILTER = {**_CHOICE_FILTER, "jailbreak": {"filtered": False, "detected": False}}
 
 # Roles whose messages must have content (assistant may carry calls instead; function may be null).
 _CONTENT_REQUIRED = frozenset({"system", "developer", "user", "tool"})
 
 
 @dataclass(frozen=True)
-class ChatContext:
-    """What every chunk or body of one completion shares."""
+class ChatContext(AnswerContext):
+    """What every chunk or body of one chat completion shares."""
 
-    model: str
-    api_version: ApiVersion
     tools: ToolPlan | None = None
-    fingerprint: str | None = None
     logprobs: bool = False  # whether choices carry log probabilities
-    id: str = field(default_factory=completion_id)
-    created: int = field(default_factory=lambda: int(time.time()))
-
-    @property
-    def annotate(self) -> bool:
-        return self.api_version.has_content_filter_annotations
-
-    def stamp(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Add ``system_fingerprint`` where the version has it (from 2023-12-01-preview)."""
-        if self.fingerprint is not None and self.api_version.at_least("2023-12-01-preview"):
-            body["system_fingerprint"] = self.fingerprint
-        return body
 
 
 def _flatten(message: ChatCompletionRequestMessage, index: int) -> ChatMessage:
@@ -111,33 +97,6 @@ def _calls_text(message: ChatCompletionRequestMessage) -> str:
     if message.function_call is not None:
         calls.append((message.function_call.name, message.function_call.arguments))
     return render_calls(calls) if calls else ""
-
-
-def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
-    if stop is None:
-        return ()
-    stops = [stop] if isinstance(stop, str) else stop
-    if len(stops) > 4:
-        raise InvalidRequest(f"{stops!r} is too long - 'stop'", param="stop")
-    return tuple(s for s in stops if s)
-
-
-def _logit_bias(biases: dict[str, int] | None) -> tuple[tuple[int, float], ...]:
-    """``{"token id": bias}`` with ids as decimal strings and biases in [-100, 100]."""
-    out: list[tuple[int, float]] = []
-    for key, bias in (biases or {}).items():
-        if not (key.isascii() and key.isdigit()):
-            raise InvalidRequest(
-                f"Invalid key in 'logit_bias': {key}. Keys must be token ids.", param="logit_bias"
-            )
-        if not -100 <= bias <= 100:
-            raise InvalidRequest(
-                f"Invalid value for 'logit_bias' key {key}: {bias}. Values must be between -100 "
-                "and 100.",
-                param="logit_bias",
-            )
-        out.append((int(key), float(bias)))
-    return tuple(out)
 
 
 def _response_format(value: dict[str, Any] | None) -> ResponseFormat | None:
@@ -224,11 +183,11 @@ def to_generation_request(
         temperature=1.0 if body.temperature is None else body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
         max_tokens=max_tokens,
-        stop=_stops(body.stop),
+        stop=stop_strings(body.stop),
         seed=body.seed,
         presence_penalty=body.presence_penalty or 0.0,
         frequency_penalty=body.frequency_penalty or 0.0,
-        logit_bias=_logit_bias(body.logit_bias),
+        logit_bias=logit_bias_pairs(body.logit_bias),
         response_format=response_format,
         logprobs=chat_logprobs_param(body.logprobs, body.top_logprobs),
     )
@@ -285,7 +244,7 @@ def completion_body(
             "logprobs": chat_logprobs((logprobs or {}).get(index, [])) if ctx.logprobs else None,
         }
         if ctx.annotate:
-            choice["content_filter_results"] = _CHOICE_FILTER if message["content"] else {}
+            choice["content_filter_results"] = CHOICE_FILTER if message["content"] else {}
         choices.append(choice)
     body: dict[str, Any] = ctx.stamp(
         {
@@ -299,7 +258,7 @@ def completion_body(
     )
     if ctx.annotate:
         body["prompt_filter_results"] = [
-            {"prompt_index": 0, "content_filter_results": _PROMPT_FILTER}
+            {"prompt_index": 0, "content_filter_results": PROMPT_FILTER}
         ]
     return body
 
@@ -327,7 +286,7 @@ def _chunk(
 ) -> dict[str, Any]:
     choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish}
     if ctx.annotate:
-        choice["content_filter_results"] = _CHOICE_FILTER if delta.get("content") else {}
+        choice["content_filter_results"] = CHOICE_FILTER if delta.get("content") else {}
     return ctx.stamp(
         {
             "id": ctx.id,
@@ -346,7 +305,7 @@ def _prompt_filter_chunk() -> dict[str, Any]:
         "id": "",
         "model": "",
         "object": "",
-        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": _PROMPT_FILTER}],
+        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": PROMPT_FILTER}],
     }
 
 

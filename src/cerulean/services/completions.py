@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cerulean.apiversions import ApiVersion
 from cerulean.engines.base import (
     Engine,
     EngineChunk,
@@ -26,9 +24,13 @@ from cerulean.engines.base import (
 from cerulean.errors import APIError, EngineError, InternalServerError, InvalidRequest
 from cerulean.ids import completion_id
 from cerulean.protocol.completions import DEFAULT_MAX_TOKENS, CreateCompletionRequest, Prompt
-from cerulean.services.chat import _CHOICE_FILTER, _PROMPT_FILTER
-from cerulean.services.chat import _logit_bias as logit_bias_pairs
-from cerulean.services.chat import _stops as stop_strings
+from cerulean.services.context import (
+    CHOICE_FILTER,
+    PROMPT_FILTER,
+    AnswerContext,
+    logit_bias_pairs,
+    stop_strings,
+)
 from cerulean.services.logprobs import LegacyLogprobs, mean_logprob
 from cerulean.streaming import DONE, encode_event, error_event
 
@@ -59,24 +61,10 @@ class CompletionPlan:
 
 
 @dataclass(frozen=True)
-class CompletionContext:
+class CompletionContext(AnswerContext):
     """What every body or chunk of one completions request shares."""
 
-    model: str
-    api_version: ApiVersion
-    fingerprint: str | None = None
     id: str = field(default_factory=lambda: completion_id("cmpl-"))
-    created: int = field(default_factory=lambda: int(time.time()))
-
-    @property
-    def annotate(self) -> bool:
-        return self.api_version.has_content_filter_annotations
-
-    def stamp(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Add ``system_fingerprint`` where the version has it (from 2023-12-01-preview)."""
-        if self.fingerprint is not None and self.api_version.at_least("2023-12-01-preview"):
-            body["system_fingerprint"] = self.fingerprint
-        return body
 
 
 # -- request -------------------------------------------------------------------------------
@@ -244,12 +232,12 @@ def _choice(
         "finish_reason": finish_reason,
     }
     if ctx.annotate:
-        choice["content_filter_results"] = _CHOICE_FILTER if text else {}
+        choice["content_filter_results"] = CHOICE_FILTER if text else {}
     return choice
 
 
 def _prompt_filters(count: int) -> list[dict[str, Any]]:
-    return [{"prompt_index": i, "content_filter_results": _PROMPT_FILTER} for i in range(count)]
+    return [{"prompt_index": i, "content_filter_results": PROMPT_FILTER} for i in range(count)]
 
 
 async def collect_completions(
