@@ -186,3 +186,19 @@ def test_context_overflow_has_the_real_numbers(server: Server) -> None:
     assert caught.value.code == "context_length_exceeded"
     assert "maximum context length is 4096 tokens" in caught.value.message
     assert "10 in the completion" in caught.value.message
+
+
+def test_same_seed_same_answer_through_the_sdk(server: Server) -> None:
+    client = sdk(server)
+
+    def ask() -> list[str]:
+        body = client.chat.completions.create(
+            model="gpt-4", messages=ASK, n=2, temperature=1.0, seed=1234, max_tokens=30
+        )
+        return [c.message.content or "" for c in body.choices]
+
+    first = ask()
+    client.chat.completions.create(  # something else in between, cached afterwards
+        model="gpt-4", messages=[{"role": "user", "content": "Name three rivers."}], max_tokens=30
+    )
+    assert ask() == first

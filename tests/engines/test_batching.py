@@ -144,6 +144,24 @@ def test_cached_prefix_gives_the_same_greedy_answer(engine: LlamaCppEngine) -> N
     assert first == second
 
 
+def test_a_seeded_sampled_answer_does_not_depend_on_the_cache(model_path: Path) -> None:
+    """Same seed, temperature 1, sent alone: the same answers on a fresh engine and after other
+    chats have filled the prefix cache (the request starts from an empty KV cache)."""
+    fresh = make_engine(model_path)
+    try:
+        messages = chat("Write a short poem about rain.", "Session S. " + LONG_SYSTEM)
+        params: dict[str, Any] = {"temperature": 1.0, "seed": 42, "max_tokens": 40}
+        cold = asyncio.run(answer(fresh, messages, n=3, **params))
+        for i in range(3):  # other chats, cached prefixes and cells all over the cache
+            other = chat(f"Tell me a fact about the number {i}.", f"Session T{i}. " + LONG_SYSTEM)
+            asyncio.run(answer(fresh, other, max_tokens=24, temperature=1.0))
+        assert counters(fresh)["cached_prefixes"] > 0
+        warm = asyncio.run(answer(fresh, messages, n=3, **params))
+        assert warm == cold
+    finally:
+        asyncio.run(fresh.aclose())
+
+
 def test_n_answers_come_from_one_prompt_evaluation(engine: LlamaCppEngine) -> None:
     messages = chat("Name a colour.", "Session D. " + LONG_SYSTEM)
     prompt = asyncio.run(engine.count_prompt_tokens(messages))

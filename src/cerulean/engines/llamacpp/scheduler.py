@@ -214,12 +214,18 @@ class Scheduler:
                 self._busy -= job.n
             return
         job.chunk = self._chunk
+        # A seeded, sampled request that runs alone starts from an empty KV cache: its cells then
+        # sit where they would on a fresh server, so the attention kernel sums in the same order
+        # and the same seed gives the same answer whatever was cached before (docs/engine.md).
+        reproducible = _reproducible(job) and not self._active
+        if reproducible:
+            self._kv.clear()
         self._active.append(job)  # from here on, _release gives everything back
         for _ in range(job.n):
             job.seqs.append(self._kv.take())
         with self._cond:
             self._admitted += 1
-        if not job.score_prompt:  # a scored prompt needs every position's logits: computed anew
+        if not job.score_prompt and not reproducible:  # a scored prompt is computed anew
             self._plan_reuse(job)
         self._notify(job.on_admit, job)
 
@@ -486,3 +492,8 @@ def _kv_tokens(job: Job) -> int:
     if job.choices:
         return sum(c.n_kv for c in job.choices)
     return job.n_past
+
+
+def _reproducible(job: Job) -> bool:
+    """Whether ``job`` asked for a repeatable sampled answer (an explicit seed, temperature > 0)."""
+    return job.params.seed is not None and job.params.temperature > 0
