@@ -6,6 +6,8 @@ queries, and a test checks the two agree.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -93,10 +95,28 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # WAL keeps readers going during writes; FULL sync makes every commit durable, so a kill -9
     # (or a power cut) never loses a key or a deployment that was reported as saved.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    _set_wal(cursor)
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
+
+
+def _set_wal(cursor: Any) -> None:
+    """Switch to WAL, retrying while another connection holds the lock.
+
+    SQLite answers a journal-mode change that meets a lock with "database is locked" at once,
+    without calling its busy handler, so processes opening a new database together would fail;
+    they retry here for up to 30 s (no library wraps this).
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _sqlite_begin(conn: Connection) -> None:
