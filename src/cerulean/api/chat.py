@@ -49,8 +49,12 @@ async def serve_chat(
     """Answer a parsed chat request on ``deployment`` (shared with the ``/openai/v1`` route)."""
     plan = plan_request(body)
     wanted = to_generation_request(body, plan)
-    headers = await _admit(request, wanted, version, deployment)
-    generation = await deployment.engine.generate(wanted)
+    headers: dict[str, str] = {}
+
+    async def admit(prompt_tokens: int) -> None:
+        headers.update(await _admit(request, wanted, prompt_tokens, version, deployment))
+
+    generation = await deployment.engine.generate(wanted, admit=admit)
     info = deployment.engine.info
     ctx = ChatContext(
         model=info.name,
@@ -80,13 +84,12 @@ async def serve_chat(
 async def _admit(
     request: Request,
     wanted: GenerationRequest,
+    prompt: int,
     version: ApiVersion,
     deployment: ResolvedDeployment,
 ) -> dict[str, str]:
     """Charge Azure's estimate to the deployment's rate limits (429 over them, §7)."""
-    engine = deployment.engine
-    prompt = await engine.count_prompt_tokens(wanted.messages)
-    info = engine.info
+    info = deployment.engine.info
     reservation = info.default_max_tokens or max(0, info.context_length - prompt)
     tokens = estimate_tokens(
         prompt, wanted.params.max_tokens, default_reservation=reservation, n=wanted.n

@@ -7,11 +7,12 @@ Engines never see wire (pydantic) models: services translate a request into a
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "Admission",
     "CHAT_CAPABILITIES",
     "Capability",
     "ChatMessage",
@@ -28,6 +29,8 @@ __all__ = [
 ]
 
 FinishReason = Literal["stop", "length"]
+# Called with a prompt's token count before the request is queued (rate limits).
+Admission = Callable[[int], Awaitable[None]]
 # What a model can serve, named as Azure's model object names them (``capabilities``).
 Capability = Literal["chat_completion", "completion", "embeddings"]
 CHAT_CAPABILITIES: frozenset[Capability] = frozenset({"chat_completion", "completion"})
@@ -172,8 +175,15 @@ class Engine(abc.ABC):
         """Load the model; blocking, called off the event loop."""
 
     @abc.abstractmethod
-    async def generate(self, request: GenerationRequest) -> Generation:
+    async def generate(
+        self, request: GenerationRequest, *, admit: Admission | None = None
+    ) -> Generation:
         """Validate and start a generation.
+
+        ``admit``, when given, is awaited once with the prompt's token count as soon as the
+        prompt is tokenized, before any other check and before the request takes a place in
+        line: the caller charges its rate limits there without tokenizing the prompt again, and
+        an exception it raises ends the request.
 
         Raises :class:`~cerulean.errors.ContextLengthExceeded` (and other
         :class:`~cerulean.errors.APIError` subclasses) *before* any output, so that a streaming

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 from cerulean.engines.base import (
+    Admission,
     ChatMessage,
     Engine,
     EngineChunk,
@@ -141,7 +142,9 @@ class FakeEngine(Engine):
                 raise InvalidRequest(f"Invalid token id in 'prompt': {token}.", param="prompt")
         return len(prompt) + 1
 
-    async def generate(self, request: GenerationRequest) -> Generation:
+    async def generate(
+        self, request: GenerationRequest, *, admit: Admission | None = None
+    ) -> Generation:
         self.requests.append(request)
         raw = request.prompt is not None
         if request.suffix is not None:
@@ -150,6 +153,8 @@ class FakeEngine(Engine):
             prompt = self._raw_prompt_tokens(request.prompt)
         else:
             prompt = await self.count_prompt_tokens(request.messages)
+        if admit is not None:
+            await admit(prompt)
         limit = self._info.context_length
         wanted = request.params.max_tokens
         if prompt >= limit or (wanted is not None and prompt + wanted > limit):

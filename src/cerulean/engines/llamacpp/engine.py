@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from cerulean.engines.base import (
+    Admission,
     ChatMessage,
     Engine,
     EngineChunk,
@@ -355,10 +356,12 @@ class LlamaCppEngine(Engine):
 
     # -- requests -----------------------------------------------------------------------------
 
-    async def generate(self, request: GenerationRequest) -> Generation:
+    async def generate(
+        self, request: GenerationRequest, *, admit: Admission | None = None
+    ) -> Generation:
         slots = self._require_scheduler().slots
         if request.n <= slots:
-            return await self._generate(request)
+            return await self._generate(request, admit)
         # More choices than slots: waves of at most ``slots`` choices, one after the other, with
         # the seeds and indexes the choices would have had in one job.
         seed = request.params.seed if request.params.seed is not None else secrets.randbits(31)
@@ -370,16 +373,20 @@ class LlamaCppEngine(Engine):
             )
             for start in range(0, request.n, slots)
         ]
-        first = await self._generate(waves[0])
+        first = await self._generate(waves[0], admit)  # the whole request is admitted once
         return _Waves(self, first, waves, slots)
 
-    async def _generate(self, request: GenerationRequest) -> Generation:
+    async def _generate(
+        self, request: GenerationRequest, admit: Admission | None = None
+    ) -> Generation:
         scheduler = self._require_scheduler()
         raw = request.prompt is not None
         if request.prompt is not None:
             plan = await asyncio.to_thread(self.tokenize_raw, request.prompt, request.suffix)
         else:
             plan = await asyncio.to_thread(self.tokenize_prompt, request.messages)
+        if admit is not None:
+            await admit(len(plan.tokens))
         params = request.params
         stops = (*plan.stops, *params.stop)
         self._check_logit_bias(params.logit_bias)
