@@ -31,7 +31,7 @@ from cerulean.engines.embedding import (
     Embeddings,
     input_items,
 )
-from cerulean.engines.llamacpp.native import Batch, NativeModel, gpu_offload_supported
+from cerulean.engines.llamacpp.native import Batch, NativeModel, resolve_gpu_layers
 from cerulean.errors import EngineError, InputTooLong, InvalidRequest
 
 __all__ = ["EmbedderSpec", "LlamaCppEmbedder", "pack"]
@@ -143,10 +143,7 @@ class LlamaCppEmbedder(EmbeddingEngine):
         return self._ctx is not None
 
     def load(self) -> None:
-        layers = self.spec.n_gpu_layers
-        if layers is None:
-            layers = -1 if gpu_offload_supported() else 0
-        model = NativeModel(self.spec.path, n_gpu_layers=layers)
+        model = NativeModel(self.spec.path, n_gpu_layers=resolve_gpu_layers(self.spec.n_gpu_layers))
         try:
             window = min(model.n_ctx_train, self.spec.batch_tokens)
             dims = int(llama_cpp.llama_model_n_embd(model.ptr))

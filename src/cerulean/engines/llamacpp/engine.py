@@ -28,10 +28,11 @@ from cerulean.engines.base import (
 )
 from cerulean.engines.llamacpp.jobs import Job
 from cerulean.engines.llamacpp.native import (
+    ALL_LAYERS,
     ContextConfig,
     NativeContext,
     NativeModel,
-    gpu_offload_supported,
+    resolve_gpu_layers,
 )
 from cerulean.engines.llamacpp.prefix import common_prefix
 from cerulean.engines.llamacpp.sampling import grammar_error, response_grammar
@@ -51,7 +52,6 @@ logger = logging.getLogger(__name__)
 
 # Suggested wait before retrying a 429/503: a slot frees within about one answer's time.
 _RETRY_AFTER_S = 1
-ALL_LAYERS = 0x7FFFFFFF  # llama.cpp offloads min(this, the model's layers)
 # Logits rows for prompt positions per decode step (echo with logprobs); 1 MiB each for Gemma.
 _SCORE_ROWS = 16
 
@@ -220,11 +220,7 @@ class LlamaCppEngine(Engine):
 
     def load(self) -> None:
         spec = self._spec
-        layers = spec.n_gpu_layers
-        if layers is None:
-            layers = ALL_LAYERS if gpu_offload_supported() else 0
-        elif layers < 0:
-            layers = ALL_LAYERS
+        layers = resolve_gpu_layers(spec.n_gpu_layers)
         logger.info("loading %s from %s", spec.name, spec.path)
         model = NativeModel(spec.path, n_gpu_layers=layers)
         self.gpu_layers = layers

@@ -23,7 +23,14 @@ import llama_cpp
 
 from cerulean.errors import EngineError
 
-__all__ = ["Batch", "NativeContext", "NativeModel", "gpu_offload_supported"]
+__all__ = [
+    "ALL_LAYERS",
+    "Batch",
+    "NativeContext",
+    "NativeModel",
+    "gpu_offload_supported",
+    "resolve_gpu_layers",
+]
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -43,6 +50,16 @@ def _init_backend() -> None:
 def gpu_offload_supported() -> bool:
     """Whether this llama.cpp build can offload layers to a GPU (CUDA, Metal, Vulkan...)."""
     return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+ALL_LAYERS = 0x7FFFFFFF  # llama.cpp offloads min(this, the model's layers)
+
+
+def resolve_gpu_layers(requested: int | None) -> int:
+    """The layers to offload: ``None`` all when a GPU backend is present (else 0), negative all."""
+    if requested is None:
+        return ALL_LAYERS if gpu_offload_supported() else 0
+    return ALL_LAYERS if requested < 0 else requested
 
 
 class NativeModel:
