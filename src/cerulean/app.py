@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,6 +15,13 @@ from starlette.responses import Response
 
 from cerulean import __version__
 from cerulean.api import chat, completions, embeddings, health, management, metrics, models, v1
+from cerulean.api.middleware import (
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    NormalizePathMiddleware,
+    RequestContextMiddleware,
+    error_response,
+)
 from cerulean.engines.base import Engine
 from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.errors import (
@@ -23,15 +31,8 @@ from cerulean.errors import (
     RequestTooLarge,
     ResourceNotFound,
 )
-from cerulean.middleware import (
-    AuthMiddleware,
-    BodyLimitMiddleware,
-    NormalizePathMiddleware,
-    RequestContextMiddleware,
-    error_response,
-)
 from cerulean.protocol.common import validation_message
-from cerulean.quota.admission import build_limiter
+from cerulean.quota import build_limiter
 from cerulean.services.deployments import (
     BUILTIN_EMBEDDING_DEPLOYMENTS,
     ensure_builtin_deployments,
@@ -44,11 +45,38 @@ from cerulean.state import AppState
 from cerulean.store.base import Store
 from cerulean.store.sql import SqlStore
 
-__all__ = ["create_app"]
+__all__ = ["Served", "create_app"]
 
 logger = logging.getLogger(__name__)
 
 ReadyCallback = Callable[[AppState], None]
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a server runs: its resident engines, and the models its built-in deployments use.
+
+    ``default_model`` is the ``(model, version)`` of ``gpt-35-turbo`` and ``gpt-4`` (default:
+    the first engine's model); ``embedding_model`` likewise for ``text-embedding-ada-002``
+    (default: the first embedder's, if any). ``engine_factory`` builds the engines of registered
+    catalog models that deployments use (loaded and unloaded as they come and go).
+    """
+
+    engines: dict[str, Engine]
+    embedders: dict[str, EmbeddingEngine] = field(default_factory=dict)
+    default_model: tuple[str, str] | None = None
+    embedding_model: tuple[str, str] | None = None
+    engine_factory: EngineFactory | None = None
+
+    @property
+    def chat_model(self) -> tuple[str, str]:
+        return self.default_model or (next(iter(self.engines)), "1")
+
+    @property
+    def embeddings_model(self) -> tuple[str, str] | None:
+        if self.embedding_model is None and self.embedders:
+            return next(iter(self.embedders)), "1"
+        return self.embedding_model
 
 
 def create_app(
@@ -62,36 +90,19 @@ def create_app(
     embedders: dict[str, EmbeddingEngine] | None = None,
     embedding_model: tuple[str, str] | None = None,
 ) -> FastAPI:
-    """Build the app serving ``engines`` and ``embedders`` (keyed by model name).
+    """Build the app serving ``engines`` and ``embedders`` (keyed by model name); see
+    :class:`Served` for the other arguments.
 
-    ``default_model`` is the ``(model, version)`` the built-in deployments are bound to (default:
-    the first engine's model); ``embedding_model`` likewise for ``text-embedding-ada-002``
-    (default: the first embedder's, if any). Engines load in the background once the server
-    runs; ``/healthz`` answers 503 until they have, then ``on_ready`` is called.
-    ``engine_factory`` builds engines for registered catalog models that deployments use (loaded
-    and unloaded as they come and go).
+    Engines load in the background once the server runs; ``/healthz`` answers 503 until they
+    have, then ``on_ready`` is called.
     """
-    state = AppState(settings=settings, engines=engines, embedders=dict(embedders or {}))
-    model, version = default_model or (next(iter(engines)), "1")
-    if embedding_model is None and state.embedders:
-        embedding_model = (next(iter(state.embedders)), "1")
+    served = Served(engines, dict(embedders or {}), default_model, embedding_model, engine_factory)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         opened = store if store is not None else await asyncio.to_thread(_open_store, settings)
-        keys = await asyncio.to_thread(provision_keys, opened, settings)
-        state.verifier = keys.verifier
-        state.shown_keys = keys.shown
-        await asyncio.to_thread(ensure_models, opened, resident_records(engines))
-        await asyncio.to_thread(ensure_builtin_deployments, opened, model, version)
-        state.keyring = KeyRing(keys.verifier, opened, ttl=settings.key_cache_seconds)
-        state.pool = EnginePool(state.engines, opened, engine_factory)
-        if embedding_model is not None:
-            await asyncio.to_thread(
-                ensure_builtin_deployments, opened, *embedding_model, BUILTIN_EMBEDDING_DEPLOYMENTS
-            )
-        state.store = opened
-        state.limiter = build_limiter(settings)
+        state = await _build_state(settings, opened, served)
+        app.state.cerulean = state
         loader = asyncio.create_task(_load_engines(state, on_ready))
         reconciler = asyncio.create_task(state.pool.run(settings.reconcile_interval))
         try:
@@ -99,43 +110,75 @@ def create_app(
         finally:
             loader.cancel()
             reconciler.cancel()
-            await state.pool.aclose()
-            for engine in list(engines.values()):
-                await engine.aclose()
-            await state.limiter.aclose()
-            for embedder in state.embedders.values():
-                await embedder.aclose()
-            opened.close()
+            await _close(state, served)
 
     app = FastAPI(
         title="Cerulean", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
     )
-    app.state.cerulean = state
-    app.include_router(health.router)
-    app.include_router(chat.router)
-    app.include_router(embeddings.router)
-    app.include_router(completions.router)
-    app.include_router(metrics.router)
-    app.include_router(models.router)
-    app.include_router(v1.router)
-    app.include_router(management.router)
+    for module in (health, chat, embeddings, completions, metrics, models, v1, management):
+        app.include_router(module.router)
     _install_error_handlers(app)
+    _install_middleware(app, settings)
+    return app
+
+
+async def _build_state(settings: Settings, store: Store, served: Served) -> AppState:
+    """The app's state, complete: keys provisioned, the catalog and built-in deployments
+    written, the engine pool and rate limiter made."""
+    keys = await asyncio.to_thread(provision_keys, store, settings)
+    await asyncio.to_thread(
+        ensure_models, store, resident_records(served.engines, served.embedders)
+    )
+    await asyncio.to_thread(ensure_builtin_deployments, store, *served.chat_model)
+    if served.embeddings_model is not None:
+        await asyncio.to_thread(
+            ensure_builtin_deployments,
+            store,
+            *served.embeddings_model,
+            BUILTIN_EMBEDDING_DEPLOYMENTS,
+        )
+    pool = EnginePool(
+        dict(served.engines), store, served.engine_factory, embedders=served.embedders
+    )
+    return AppState(
+        settings=settings,
+        store=store,
+        pool=pool,
+        keyring=KeyRing(keys.verifier, store, ttl=settings.key_cache_seconds),
+        limiter=build_limiter(settings.redis_url, prefix=settings.redis_prefix),
+        shown_keys=keys.shown,
+    )
+
+
+async def _close(state: AppState, served: Served) -> None:
+    await state.pool.aclose()
+    for engine in list(state.engines.values()):
+        await engine.aclose()
+    await state.limiter.aclose()
+    for embedder in state.embedders.values():
+        await embedder.aclose()
+    state.store.close()
+
+
+def _install_middleware(app: FastAPI, settings: Settings) -> None:
+    def state() -> AppState:
+        current: AppState = app.state.cerulean
+        return current
+
+    async def refresh(failed: bool) -> bool:
+        return await state().keyring.refresh(failed=failed)
+
     # Added innermost first: requests pass RequestContext → NormalizePath → Auth → BodyLimit.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(
         AuthMiddleware,
-        verifier=lambda: state.verifier,
+        verifier=lambda: state().keyring.verifier,
         public=health.PUBLIC_PATHS,
-        refresh=lambda failed: _refresh_keys(state, failed),
+        refresh=refresh,
         own_auth=(management.PREFIX,),
     )
     app.add_middleware(NormalizePathMiddleware)
     app.add_middleware(RequestContextMiddleware, region=settings.region)
-    return app
-
-
-async def _refresh_keys(state: AppState, failed: bool) -> bool:
-    return state.keyring is not None and await state.keyring.refresh(failed=failed)
 
 
 def _open_store(settings: Settings) -> Store:
@@ -144,14 +187,14 @@ def _open_store(settings: Settings) -> Store:
 
 
 async def _load_engines(state: AppState, on_ready: ReadyCallback | None) -> None:
-    loadable: list[Engine | EmbeddingEngine] = [*state.engines.values(), *state.embedders.values()]
+    loadable: list[Engine | EmbeddingEngine] = list(state.served.values())
     for engine in loadable:  # a copy: the pool may add engines meanwhile
         try:
             await asyncio.to_thread(engine.load)
         except Exception:
             logger.exception("could not load model %s", engine.info.name)
             return
-    logger.info("ready: serving %s", ", ".join([*state.engines, *state.embedders]))
+    logger.info("ready: serving %s", ", ".join(state.served))
     if on_ready is not None:
         on_ready(state)
 

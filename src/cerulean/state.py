@@ -1,4 +1,4 @@
-"""The application's runtime state, built by the lifespan and reached through ``app.state``."""
+"""The application's runtime state, built whole by the lifespan, reached through ``app.state``."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cerulean.auth import KeyVerifier
 from cerulean.engines.base import Engine
 from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.quota.base import RateLimiter
-from cerulean.quota.memory import InProcessRateLimiter
 from cerulean.services.keys import KeyRing
 from cerulean.services.pool import EnginePool
 from cerulean.settings import Settings
@@ -21,19 +19,29 @@ __all__ = ["AppState"]
 
 @dataclass
 class AppState:
-    """Everything request handlers may need; one per app instance (no module globals)."""
+    """Everything request handlers may need; one per app instance (no module globals).
+
+    The lifespan builds it once the store is open, so every field is there for every request.
+    """
 
     settings: Settings
-    engines: dict[str, Engine]
-    embedders: dict[str, EmbeddingEngine] = field(default_factory=dict)
-    verifier: KeyVerifier = field(default_factory=lambda: KeyVerifier(()))
-    store: Store | None = None
+    store: Store
+    pool: EnginePool  # the loaded models, chat engines (loaded and unloaded) and embedders
+    keyring: KeyRing  # the valid keys' digests, kept fresh from the store
+    limiter: RateLimiter
     shown_keys: dict[str, str] = field(default_factory=dict)
     started_at: int = field(default_factory=lambda: int(time.time()))  # "created_at" of models
-    limiter: RateLimiter = field(default_factory=InProcessRateLimiter)
     clock: Callable[[], float] = time.time
-    pool: EnginePool | None = None  # loads and unloads the models of deployments
-    keyring: KeyRing | None = None  # keeps ``verifier`` fresh from the store
+
+    @property
+    def engines(self) -> dict[str, Engine]:
+        """The chat engines loaded now, by model name."""
+        return self.pool.engines
+
+    @property
+    def embedders(self) -> dict[str, EmbeddingEngine]:
+        """The embedding engines, by model name."""
+        return self.pool.embedders
 
     @property
     def served(self) -> dict[str, Engine | EmbeddingEngine]:
@@ -42,9 +50,5 @@ class AppState:
 
     @property
     def ready(self) -> bool:
-        """Whether the store is open and every engine (embedders too) has loaded."""
-        return (
-            self.store is not None
-            and all(e.ready for e in self.engines.values())
-            and all(e.ready for e in self.embedders.values())
-        )
+        """Whether every engine (embedders too) has loaded."""
+        return all(e.ready for e in self.served.values())

@@ -1,4 +1,8 @@
-"""Function calling over HTTP (fake engine answering with a call, or with text)."""
+"""Function calling over HTTP: the service's translation and the shapes Azure answers in.
+
+The fake engine answers with tool-call deltas (as every engine gives them); how the llama.cpp
+engine produces those from a local model is tested in ``tests/engines/llamacpp/``.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cerulean.app import create_app
-from cerulean.engines.base import GenerationRequest
-from cerulean.engines.fake import FakeEngine
+from cerulean.engines.base import GenerationRequest, ToolCall, ToolCallDelta
+from cerulean.engines.fake import FakeEngine, Piece
 from cerulean.settings import Settings
 from tests.api.test_chat import sse_events
 from tests.conftest import KEY1
@@ -24,20 +28,24 @@ WEATHER = {
     },
 }
 ASK = [{"role": "user", "content": "weather in Oslo?"}]
-CALL = ' {"name": "get_weather", "arguments": {"city": "Oslo"}}'
 seen: list[GenerationRequest] = []
 
 
-def _answer(request: GenerationRequest) -> list[str]:
+def _call(index: int, call_id: str, *arguments: str) -> list[Piece]:
+    head = ToolCallDelta(index, id=call_id, name="get_weather")
+    return [head, *(ToolCallDelta(index, arguments=piece) for piece in arguments)]
+
+
+def _answer(request: GenerationRequest) -> list[Piece]:
     seen.append(request)
-    last = request.messages[-1].content
-    if "text please" in last:
+    last = request.messages[-1].text
+    if request.tools is None or "text please" in last:
         return ["It ", "is ", "sunny."]
     if "cut" in last:
-        return [' {"name": ', '"get_we']
+        return _call(0, "call_cut", '{"ci', 'ty": "Os')
     if "two" in last:
-        return ["[", CALL.strip(), ", ", CALL.strip(), "]"]
-    return [CALL[:12], CALL[12:30], CALL[30:]]
+        return [*_call(0, "call_a", '{"city": "Oslo"}'), *_call(1, "call_b", '{"city": "Rome"}')]
+    return _call(0, "call_one", '{"ci', 'ty": ', '"Oslo"}')
 
 
 @pytest.fixture
@@ -56,21 +64,25 @@ def test_tool_call_answer(client: TestClient) -> None:
     message = choice["message"]
     assert message["content"] is None and message["role"] == "assistant"
     (call,) = message["tool_calls"]
-    assert call["type"] == "function" and call["id"].startswith("call_")
-    assert call["function"]["name"] == "get_weather"
-    assert json.loads(call["function"]["arguments"]) == {"city": "Oslo"}
+    assert call == {
+        "id": "call_one",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+    }
     assert choice["content_filter_results"] == {}
-    # The engine got the functions described and a grammar that allows text too (auto).
-    request = seen[-1]
-    assert request.messages[0].role == "system" and "get_weather" in request.messages[0].content
-    fmt = request.params.response_format
-    assert fmt is not None and fmt.allow_text and fmt.schema is not None
 
 
-def test_required_allows_no_text(client: TestClient) -> None:
+def test_the_engine_gets_the_tools_as_azure_defines_them(client: TestClient) -> None:
     client.post(URL, json={"messages": ASK, "tools": [WEATHER], "tool_choice": "required"})
-    fmt = seen[-1].params.response_format
-    assert fmt is not None and not fmt.allow_text
+    tools = seen[-1].tools
+    assert tools is not None and tools.choice == "required" and tools.parallel
+    (function,) = tools.functions
+    assert (
+        function.name == "get_weather" and function.parameters == WEATHER["function"]["parameters"]
+    )  # type: ignore[index]
+    assert seen[-1].messages[0].role == "user"  # nothing described in the prompt by the service
+    client.post(URL, json={"messages": ASK, "tools": [WEATHER], "parallel_tool_calls": False})
+    assert seen[-1].tools is not None and not seen[-1].tools.parallel
 
 
 def test_text_answer_with_tools(client: TestClient) -> None:
@@ -86,15 +98,20 @@ def test_parallel_calls(client: TestClient) -> None:
     body = client.post(URL, json={"messages": ask, "tools": [WEATHER]}).json()
     calls = body["choices"][0]["message"]["tool_calls"]
     assert [c["function"]["name"] for c in calls] == ["get_weather", "get_weather"]
-    assert calls[0]["id"] != calls[1]["id"]
+    assert [c["id"] for c in calls] == ["call_a", "call_b"]
+    assert [json.loads(c["function"]["arguments"])["city"] for c in calls] == ["Oslo", "Rome"]
 
 
-def test_cut_off_call_is_text_with_length(client: TestClient) -> None:
+def test_cut_off_call_keeps_its_partial_arguments(client: TestClient) -> None:
+    """A call cut by max_tokens: finish_reason "length", the call with the arguments so far,
+    content null — never the call's text as content (docs/compatibility.md)."""
     ask = [{"role": "user", "content": "cut"}]
-    body = client.post(URL, json={"messages": ask, "tools": [WEATHER], "max_tokens": 1}).json()
+    body = client.post(URL, json={"messages": ask, "tools": [WEATHER], "max_tokens": 2}).json()
     choice = body["choices"][0]
     assert choice["finish_reason"] == "length"
-    assert choice["message"]["content"] == ' {"name": '
+    assert choice["message"]["content"] is None
+    (call,) = choice["message"]["tool_calls"]
+    assert call["function"] == {"name": "get_weather", "arguments": '{"ci'}
 
 
 def test_legacy_function_call(client: TestClient) -> None:
@@ -108,6 +125,7 @@ def test_legacy_function_call(client: TestClient) -> None:
     assert message["content"] is None and "tool_calls" not in message
     assert message["function_call"]["name"] == "get_weather"
     assert json.loads(message["function_call"]["arguments"]) == {"city": "Oslo"}
+    assert seen[-1].tools is not None and seen[-1].tools.legacy
 
 
 def _chunks(client: TestClient, body: dict[str, object]) -> list[dict[str, object]]:
@@ -130,12 +148,13 @@ def test_streamed_tool_call(client: TestClient) -> None:
     (head,) = first["tool_calls"]  # type: ignore[misc]
     assert head["index"] == 0 and head["id"].startswith("call_") and head["type"] == "function"
     assert head["function"] == {"name": "get_weather", "arguments": ""}
-    arguments = "".join(
+    pieces = [
         d["tool_calls"][0]["function"]["arguments"]  # type: ignore[index]
         for d in deltas[1:]
         if "tool_calls" in d
-    )
-    assert json.loads(arguments) == {"city": "Oslo"}
+    ]
+    assert pieces == ['{"ci', 'ty": ', '"Oslo"}']  # streamed as the engine gives them
+    assert all(d["tool_calls"][0].keys() == {"index", "function"} for d in deltas[1:-1])  # type: ignore[index]
     assert deltas[-1] == {}
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"  # type: ignore[index]
 
@@ -151,8 +170,13 @@ def test_streamed_function_call(client: TestClient) -> None:
     body = {"messages": ASK, "functions": [WEATHER["function"]]}
     chunks = _chunks(client, body)
     deltas = _deltas(chunks)
-    assert deltas[0]["function_call"] == {"name": "get_weather", "arguments": ""}
-    assert json.loads(deltas[1]["function_call"]["arguments"]) == {"city": "Oslo"}  # type: ignore[index]
+    assert deltas[0] == {
+        "role": "assistant",
+        "content": None,
+        "function_call": {"name": "get_weather", "arguments": ""},
+    }
+    arguments = "".join(d["function_call"]["arguments"] for d in deltas[1:-1])  # type: ignore[index]
+    assert json.loads(arguments) == {"city": "Oslo"}
     assert chunks[-1]["choices"][0]["finish_reason"] == "function_call"  # type: ignore[index]
 
 
@@ -176,8 +200,10 @@ def test_history_with_calls_and_tool_results(client: TestClient) -> None:
     response = client.post(URL, json={"messages": history, "tools": [WEATHER]})
     assert response.status_code == 200, response.text
     messages = seen[-1].messages
-    assert json.loads(messages[2].content) == {"name": "get_weather", "arguments": {"city": "Oslo"}}
-    assert messages[3].role == "tool" and messages[3].content == "sunny, 21 C"
+    assert messages[1].role == "assistant" and messages[1].content is None
+    assert messages[1].tool_calls == (ToolCall("call_1", "get_weather", '{"city": "Oslo"}'),)
+    assert messages[2].role == "tool" and messages[2].tool_call_id == "call_1"
+    assert messages[2].content == "sunny, 21 C"
 
 
 @pytest.mark.parametrize(
@@ -198,14 +224,6 @@ def test_bad_messages(client: TestClient, messages: list[object], param: str) ->
     assert response.json()["error"]["param"] == param
 
 
-def test_tools_with_response_format_is_refused(client: TestClient) -> None:
-    ask = [{"role": "user", "content": "weather as json"}]
-    body = {"messages": ask, "tools": [WEATHER], "response_format": {"type": "json_object"}}
-    response = client.post(URL, json=body)
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "unsupported_parameter"
-
-
 def test_content_parts_and_developer_role(client: TestClient) -> None:
     messages = [
         {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
@@ -218,4 +236,4 @@ def test_content_parts_and_developer_role(client: TestClient) -> None:
     response = client.post(url, json={"messages": messages})
     assert response.status_code == 200, response.text
     assert seen[-1].messages[0].role == "developer"
-    assert seen[-1].messages[1].content == "text\nplease"
+    assert seen[-1].messages[1].text == "text\nplease"

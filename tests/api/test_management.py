@@ -271,7 +271,7 @@ def test_pinned_keys_cannot_be_regenerated(tmp_path: Path) -> None:
 def test_keys_changed_by_another_process(tmp_path: Path) -> None:
     import time
 
-    from cerulean.auth import hash_key
+    from cerulean.services.auth import hash_key
 
     settings = Settings(home=tmp_path / "home", key_cache_seconds=0.3)  # type: ignore[arg-type]
     for client in start(settings, Built()):
@@ -285,3 +285,31 @@ def test_keys_changed_by_another_process(tmp_path: Path) -> None:
         time.sleep(0.35)
         assert chat(client, "gpt-4", old).status_code == 401  # gone within key_cache_seconds
         assert chat(client, "gpt-4", state.shown_keys["key2"]).status_code == 200
+
+
+def test_capabilities_do_not_flip_between_the_server_and_the_cli(tmp_path: Path) -> None:
+    """One vocabulary for the capabilities column (issue 10, defect 1): the ARM deployment of
+    the embedded model shows chatCompletion and completion right after the server starts,
+    after a CLI command has rewritten the catalog, and after the next start."""
+    from click.testing import CliRunner
+
+    from cerulean.cli import main
+    from cerulean.packaged import EMBEDDED_MODEL_NAME
+
+    home = tmp_path / "home"
+    settings = Settings(home=home, admin_token=ADMIN)  # type: ignore[arg-type]
+    expected = {"chatCompletion": "true", "completion": "true"}
+
+    def arm_capabilities() -> dict[str, str]:
+        engine = FakeEngine(name=EMBEDDED_MODEL_NAME)
+        with TestClient(create_app(settings, {EMBEDDED_MODEL_NAME: engine})) as client:
+            client.headers["authorization"] = f"Bearer {ADMIN}"
+            answer = client.get(f"{ACCOUNT}/deployments/gpt-35-turbo{V}")
+            assert answer.status_code == 200, answer.text
+            capabilities: dict[str, str] = answer.json()["properties"]["capabilities"]
+            return capabilities
+
+    assert arm_capabilities() == expected
+    listed = CliRunner().invoke(main, ["deployments", "list", "--home", str(home)])
+    assert listed.exit_code == 0, listed.output
+    assert arm_capabilities() == expected

@@ -1,4 +1,5 @@
-"""`QuotaDep`, the admission routes will call, on a throwaway route of the in-process app."""
+"""``Quota.admit``, the admission every inference service calls, on a throwaway route of the
+in-process app."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from cerulean.app import create_app
-from cerulean.deps import DeploymentDep
+from cerulean.api.deps import ApiVersionDep, ChatDeploymentDep
 from cerulean.engines.fake import FakeEngine
-from cerulean.quota.admission import CHAT_OPERATION, QuotaDep
+from cerulean.services.admission import Quota
 from cerulean.quota.memory import InProcessRateLimiter
 from cerulean.quota.redis_limiter import RedisRateLimiter
 from cerulean.settings import Settings
@@ -45,9 +46,13 @@ def probe_app(settings: Settings) -> FastAPI:
     app = create_app(settings, {"fake-model": FakeEngine()})
 
     @app.post("/openai/deployments/{deployment_id}/probe")
-    async def probe(request: Request, deployment: DeploymentDep, quota: QuotaDep) -> JSONResponse:
+    async def probe(
+        request: Request, deployment: ChatDeploymentDep, version: ApiVersionDep
+    ) -> JSONResponse:
         tokens = int((await request.json())["tokens"])
-        headers = await quota.admit(deployment.record, tokens=tokens, operation=CHAT_OPERATION)
+        state: AppState = request.app.state.cerulean
+        quota = Quota(state.limiter, state.clock, version.text)
+        headers = await quota.admit(deployment.record, tokens=tokens, capability="chat_completion")
         return JSONResponse({"admitted": tokens}, headers=headers)
 
     return app

@@ -144,7 +144,7 @@ def test_usage_matches_the_models_tokenizer(server: Server) -> None:
     import llama_cpp
 
     from cerulean.engines.base import ChatMessage
-    from cerulean.engines.prompts import BASE_FORMATS, EMBEDDED_FORMAT
+    from cerulean.engines.llamacpp.prompts import BASE_FORMATS, EMBEDDED_FORMAT
 
     completion = client(server).chat.completions.create(
         model="gpt-4",

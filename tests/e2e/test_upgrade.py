@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cerulean.auth import hash_key
+from cerulean.services.auth import hash_key
 from tests.e2e.conftest import Server
 from tests.store.legacy import NOW, legacy_home
 

@@ -14,8 +14,8 @@ from sqlalchemy import inspect
 
 from cerulean.store import DeploymentRecord, SqlStore
 from cerulean.store.base import ModelRecord
-from cerulean.store.migrate import current_revision, head_revision
-from cerulean.store.sql import metadata, normalize_url
+from cerulean.store.migrate import current_revision, head_revision, upgrade
+from cerulean.store.sql import create_store_engine, metadata, models, normalize_url
 from tests.store.legacy import NOW, legacy_home
 
 
@@ -101,7 +101,7 @@ def test_usage_adds_up_per_minute(store: SqlStore) -> None:
 
 def test_schema_is_the_migrations_and_matches_the_tables(store: SqlStore) -> None:
     with store.engine.connect() as conn:
-        assert current_revision(conn) == head_revision() == "0002"
+        assert current_revision(conn) == head_revision() == "0003"
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
 
@@ -156,3 +156,34 @@ def test_a_home_from_before_migrations_is_adopted(db_url: str) -> None:
         assert store.get_model("x") is not None
     finally:
         store.close()
+
+
+def test_migration_0003_repairs_the_old_capability_names(db_url: str) -> None:
+    """Stores written before one vocabulary (issue 10) held ``chat,completions`` from the CLI;
+    revision 0003 rewrites them, and leaves the other names as they are."""
+    engine = create_store_engine(db_url)
+    try:
+        upgrade(engine, "0002")
+        with engine.begin() as conn:
+            for name, capabilities in (
+                ("old", "chat,completions"),
+                ("new", "chat_completion,completion"),
+                ("emb", "embeddings"),
+            ):
+                conn.execute(
+                    models.insert().values(
+                        name=name, path=None, capabilities=capabilities, created_at=NOW
+                    )
+                )
+    finally:
+        engine.dispose()
+    store = SqlStore(db_url)
+    try:
+        found = {m.name: m.capabilities for m in store.list_models()}
+    finally:
+        store.close()
+    assert found == {
+        "old": ("chat_completion", "completion"),
+        "new": ("chat_completion", "completion"),
+        "emb": ("embeddings",),
+    }

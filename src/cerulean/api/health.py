@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from cerulean.deps import StateDep
+from cerulean.api.deps import StateDep
 
 __all__ = ["PUBLIC_PATHS", "router"]
 

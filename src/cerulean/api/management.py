@@ -17,8 +17,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from cerulean.deps import StateDep
-from cerulean.errors import ArmError, ControlError, ServiceUnavailable
+from cerulean.api.deps import StateDep
+from cerulean.errors import ArmError, ControlError
 from cerulean.protocol.management import Deployment, RegenerateKeyParameters, parse_arm_body
 from cerulean.services import deployments as deployment_service
 from cerulean.services.keys import KEY_NAMES, readable_keys, regenerate_key
@@ -65,8 +65,6 @@ class Account:
     """A checked management request: the admin token, ``api-version`` and account are valid."""
 
     def __init__(self, state: AppState, account_id: str) -> None:
-        if state.store is None:
-            raise ServiceUnavailable()
         self.state = state
         self.store: Store = state.store
         self.id = account_id
@@ -84,8 +82,7 @@ class Account:
         return arm_deployment(record, model, self.id)
 
     async def reconcile(self) -> None:
-        if self.state.pool is not None:
-            await self.state.pool.reconcile()
+        await self.state.pool.reconcile()
 
 
 def get_account(
@@ -162,8 +159,7 @@ async def regenerate(request: Request, account: AccountDep) -> dict[str, str | N
     name = body.key_name.lower()
     settings = account.state.settings
     key = await account.call(regenerate_key, account.store, settings, name)
-    if account.state.keyring is not None:
-        await account.state.keyring.reload()  # the old key stops working now
+    await account.state.keyring.reload()  # the old key stops working now
     known = await run_in_threadpool(readable_keys, account.store, settings)
     known[name] = key
     return {n: known.get(n) for n in KEY_NAMES}

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from cerulean.deps import StateDep
+from cerulean.api.deps import StateDep
 from cerulean.engines.base import Engine
 
 __all__ = ["router"]

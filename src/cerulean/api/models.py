@@ -7,10 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
-from cerulean.deps import ApiVersionDep, StateDep
-from cerulean.errors import DeploymentNotFound, ResourceNotFound, ServiceUnavailable
+from cerulean.api.deps import ApiVersionDep, StateDep
+from cerulean.errors import DeploymentNotFound, ResourceNotFound
 from cerulean.services.catalog import deployment_object, model_object, model_objects
-from cerulean.store.base import Store
 
 __all__ = ["router"]
 
@@ -37,7 +36,7 @@ async def get_model(
 async def list_deployments(state: StateDep, version: ApiVersionDep) -> dict[str, Any]:
     if not version.lists_deployments:
         raise ResourceNotFound()
-    records = await run_in_threadpool(_store(state.store).list_deployments)
+    records = await run_in_threadpool(state.store.list_deployments)
     return {"object": "list", "data": [deployment_object(record) for record in records]}
 
 
@@ -47,13 +46,7 @@ async def get_deployment(
 ) -> dict[str, Any]:
     if not version.lists_deployments:
         raise ResourceNotFound()
-    record = await run_in_threadpool(_store(state.store).get_deployment, deployment_id)
+    record = await run_in_threadpool(state.store.get_deployment, deployment_id)
     if record is None:
         raise DeploymentNotFound()
     return deployment_object(record)
-
-
-def _store(store: Store | None) -> Store:
-    if store is None:
-        raise ServiceUnavailable()
-    return store

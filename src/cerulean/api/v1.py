@@ -6,27 +6,20 @@ Meant for ``openai.OpenAI(base_url=".../openai/v1/", api_key=KEY)``, which sends
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from cerulean.api.chat import serve_chat
-from cerulean.api.embeddings import parse_embedding_request, serve_embeddings
-from cerulean.deps import (
-    StateDep,
-    V1ApiVersionDep,
-    resolve_deployment,
-    resolve_embedding_deployment,
-)
+from cerulean.api.deps import StateDep, V1ApiVersionDep, chat_call, embedding_call
+from cerulean.api.respond import respond
 from cerulean.errors import InvalidRequest
-from cerulean.protocol.chat import CreateChatCompletionRequest
-from cerulean.protocol.common import parse_body
-from cerulean.protocol.gating import check_chat_values
+from cerulean.protocol.chat import parse_chat_request
+from cerulean.protocol.embeddings import parse_embedding_request
+from cerulean.services import chat, embeddings
 from cerulean.services.catalog import model_objects
 
-__all__ = ["router", "require_model"]
+__all__ = ["require_model", "router"]
 
 router = APIRouter()
 
@@ -42,10 +35,10 @@ def require_model(model: str | None) -> str:
 async def create_chat_completion(
     request: Request, state: StateDep, version: V1ApiVersionDep
 ) -> Response:
-    gate = functools.partial(check_chat_values, version=version)
-    body = parse_body(await request.body(), CreateChatCompletionRequest, gate)
-    deployment = await resolve_deployment(state, require_model(body.model))
-    return await serve_chat(request, body, version, deployment)
+    body = parse_chat_request(await request.body(), version)
+    deployment = await state.pool.resolve(require_model(body.model), "chat_completion")
+    call = chat_call(request, version, deployment)
+    return await respond(request, await chat.create_chat_completion(call, body))
 
 
 @router.post("/openai/v1/embeddings")
@@ -53,8 +46,9 @@ async def create_embeddings(
     request: Request, state: StateDep, version: V1ApiVersionDep
 ) -> Response:
     body = parse_embedding_request(await request.body(), version)
-    deployment = await resolve_embedding_deployment(state, require_model(body.model))
-    return await serve_embeddings(request, body, version, deployment)
+    deployment = await state.pool.resolve(require_model(body.model), "embeddings")
+    call = embedding_call(request, version, deployment)
+    return await respond(request, await embeddings.create_embeddings(call, body))
 
 
 @router.get("/openai/v1/models")

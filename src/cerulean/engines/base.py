@@ -1,66 +1,149 @@
 """The engine interface: what services may ask of any inference backend.
 
-Engines never see wire (pydantic) models: services translate a request into a
-:class:`GenerationRequest` once, and read back :class:`EngineChunk` objects.
+Engines never see wire (pydantic) models. The services translate a request into a
+:class:`GenerationRequest` once — the conversation as Azure defines it (roles, assistant tool
+calls, tool results with their ids), the tools and ``tool_choice``, ``response_format`` and the
+sampling parameters — and read back :class:`EngineChunk` objects: text deltas and tool-call
+deltas. How a backend honours the request is its own business: the llama.cpp engine describes
+tools in the prompt and decodes under a grammar (:mod:`cerulean.engines.llamacpp.tools`); an
+engine in front of a server that takes tools natively passes them on.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cerulean.errors import ContextLengthExceeded
+from cerulean.protocol.capabilities import CHAT_CAPABILITIES, Capability
+
 __all__ = [
     "Admission",
-    "CHAT_CAPABILITIES",
-    "Capability",
     "ChatMessage",
+    "ContentPart",
     "Engine",
     "EngineChunk",
     "FinishReason",
+    "FunctionSpec",
     "Generation",
     "GenerationRequest",
     "ModelInfo",
     "ResponseFormat",
+    "Role",
     "SamplingParams",
     "TokenLogprob",
+    "ToolCall",
+    "ToolCallDelta",
+    "Tools",
     "TopLogprob",
 ]
 
-FinishReason = Literal["stop", "length"]
+# ``tool_calls``: the answer is one or more calls (the service names it ``function_call`` for the
+# legacy functions API).
+FinishReason = Literal["stop", "length", "tool_calls"]
 # Called with a prompt's token count before the request is queued (rate limits).
 Admission = Callable[[int], Awaitable[None]]
-# What a model can serve, named as Azure's model object names them (``capabilities``).
-Capability = Literal["chat_completion", "completion", "embeddings"]
-CHAT_CAPABILITIES: frozenset[Capability] = frozenset({"chat_completion", "completion"})
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+# -- the conversation ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContentPart:
+    """One part of a message's content: ``text`` and ``refusal`` parts carry ``text``; ``raw``
+    is the part as the client sent it, for engines that pass other kinds (images) on."""
+
+    type: str
+    text: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call of an assistant message; ``arguments`` is JSON text as it was written."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True)
 class ChatMessage:
-    """One message of a conversation, content already flattened to text."""
+    """One message of a conversation, as Azure defines it.
 
-    role: str
-    content: str
+    ``content`` is text, a tuple of parts, or None (an assistant message that only calls).
+    ``tool_calls`` are an assistant's calls (tools API), ``function_call`` its call in the legacy
+    functions API (``id`` empty); ``tool_call_id`` names the call a ``tool`` message answers and
+    ``name`` the function a ``function`` message answers.
+    """
+
+    role: Role | str
+    content: str | tuple[ContentPart, ...] | None
     name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    function_call: ToolCall | None = None
+    tool_call_id: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The content as plain text: parts joined by newlines, nothing for None."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(part.text or "" for part in self.content)
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One function the model may call: its parameters are a JSON schema."""
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] = field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
+    strict: bool | None = None
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The functions of a request and how the model may use them.
+
+    ``choice``: ``none`` (call nothing), ``auto`` (call or answer), ``required`` (call one or
+    more), or ``function`` (call the one named ``function``). ``legacy`` marks the functions API
+    (``functions``/``function_call``): one call at most, answered in ``message.function_call``.
+    """
+
+    functions: tuple[FunctionSpec, ...]
+    choice: Literal["none", "auto", "required", "function"] = "auto"
+    function: str | None = None
+    parallel: bool = True
+    legacy: bool = False
 
 
 @dataclass(frozen=True)
 class ResponseFormat:
-    """Structured output: any JSON object, or JSON valid against ``schema``.
-
-    With ``allow_text`` the answer may instead be plain text that does not start with ``{`` or
-    ``[`` (function calling with ``tool_choice: auto``).
-    """
+    """Structured output: any JSON object, or JSON valid against ``schema``."""
 
     kind: Literal["json_object", "json_schema"]
-    schema: dict[str, Any] | None = None
-    allow_text: bool = False
+    schema: Mapping[str, Any] | None = None
+    name: str | None = None
+    strict: bool | None = None
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick tokens; ``temperature == 0`` means greedy."""
+    """How to pick tokens; ``temperature == 0`` means greedy.
+
+    ``max_tokens`` None lets the model's :meth:`ModelInfo.completion_budget` decide.
+    ``grammar`` is a GBNF grammar (root rule ``root``) the answer must match, for engines that
+    take grammars; ``logprobs`` None asks for no log probabilities, ``k >= 0`` for each token's
+    and its ``k`` likeliest alternatives.
+    """
 
     temperature: float = 1.0
     top_p: float = 1.0
@@ -69,16 +152,14 @@ class SamplingParams:
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
-    grammar: str | None = None  # GBNF (llama.cpp grammar) the answer must match; root rule "root"
+    grammar: str | None = None
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit)
-    response_format: ResponseFormat | None = None
-    # None: no log probabilities; k >= 0: each token's logprob and its k likeliest alternatives.
     logprobs: int | None = None
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """A generation: chat ``messages``, or a raw ``prompt``, plus sampling parameters.
+    """A generation: a chat ``messages`` conversation, or a raw ``prompt``.
 
     A ``prompt`` (text, or token ids of the model's tokenizer) is used as it is, without a chat
     template or its stop strings, and the answer's whitespace is kept (legacy completions).
@@ -89,9 +170,14 @@ class GenerationRequest:
     messages: tuple[ChatMessage, ...]
     params: SamplingParams = field(default_factory=SamplingParams)
     n: int = 1  # answers to sample from one evaluation of the prompt
+    tools: Tools | None = None
+    response_format: ResponseFormat | None = None
     prompt: str | tuple[int, ...] | None = None
     echo: bool = False
     suffix: str | None = None  # text after the completion (fill-in-the-middle models only)
+
+
+# -- what comes back ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -117,8 +203,20 @@ class TokenLogprob:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of call ``index`` of an answer: its first piece carries ``id`` and ``name``, the
+    following ones pieces of the ``arguments`` JSON text as they are generated."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
 class EngineChunk:
-    """A piece of answer ``index``; the answer's last chunk carries finish reason and usage.
+    """A piece of answer ``index``: text, tool-call pieces, or both; the answer's last chunk
+    carries its finish reason and usage.
 
     ``logprobs`` (when asked for) covers the tokens whose text this chunk shows.
     """
@@ -129,6 +227,10 @@ class EngineChunk:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     logprobs: tuple[TokenLogprob, ...] = ()
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+
+
+# -- the model and the engine -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -142,6 +244,32 @@ class ModelInfo:
     dimensions: int | None = None  # length of an embedding vector (embedding models)
     # Identifies the weights and the settings that shape outputs (``system_fingerprint``).
     fingerprint: str | None = None
+    # Kinds of content part the model reads besides text: "image_url", "input_audio".
+    content_parts: frozenset[str] = frozenset()
+
+    def completion_budget(
+        self, prompt_tokens: int, max_tokens: int | None, *, raw: bool = False
+    ) -> int:
+        """The tokens an answer to a ``prompt_tokens`` prompt may take: the one rule that both
+        the rate limits (the reservation they charge) and the engines (where they stop) follow.
+
+        ``max_tokens`` when given, else the model's ``default_max_tokens``, else the rest of the
+        context, never beyond the context. A prompt that fills the context, or a ``max_tokens``
+        that does not fit beside it, is Azure's 400 ``context_length_exceeded`` (``raw``: in the
+        legacy completions wording).
+        """
+        limit = self.context_length
+        if max_tokens is not None and prompt_tokens + max_tokens > limit:
+            raise ContextLengthExceeded(
+                limit=limit, prompt_tokens=prompt_tokens, completion_tokens=max_tokens, prompt=raw
+            )
+        if prompt_tokens >= limit:
+            raise ContextLengthExceeded(
+                limit=limit, prompt_tokens=prompt_tokens, completion_tokens=None, prompt=raw
+            )
+        room = limit - prompt_tokens
+        cap = max_tokens if max_tokens is not None else self.default_max_tokens
+        return room if cap is None else min(cap, room)
 
 
 class Generation(abc.ABC):
@@ -186,13 +314,10 @@ class Engine(abc.ABC):
         an exception it raises ends the request.
 
         Raises :class:`~cerulean.errors.ContextLengthExceeded` (and other
-        :class:`~cerulean.errors.APIError` subclasses) *before* any output, so that a streaming
-        response can still answer with a plain JSON error.
+        :class:`~cerulean.errors.APIError` subclasses, such as a 400 for a parameter this engine
+        cannot honour) *before* any output, so that a streaming response can still answer with
+        a plain JSON error.
         """
-
-    @abc.abstractmethod
-    async def count_prompt_tokens(self, messages: tuple[ChatMessage, ...]) -> int:
-        """Tokens the rendered prompt for ``messages`` takes in this model."""
 
     def stats(self) -> dict[str, int]:
         """Gauges and counters for ``/metrics`` (slots busy, requests waiting...)."""

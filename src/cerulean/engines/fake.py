@@ -1,4 +1,9 @@
-"""A deterministic engine for tests of the HTTP layer (never a default)."""
+"""A deterministic engine for tests of the HTTP layer (never a default).
+
+Its handler answers a request with pieces, one "token" each: text, or
+:class:`~cerulean.engines.base.ToolCallDelta` objects for an answer that calls functions (it
+then finishes with ``tool_calls``), as any engine gives them.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +20,15 @@ from cerulean.engines.base import (
     GenerationRequest,
     ModelInfo,
     TokenLogprob,
+    ToolCallDelta,
     TopLogprob,
 )
-from cerulean.errors import ContextLengthExceeded, InvalidRequest
+from cerulean.errors import InvalidRequest
 
 __all__ = ["FAKE_VOCAB", "FakeEngine", "fake_logprob"]
 
-Handler = Callable[[GenerationRequest], list[str]]
+Piece = str | ToolCallDelta
+Handler = Callable[[GenerationRequest], list[Piece]]
 
 FAKE_VOCAB = 1000  # token ids of raw prompts must be below this
 
@@ -33,10 +40,10 @@ def _prompt_text(request: GenerationRequest) -> str:
     return prompt or ""
 
 
-def _echo(request: GenerationRequest) -> list[str]:
+def _echo(request: GenerationRequest) -> list[Piece]:
     if request.prompt is not None:
         return [" You", " said:", " " + _prompt_text(request)]
-    return ["You said: ", request.messages[-1].content]
+    return ["You said: ", request.messages[-1].text]
 
 
 def fake_logprob(piece: str, position: int, k: int) -> TokenLogprob:
@@ -51,7 +58,7 @@ def fake_logprob(piece: str, position: int, k: int) -> TokenLogprob:
 class _FakeGeneration(Generation):
     def __init__(
         self,
-        pieces: list[str],
+        pieces: list[Piece],
         prompt_tokens: int,
         max_tokens: int,
         delay: float,
@@ -81,12 +88,17 @@ class _FakeGeneration(Generation):
                 if produced >= self._max or self.closed:
                     break
                 await asyncio.sleep(self._delay)
+                produced += 1
+                if isinstance(piece, ToolCallDelta):
+                    yield EngineChunk(index=index, tool_calls=(piece,))
+                    continue
                 scored = ()
                 if self._logprobs is not None:
-                    scored = (fake_logprob(piece, produced, self._logprobs),)
-                produced += 1
+                    scored = (fake_logprob(piece, produced - 1, self._logprobs),)
                 yield EngineChunk(text=piece, index=index, logprobs=scored)
             finish: FinishReason = "length" if produced < len(self._pieces) else "stop"
+            if finish == "stop" and any(isinstance(p, ToolCallDelta) for p in self._pieces):
+                finish = "tool_calls"
             yield EngineChunk(
                 finish_reason=finish,
                 index=index,
@@ -132,7 +144,8 @@ class FakeEngine(Engine):
         self._ready = True
 
     async def count_prompt_tokens(self, messages: tuple[ChatMessage, ...]) -> int:
-        return sum(len(m.content.split()) + 1 for m in messages)
+        """A word per message is a token, plus one per message."""
+        return sum(len(m.text.split()) + 1 for m in messages)
 
     def _raw_prompt_tokens(self, prompt: str | tuple[int, ...]) -> int:
         if isinstance(prompt, str):
@@ -155,13 +168,7 @@ class FakeEngine(Engine):
             prompt = await self.count_prompt_tokens(request.messages)
         if admit is not None:
             await admit(prompt)
-        limit = self._info.context_length
-        wanted = request.params.max_tokens
-        if prompt >= limit or (wanted is not None and prompt + wanted > limit):
-            raise ContextLengthExceeded(
-                limit=limit, prompt_tokens=prompt, completion_tokens=wanted, prompt=raw
-            )
-        cap = wanted if wanted is not None else self._info.default_max_tokens or limit
+        cap = self._info.completion_budget(prompt, request.params.max_tokens, raw=raw)
         generation = _FakeGeneration(
             self._handler(request),
             prompt,

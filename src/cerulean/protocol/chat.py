@@ -7,11 +7,14 @@ Spec: Azure/azure-rest-api-specs, file
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 from pydantic import Field
 
-from cerulean.protocol.common import WireModel
+from cerulean.protocol.apiversions import ApiVersion
+from cerulean.protocol.common import WireModel, parse_body
+from cerulean.protocol.gating import check_chat_values
 
 __all__ = [
     "ChatCompletionMessageToolCall",
@@ -19,6 +22,7 @@ __all__ = [
     "ChatCompletionRequestMessage",
     "ChatCompletionRequestMessageContentPart",
     "CreateChatCompletionRequest",
+    "parse_chat_request",
 ]
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -85,3 +89,9 @@ class CreateChatCompletionRequest(WireModel):
     parallel_tool_calls: bool | None = None
     # --- extensions (not in the 2024-10-21 spec) ---
     model: str | None = None  # sent by the SDKs; routing is by the path's deployment
+
+
+def parse_chat_request(raw: bytes, version: ApiVersion) -> CreateChatCompletionRequest:
+    """The body, checked against the arguments and values ``version`` knows (Azure's 400s)."""
+    gate = functools.partial(check_chat_values, version=version)
+    return parse_body(raw, CreateChatCompletionRequest, gate)

@@ -8,13 +8,16 @@ Spec: Azure/azure-rest-api-specs, file
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pydantic import Field
 
-from cerulean.protocol.common import WireModel
+from cerulean.protocol.apiversions import ApiVersion
+from cerulean.protocol.common import WireModel, parse_body
+from cerulean.protocol.gating import COMPLETION_ARGUMENTS, check_arguments
 
-__all__ = ["DEFAULT_MAX_TOKENS", "CreateCompletionRequest", "Prompt"]
+__all__ = ["DEFAULT_MAX_TOKENS", "CreateCompletionRequest", "Prompt", "parse_completion_request"]
 
 DEFAULT_MAX_TOKENS = 16
 
@@ -47,3 +50,9 @@ class CreateCompletionRequest(WireModel):
     cache_level: int | None = None
     model: str | None = None  # sent by the SDKs; routing is by the path's deployment
     stream_options: dict[str, Any] | None = None  # as on chat: {"include_usage": true}
+
+
+def parse_completion_request(raw: bytes, version: ApiVersion) -> CreateCompletionRequest:
+    """The body, checked against the arguments ``version`` knows (Azure's 400s)."""
+    gate = functools.partial(check_arguments, table=COMPLETION_ARGUMENTS, version=version)
+    return parse_body(raw, CreateCompletionRequest, gate)

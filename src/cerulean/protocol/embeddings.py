@@ -9,13 +9,21 @@ order. ``input`` also takes token arrays, as the 2025 preview spec and OpenAI's 
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 from pydantic import Field
 
-from cerulean.protocol.common import WireModel
+from cerulean.protocol.apiversions import ApiVersion
+from cerulean.protocol.common import WireModel, parse_body
+from cerulean.protocol.gating import EMBEDDING_ARGUMENTS, check_arguments
 
-__all__ = ["MAX_INPUTS", "CreateEmbeddingRequest", "EmbeddingInputValue"]
+__all__ = [
+    "MAX_INPUTS",
+    "CreateEmbeddingRequest",
+    "EmbeddingInputValue",
+    "parse_embedding_request",
+]
 
 MAX_INPUTS = 2048  # the spec's maxItems for an array input
 
@@ -34,3 +42,9 @@ class CreateEmbeddingRequest(WireModel):
     dimensions: int | None = Field(None, ge=1)
     # --- not in the 2024-10-21 schema (the 2023-05-15 one has it) ---
     model: str | None = None  # sent by the SDKs; routing is by the path's deployment
+
+
+def parse_embedding_request(raw: bytes, version: ApiVersion) -> CreateEmbeddingRequest:
+    """The body, checked against the arguments ``version`` knows (Azure's 400s)."""
+    gate = functools.partial(check_arguments, table=EMBEDDING_ARGUMENTS, version=version)
+    return parse_body(raw, CreateEmbeddingRequest, gate)

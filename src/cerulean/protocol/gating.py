@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cerulean.apiversions import ApiVersion
 from cerulean.errors import InvalidRequest
+from cerulean.protocol.apiversions import ApiVersion
 
 __all__ = [
     "CHAT_ARGUMENTS",

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cerulean.apiversions import ApiVersion
 from cerulean.engines.base import Engine
 from cerulean.engines.embedding import EmbeddingEngine
+from cerulean.protocol.apiversions import ApiVersion
+from cerulean.protocol.capabilities import NAMES
 from cerulean.store.base import DeploymentRecord
 
 __all__ = ["deployment_object", "model_object", "model_objects"]
@@ -21,13 +22,9 @@ _NEVER = 4102358400
 
 def _capabilities(engine: Served, version: ApiVersion) -> dict[str, Any]:
     kinds = engine.info.capabilities
-    capabilities: dict[str, Any] = {
-        "fine_tune": False,
-        "inference": True,
-        "completion": "completion" in kinds,
-        "chat_completion": "chat_completion" in kinds,
-        "embeddings": "embeddings" in kinds,
-    }
+    capabilities: dict[str, Any] = {"fine_tune": False, "inference": True}
+    for capability in ("completion", "chat_completion", "embeddings"):
+        capabilities[NAMES[capability].model_object] = capability in kinds
     if not version.at_least("2023-05-15"):  # the 2022 authoring shape
         del capabilities["chat_completion"]
         capabilities["scale_types"] = ["standard"]

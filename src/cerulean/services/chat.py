@@ -1,53 +1,49 @@
-"""Chat completions: wire request → engine request, engine output → Azure's JSON and SSE."""
+"""Chat completions: the one entry point, :func:`create_chat_completion`.
+
+It translates the wire request into the engine's terms (the conversation as Azure defines it,
+the tools, ``response_format``, the sampling), admits the request to the deployment's rate
+limits once the engine has counted the prompt, starts the generation and shapes what the engine
+gives back — text and tool-call deltas — into Azure's JSON body or event stream.
+"""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cerulean.engines.base import (
     ChatMessage,
+    ContentPart,
+    Engine,
     EngineChunk,
     Generation,
     GenerationRequest,
     ResponseFormat,
-    SamplingParams,
     TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
 )
-from cerulean.errors import APIError, EngineError, InternalServerError, InvalidRequest
+from cerulean.errors import EngineError, InvalidRequest
 from cerulean.protocol.chat import ChatCompletionRequestMessage, CreateChatCompletionRequest
-from cerulean.services.context import (
+from cerulean.services.admission import reservation
+from cerulean.services.answers import (
     CHOICE_FILTER,
-    PROMPT_FILTER,
+    Answer,
     AnswerContext,
-    logit_bias_pairs,
-    stop_strings,
+    InferenceCall,
+    final_usage,
+    guarded,
+    prompt_filter_chunk,
+    prompt_filter_results,
+    sampling,
+    usage,
+    with_usage,
 )
 from cerulean.services.logprobs import chat_logprobs, chat_logprobs_param
-from cerulean.services.tools import (
-    ToolPlan,
-    call_id,
-    call_schema,
-    instructions,
-    looks_like_call,
-    parse_answer,
-    plan_tools,
-    render_calls,
-)
-from cerulean.streaming import DONE, encode_event, error_event
+from cerulean.services.tools import read_tools
 
-__all__ = [
-    "ChatContext",
-    "collect_completion",
-    "plan_request",
-    "stream_completion",
-    "to_generation_request",
-]
-
-logger = logging.getLogger(__name__)
-
+__all__ = ["ChatContext", "create_chat_completion", "to_generation_request"]
 
 # Roles whose messages must have content (assistant may carry calls instead; function may be null).
 _CONTENT_REQUIRED = frozenset({"system", "developer", "user", "tool"})
@@ -57,11 +53,82 @@ _CONTENT_REQUIRED = frozenset({"system", "developer", "user", "tool"})
 class ChatContext(AnswerContext):
     """What every chunk or body of one chat completion shares."""
 
-    tools: ToolPlan | None = None
     logprobs: bool = False  # whether choices carry log probabilities
+    legacy: bool = False  # the functions API: calls answer in ``function_call``
+    # Whether answers may be calls: then a choice's role chunk waits for its first output.
+    calls: bool = False
 
 
-def _flatten(message: ChatCompletionRequestMessage, index: int) -> ChatMessage:
+async def create_chat_completion(
+    call: InferenceCall[Engine], body: CreateChatCompletionRequest
+) -> Answer:
+    """Admit, start and shape one chat completion (raises Azure's errors before any output)."""
+    wanted = to_generation_request(body)
+    engine = call.engine
+    _check_parts(wanted.messages, engine.info.content_parts)
+    headers: dict[str, str] = {}
+
+    async def admit(prompt_tokens: int) -> None:
+        tokens = reservation(engine.info, prompt_tokens, wanted.params.max_tokens, choices=wanted.n)
+        charged = await call.quota.admit(
+            call.deployment, tokens=tokens, capability="chat_completion"
+        )
+        headers.update(charged)
+
+    generation = await engine.generate(wanted, admit=admit)
+    info = engine.info
+    tools = wanted.tools
+    ctx = ChatContext(
+        model=info.name,
+        api_version=call.version,
+        fingerprint=info.fingerprint,
+        logprobs=bool(body.logprobs),
+        legacy=tools is not None and tools.legacy,
+        calls=tools is not None and tools.choice != "none",
+    )
+    headers["x-ms-deployment-name"] = call.deployment.name
+    include_usage = bool((body.stream_options or {}).get("include_usage"))
+    return Answer(
+        headers=headers,
+        stream=bool(body.stream),
+        collect=lambda: _collect(ctx, generation),
+        events=lambda: guarded(
+            _events(ctx, generation, include_usage=include_usage, n=wanted.n),
+            request_id=call.request_id,
+            close=generation.aclose,
+        ),
+        aclose=generation.aclose,
+    )
+
+
+# -- the request ----------------------------------------------------------------------------------
+
+
+def to_generation_request(body: CreateChatCompletionRequest) -> GenerationRequest:
+    """Translate a validated wire request into the engine's terms (raises Azure's 400s)."""
+    messages = tuple(_message(m, i) for i, m in enumerate(body.messages))
+    response_format = _response_format(body.response_format)
+    if response_format is not None and response_format.kind == "json_object":
+        _require_json_word(messages)
+    tools = read_tools(
+        body.tools, body.tool_choice, body.functions, body.function_call, body.parallel_tool_calls
+    )
+    max_tokens = (
+        body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    )
+    params = sampling(
+        body, max_tokens=max_tokens, logprobs=chat_logprobs_param(body.logprobs, body.top_logprobs)
+    )
+    return GenerationRequest(
+        messages=messages,
+        params=params,
+        n=body.n or 1,
+        tools=tools,
+        response_format=response_format,
+    )
+
+
+def _message(message: ChatCompletionRequestMessage, index: int) -> ChatMessage:
     where = f"messages.{index}"
     content = message.content
     if content is None and message.role in _CONTENT_REQUIRED:
@@ -70,33 +137,44 @@ def _flatten(message: ChatCompletionRequestMessage, index: int) -> ChatMessage:
         raise InvalidRequest(f"'tool_call_id' is a required property - '{where}'", param=where)
     if message.role == "function" and message.name is None:
         raise InvalidRequest(f"'name' is a required property - '{where}'", param=where)
-    if content is None:
-        text = _calls_text(message)
-    elif isinstance(content, str):
-        text = content
+    parts: str | tuple[ContentPart, ...] | None
+    if content is None or isinstance(content, str):
+        parts = content
     else:
-        text = "\n".join(_part_text(part.type, part.text, part.refusal, index) for part in content)
-    return ChatMessage(role=message.role, content=text, name=message.name)
-
-
-def _part_text(kind: str, text: str | None, refusal: str | None, index: int) -> str:
-    if kind == "text":
-        return text or ""
-    if kind == "refusal":
-        return refusal or ""
-    raise InvalidRequest(
-        f"This model accepts text only; content parts of type '{kind}' are not supported by "
-        "this deployment.",
-        param=f"messages.{index}.content",
+        parts = tuple(
+            ContentPart(
+                part.type,
+                part.text if part.type == "text" else part.refusal,
+                part.model_dump(exclude_none=True),
+            )
+            for part in content
+        )
+    calls = tuple(
+        ToolCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or ()
+    )
+    legacy = message.function_call
+    return ChatMessage(
+        role=message.role,
+        content=parts,
+        name=message.name,
+        tool_calls=calls,
+        function_call=None if legacy is None else ToolCall("", legacy.name, legacy.arguments),
+        tool_call_id=message.tool_call_id,
     )
 
 
-def _calls_text(message: ChatCompletionRequestMessage) -> str:
-    """An assistant message without content: the calls it made, as the model writes them."""
-    calls = [(c.function.name, c.function.arguments) for c in message.tool_calls or ()]
-    if message.function_call is not None:
-        calls.append((message.function_call.name, message.function_call.arguments))
-    return render_calls(calls) if calls else ""
+def _check_parts(messages: Sequence[ChatMessage], readable: frozenset[str]) -> None:
+    """A content part the deployment's model cannot read (an image for a text model) is a 400."""
+    for index, message in enumerate(messages):
+        if isinstance(message.content, str) or message.content is None:
+            continue
+        for part in message.content:
+            if part.type not in ("text", "refusal") and part.type not in readable:
+                raise InvalidRequest(
+                    "This model accepts text only; content parts of type "
+                    f"'{part.type}' are not supported by this deployment.",
+                    param=f"messages.{index}.content",
+                )
 
 
 def _response_format(value: dict[str, Any] | None) -> ResponseFormat | None:
@@ -120,7 +198,13 @@ def _response_format(value: dict[str, Any] | None) -> ResponseFormat | None:
                 f"{schema!r} is not of type 'object' - 'response_format.json_schema.schema'",
                 param="response_format.json_schema.schema",
             )
-        return ResponseFormat("json_schema", schema or {})
+        strict = spec.get("strict")
+        return ResponseFormat(
+            "json_schema",
+            schema or {},
+            name=spec["name"],
+            strict=strict if isinstance(strict, bool) else None,
+        )
     raise InvalidRequest(
         f"Invalid value: '{kind}'. Supported values are: 'text', 'json_object' and 'json_schema'.",
         param="response_format.type",
@@ -129,7 +213,7 @@ def _response_format(value: dict[str, Any] | None) -> ResponseFormat | None:
 
 def _require_json_word(messages: tuple[ChatMessage, ...]) -> None:
     """OpenAI's JSON-mode rule: the prompt must ask for JSON, or models may emit whitespace."""
-    if not any("json" in message.content.lower() for message in messages):
+    if not any("json" in message.text.lower() for message in messages):
         raise InvalidRequest(
             "'messages' must contain the word 'json' in some form, to use 'response_format' of "
             "type 'json_object'.",
@@ -137,148 +221,103 @@ def _require_json_word(messages: tuple[ChatMessage, ...]) -> None:
         )
 
 
-def _with_instructions(
-    messages: tuple[ChatMessage, ...], plan: ToolPlan
-) -> tuple[ChatMessage, ...]:
-    """The function descriptions joined to the first system message (or one put in front)."""
-    text = instructions(plan)
-    if messages and messages[0].role in ("system", "developer"):
-        head = messages[0]
-        merged = ChatMessage(head.role, f"{head.content.rstrip()}\n\n{text}", head.name)
-        return (merged, *messages[1:])
-    return (ChatMessage("system", text), *messages)
+# -- the JSON body --------------------------------------------------------------------------------
 
 
-def plan_request(body: CreateChatCompletionRequest) -> ToolPlan | None:
-    """The request's function-calling plan (raises the 400s of bad tools)."""
-    return plan_tools(
-        body.tools, body.tool_choice, body.functions, body.function_call, body.parallel_tool_calls
-    )
+@dataclass
+class _Call:
+    id: str
+    name: str
+    arguments: str = ""
 
 
-def to_generation_request(
-    body: CreateChatCompletionRequest, plan: ToolPlan | None = None
-) -> GenerationRequest:
-    """Translate a validated wire request into the engine's terms (raises 400s)."""
-    messages = tuple(_flatten(m, i) for i, m in enumerate(body.messages))
-    response_format = _response_format(body.response_format)
-    if response_format is not None and response_format.kind == "json_object":
-        _require_json_word(messages)
-    if plan is not None:
-        if response_format is not None:
-            raise InvalidRequest(
-                "Cerulean cannot combine 'response_format' with function calling in one request; "
-                "send one or the other.",
-                param="response_format",
-                code="unsupported_parameter",
-            )
-        messages = _with_instructions(messages, plan)
-        response_format = ResponseFormat(
-            "json_schema", call_schema(plan), allow_text=plan.allow_text
-        )
-    max_tokens = (
-        body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    )
-    params = SamplingParams(
-        temperature=1.0 if body.temperature is None else body.temperature,
-        top_p=1.0 if body.top_p is None else body.top_p,
-        max_tokens=max_tokens,
-        stop=stop_strings(body.stop),
-        seed=body.seed,
-        presence_penalty=body.presence_penalty or 0.0,
-        frequency_penalty=body.frequency_penalty or 0.0,
-        logit_bias=logit_bias_pairs(body.logit_bias),
-        response_format=response_format,
-        logprobs=chat_logprobs_param(body.logprobs, body.top_logprobs),
-    )
-    return GenerationRequest(messages=messages, params=params, n=body.n or 1)
+@dataclass
+class _Choice:
+    """One answer as it accumulates."""
+
+    text: str = ""
+    calls: dict[int, _Call] = field(default_factory=dict)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    final: EngineChunk | None = None
+
+    def add(self, chunk: EngineChunk) -> None:
+        self.text += chunk.text
+        self.logprobs.extend(chunk.logprobs)
+        for delta in chunk.tool_calls:
+            if delta.name is not None:
+                self.calls[delta.index] = _Call(delta.id or "", delta.name)
+            if delta.index in self.calls:
+                self.calls[delta.index].arguments += delta.arguments
+        if chunk.finish_reason is not None:
+            self.final = chunk
 
 
-def _usage(finals: dict[int, EngineChunk]) -> dict[str, int]:
-    """Usage of all choices: the prompt once, every choice's completion tokens."""
-    prompt = next(iter(finals.values())).prompt_tokens if finals else 0
-    completion = sum(chunk.completion_tokens for chunk in finals.values())
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
+def _finish(ctx: ChatContext, reason: str) -> str:
+    return "function_call" if ctx.legacy and reason == "tool_calls" else reason
 
 
-def _answer(ctx: ChatContext, text: str, finish: str) -> tuple[dict[str, Any], str]:
-    """The ``message`` of one choice and its finish reason (a call when the answer is one)."""
-    calls = parse_answer(text) if ctx.tools is not None and finish == "stop" else None
-    if calls is None or ctx.tools is None:
-        return {"role": "assistant", "content": text}, finish
-    if ctx.tools.legacy:
-        call = calls[0]
-        function = {"name": call.name, "arguments": call.arguments}
-        return {"role": "assistant", "content": None, "function_call": function}, "function_call"
+def _message_body(ctx: ChatContext, choice: _Choice) -> dict[str, Any]:
+    """The ``message`` of one choice: its text, or its calls (content null)."""
+    if not choice.calls:
+        return {"role": "assistant", "content": choice.text}
+    if ctx.legacy:
+        first = choice.calls[min(choice.calls)]
+        call = {"name": first.name, "arguments": first.arguments}
+        return {"role": "assistant", "content": None, "function_call": call}
     tool_calls = [
-        {
-            "id": call_id(),
-            "type": "function",
-            "function": {"name": call.name, "arguments": call.arguments},
-        }
-        for call in calls
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for _, c in sorted(choice.calls.items())
     ]
-    return {"role": "assistant", "content": None, "tool_calls": tool_calls}, "tool_calls"
+    return {"role": "assistant", "content": None, "tool_calls": tool_calls}
 
 
-def completion_body(
-    ctx: ChatContext,
-    texts: dict[int, str],
-    finals: dict[int, EngineChunk],
-    logprobs: dict[int, list[TokenLogprob]] | None = None,
-) -> dict[str, Any]:
+def completion_body(ctx: ChatContext, choices: dict[int, _Choice]) -> dict[str, Any]:
     """A non-streaming ``chat.completion`` body with one choice per answer."""
-    choices: list[dict[str, Any]] = []
-    for index in sorted(finals):
-        final = finals[index]
-        message, finish = _answer(ctx, texts.get(index, ""), final.finish_reason or "stop")
-        choice: dict[str, Any] = {
+    out: list[dict[str, Any]] = []
+    for index in sorted(choices):
+        choice = choices[index]
+        assert choice.final is not None
+        message = _message_body(ctx, choice)
+        entry: dict[str, Any] = {
             "index": index,
-            "finish_reason": finish,
+            "finish_reason": _finish(ctx, choice.final.finish_reason or "stop"),
             "message": {**message, "refusal": None},
             # Required (nullable) by the spec's createChatCompletionResponse.
-            "logprobs": chat_logprobs((logprobs or {}).get(index, [])) if ctx.logprobs else None,
+            "logprobs": chat_logprobs(choice.logprobs) if ctx.logprobs else None,
         }
         if ctx.annotate:
-            choice["content_filter_results"] = CHOICE_FILTER if message["content"] else {}
-        choices.append(choice)
+            entry["content_filter_results"] = CHOICE_FILTER if message["content"] else {}
+        out.append(entry)
+    finals = [c.final for c in choices.values() if c.final is not None]
     body: dict[str, Any] = ctx.stamp(
         {
             "id": ctx.id,
             "object": "chat.completion",
             "created": ctx.created,
             "model": ctx.model,
-            "choices": choices,
-            "usage": _usage(finals),
+            "choices": out,
+            "usage": usage(*final_usage(finals)),
         }
     )
     if ctx.annotate:
-        body["prompt_filter_results"] = [
-            {"prompt_index": 0, "content_filter_results": PROMPT_FILTER}
-        ]
+        body["prompt_filter_results"] = prompt_filter_results(1)
     return body
 
 
-async def collect_completion(ctx: ChatContext, generation: Generation) -> dict[str, Any]:
+async def _collect(ctx: ChatContext, generation: Generation) -> dict[str, Any]:
     """Run ``generation`` to the end and build the JSON body."""
-    texts: dict[int, str] = {}
-    finals: dict[int, EngineChunk] = {}
-    scored: dict[int, list[TokenLogprob]] = {}
+    choices: dict[int, _Choice] = {}
     try:
         async for chunk in generation:
-            texts[chunk.index] = texts.get(chunk.index, "") + chunk.text
-            scored.setdefault(chunk.index, []).extend(chunk.logprobs)
-            if chunk.finish_reason is not None:
-                finals[chunk.index] = chunk
+            choices.setdefault(chunk.index, _Choice()).add(chunk)
     finally:
         await generation.aclose()
-    if not finals or len(finals) != len(texts):
+    if not choices or any(choice.final is None for choice in choices.values()):
         raise EngineError("the engine ended without a finish reason")
-    return completion_body(ctx, texts, finals, scored)
+    return completion_body(ctx, choices)
+
+
+# -- the event stream -----------------------------------------------------------------------------
 
 
 def _chunk(
@@ -298,54 +337,6 @@ def _chunk(
     )
 
 
-def _prompt_filter_chunk() -> dict[str, Any]:
-    return {
-        "choices": [],
-        "created": 0,
-        "id": "",
-        "model": "",
-        "object": "",
-        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": PROMPT_FILTER}],
-    }
-
-
-async def stream_completion(
-    ctx: ChatContext,
-    generation: Generation,
-    *,
-    include_usage: bool,
-    request_id: str,
-    n: int = 1,
-) -> AsyncIterator[bytes]:
-    """SSE events for ``generation``: prompt-filter chunk, role, content, finish, ``[DONE]``.
-
-    Errors after the first byte become a final ``data: {"error": ...}`` event (§4.4); closing this
-    iterator (a client disconnect) cancels the generation and frees its engine slot.
-    """
-    try:
-        if ctx.annotate:
-            yield encode_event(_prompt_filter_chunk())
-        chunks = _tool_deltas(ctx, generation, n) if ctx.tools else _text_deltas(ctx, generation, n)
-        finals: dict[int, EngineChunk] = {}
-        async for chunk, final in chunks:
-            if final is not None:
-                finals[final.index] = final
-            if chunk is not None:
-                yield encode_event(_with_usage(chunk, include_usage))
-        if include_usage:
-            yield encode_event({**_chunk(ctx, {}), "choices": [], "usage": _usage(finals)})
-        yield DONE
-    except APIError as exc:
-        yield error_event(exc.body())
-        yield DONE
-    except EngineError:
-        logger.exception("stream failed")
-        yield error_event(InternalServerError(request_id).body())
-        yield DONE
-    finally:
-        await generation.aclose()
-
-
 def _with_logprobs(
     ctx: ChatContext, chunk: dict[str, Any], entries: Sequence[TokenLogprob]
 ) -> dict[str, Any]:
@@ -355,79 +346,74 @@ def _with_logprobs(
     return chunk
 
 
-_Delta = tuple[dict[str, Any] | None, EngineChunk | None]
-
-
-async def _text_deltas(ctx: ChatContext, generation: Generation, n: int) -> AsyncIterator[_Delta]:
-    """Role chunks first, then each piece of text as it comes."""
-    for index in range(n):
-        yield _chunk(ctx, {"role": "assistant", "content": ""}, index=index), None
-    async for chunk in generation:
-        i = chunk.index
-        if chunk.text:
-            content = _chunk(ctx, {"content": chunk.text}, index=i)
-            yield _with_logprobs(ctx, content, chunk.logprobs), None
-        if chunk.finish_reason is not None:
-            ended = _chunk(ctx, {}, chunk.finish_reason, index=i)
-            if not chunk.text:  # tokens that showed no text of their own
-                _with_logprobs(ctx, ended, chunk.logprobs)
-            yield ended, chunk
-
-
-async def _tool_deltas(ctx: ChatContext, generation: Generation, n: int) -> AsyncIterator[_Delta]:
-    """Text streams as it comes once an answer's first visible character shows it is text;
-    a call is held until it is complete, then sent as Azure streams calls (§4.4)."""
-    held: dict[int, str] = {i: "" for i in range(n)}
-    is_call: dict[int, bool | None] = {i: None for i in range(n)}
-    async for chunk in generation:
-        i = chunk.index
-        if is_call[i] is None:
-            held[i] += chunk.text
-            is_call[i] = looks_like_call(held[i])
-            if is_call[i] is False or (is_call[i] is None and chunk.finish_reason is not None):
-                yield _chunk(ctx, {"role": "assistant", "content": ""}, index=i), None
-                if held[i]:
-                    yield _chunk(ctx, {"content": held[i]}, index=i), None
-        elif is_call[i]:
-            held[i] += chunk.text
-        elif chunk.text:
-            yield _chunk(ctx, {"content": chunk.text}, index=i), None
-        if chunk.finish_reason is None:
-            continue
-        finish: str = chunk.finish_reason
-        if is_call[i]:
-            message, finish = _answer(ctx, held[i], finish)
-            for delta in _call_deltas(message):
-                yield _chunk(ctx, delta, index=i), None
-        yield _chunk(ctx, {}, finish, index=i), chunk
-
-
-def _call_deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
-    """A finished answer as stream deltas: name and id first, then the arguments."""
-    if "function_call" in message:
-        call = message["function_call"]
-        return [
-            {"role": "assistant", "content": None, "function_call": {**call, "arguments": ""}},
-            {"function_call": {"arguments": call["arguments"]}},
-        ]
-    if "tool_calls" not in message:  # a cut-off call: sent as the text it is
-        return [{"role": "assistant", "content": ""}, {"content": message["content"]}]
-    deltas: list[dict[str, Any]] = []
-    for k, call in enumerate(message["tool_calls"]):
-        head = {
-            "index": k,
-            "id": call["id"],
+def _call_delta(ctx: ChatContext, delta: ToolCallDelta, first: bool) -> dict[str, Any]:
+    """One tool-call piece as Azure streams it: id, type and name first, then arguments."""
+    head: dict[str, Any] = {"role": "assistant", "content": None} if first else {}
+    if ctx.legacy:
+        if delta.name is not None:
+            return {**head, "function_call": {"name": delta.name, "arguments": ""}}
+        return {"function_call": {"arguments": delta.arguments}}
+    if delta.name is not None:
+        call = {
+            "index": delta.index,
+            "id": delta.id,
             "type": "function",
-            "function": {"name": call["function"]["name"], "arguments": ""},
+            "function": {"name": delta.name, "arguments": ""},
         }
-        first: dict[str, Any] = {"role": "assistant", "content": None} if k == 0 else {}
-        deltas.append({**first, "tool_calls": [head]})
-        arguments = {"index": k, "function": {"arguments": call["function"]["arguments"]}}
-        deltas.append({"tool_calls": [arguments]})
-    return deltas
+        return {**head, "tool_calls": [call]}
+    return {"tool_calls": [{"index": delta.index, "function": {"arguments": delta.arguments}}]}
 
 
-def _with_usage(chunk: dict[str, Any], include_usage: bool) -> dict[str, Any]:
+async def _events(
+    ctx: ChatContext, generation: Generation, *, include_usage: bool, n: int
+) -> AsyncIterator[dict[str, Any]]:
+    """The stream's events: prompt-filter chunk, role, content or calls, finish, usage.
+
+    Without tools every choice's role chunk comes first; with tools a choice's role chunk waits
+    for its first output, which tells whether the answer is text or calls.
+    """
+    if ctx.annotate:
+        yield prompt_filter_chunk()
+    started: set[int] = set()
+    if not ctx.calls:
+        for index in range(n):
+            started.add(index)
+            yield with_usage(_role_chunk(ctx, index), include_usage)
+    finals: list[EngineChunk] = []
+    async for chunk in generation:
+        i = chunk.index
+        for event in _chunk_events(ctx, chunk, first=i not in started):
+            started.add(i)
+            yield with_usage(event, include_usage)
+        if chunk.finish_reason is not None:
+            finals.append(chunk)
     if include_usage:
-        chunk["usage"] = None
-    return chunk
+        yield {**_chunk(ctx, {}), "choices": [], "usage": usage(*final_usage(finals))}
+
+
+def _role_chunk(ctx: ChatContext, index: int) -> dict[str, Any]:
+    return _chunk(ctx, {"role": "assistant", "content": ""}, index=index)
+
+
+def _chunk_events(ctx: ChatContext, chunk: EngineChunk, *, first: bool) -> list[dict[str, Any]]:
+    """The events one engine chunk makes (none for a chunk with nothing in it)."""
+    i = chunk.index
+    events: list[dict[str, Any]] = []
+    if chunk.text:
+        if first:
+            events.append(_role_chunk(ctx, i))
+            first = False
+        events.append(
+            _with_logprobs(ctx, _chunk(ctx, {"content": chunk.text}, index=i), chunk.logprobs)
+        )
+    for delta in chunk.tool_calls:
+        events.append(_chunk(ctx, _call_delta(ctx, delta, first), index=i))
+        first = False
+    if chunk.finish_reason is not None:
+        if first:
+            events.append(_role_chunk(ctx, i))
+        ended = _chunk(ctx, {}, _finish(ctx, chunk.finish_reason), index=i)
+        if not chunk.text:  # tokens that showed no text of their own
+            _with_logprobs(ctx, ended, chunk.logprobs)
+        events.append(ended)
+    return events

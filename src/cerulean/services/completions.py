@@ -8,7 +8,6 @@ prompt is used raw (no chat template), which is the embedded base model's natura
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,33 +17,35 @@ from cerulean.engines.base import (
     EngineChunk,
     Generation,
     GenerationRequest,
-    SamplingParams,
+    ModelInfo,
     TokenLogprob,
 )
-from cerulean.errors import APIError, EngineError, InternalServerError, InvalidRequest
-from cerulean.ids import completion_id
+from cerulean.errors import EngineError, InvalidRequest
 from cerulean.protocol.completions import DEFAULT_MAX_TOKENS, CreateCompletionRequest, Prompt
-from cerulean.services.context import (
+from cerulean.protocol.ids import completion_id
+from cerulean.quota.base import estimate_tokens
+from cerulean.services.answers import (
     CHOICE_FILTER,
-    PROMPT_FILTER,
+    Answer,
     AnswerContext,
-    logit_bias_pairs,
-    stop_strings,
+    InferenceCall,
+    final_usage,
+    guarded,
+    prompt_filter_chunk,
+    prompt_filter_results,
+    sampling,
+    usage,
+    with_usage,
 )
 from cerulean.services.logprobs import LegacyLogprobs, mean_logprob
-from cerulean.streaming import DONE, encode_event, error_event
 
 __all__ = [
     "CompletionContext",
     "CompletionPlan",
-    "collect_completions",
+    "create_completion",
     "plan_completion",
     "prompt_estimate",
-    "start_generations",
-    "stream_completions",
 ]
-
-logger = logging.getLogger(__name__)
 
 MAX_PROMPTS = 2048  # the most prompts one request may carry (Azure's documented limit)
 
@@ -120,17 +121,8 @@ def plan_completion(body: CreateCompletionRequest) -> CompletionPlan:
     engine_logprobs = body.logprobs
     if engine_logprobs is None and candidates > n:
         engine_logprobs = 0  # best_of ranks the candidates by their mean log probability
-    params = SamplingParams(
-        temperature=1.0 if body.temperature is None else body.temperature,
-        top_p=1.0 if body.top_p is None else body.top_p,
-        max_tokens=DEFAULT_MAX_TOKENS if body.max_tokens is None else body.max_tokens,
-        stop=stop_strings(body.stop),
-        seed=body.seed,
-        presence_penalty=body.presence_penalty or 0.0,
-        frequency_penalty=body.frequency_penalty or 0.0,
-        logit_bias=logit_bias_pairs(body.logit_bias),
-        logprobs=engine_logprobs,
-    )
+    max_tokens = DEFAULT_MAX_TOKENS if body.max_tokens is None else body.max_tokens
+    params = sampling(body, max_tokens=max_tokens, logprobs=engine_logprobs)
     prompts = _prompts(body.prompt)
     requests = [
         GenerationRequest(
@@ -156,7 +148,54 @@ def prompt_estimate(request: GenerationRequest) -> int:
     return (len(prompt or "") + 3) // 4 + 1
 
 
-async def start_generations(engine: Engine, plan: CompletionPlan) -> list[Generation]:
+def admission_estimate(info: ModelInfo, plan: CompletionPlan) -> int:
+    """Azure's estimate for every prompt: its (estimated) tokens plus ``max_tokens`` for each of
+    ``max(n, best_of)`` answers, the budget never beyond the model's context.
+
+    The prompts are not tokenized yet (the engine does that, prompt by prompt), so a prompt that
+    does not fit gets its 400 from the engine after admission.
+    """
+    return sum(
+        estimate_tokens(
+            prompt_estimate(wanted),
+            min(wanted.params.max_tokens or 0, info.context_length),
+            default_reservation=0,
+            n=plan.n,
+            best_of=plan.candidates,
+        )
+        for wanted in plan.requests
+    )
+
+
+async def create_completion(call: InferenceCall[Engine], body: CreateCompletionRequest) -> Answer:
+    """Admit, start and shape one legacy completions request (errors come before any output)."""
+    plan = plan_completion(body)
+    info = call.engine.info
+    headers = await call.quota.admit(
+        call.deployment, tokens=admission_estimate(info, plan), capability="completion"
+    )
+    generations = await _start(call.engine, plan)
+    ctx = CompletionContext(model=info.name, api_version=call.version, fingerprint=info.fingerprint)
+    headers["x-ms-deployment-name"] = call.deployment.name
+    include_usage = bool((body.stream_options or {}).get("include_usage"))
+
+    async def close() -> None:
+        await _close_all(generations)
+
+    return Answer(
+        headers=headers,
+        stream=bool(body.stream),
+        collect=lambda: _body(ctx, plan, generations),
+        events=lambda: guarded(
+            _events(ctx, plan, generations, include_usage=include_usage),
+            request_id=call.request_id,
+            close=close,
+        ),
+        aclose=close,
+    )
+
+
+async def _start(engine: Engine, plan: CompletionPlan) -> list[Generation]:
     """Start every prompt's generation, one after the other as slots allow.
 
     Every error (a prompt too long, a bad token id) comes before any output; generations already
@@ -184,7 +223,7 @@ async def _close_all(generations: Sequence[Generation]) -> None:
         await generation.aclose()
 
 
-# -- non-streaming ------------------------------------------------------------------------
+# -- the JSON body --------------------------------------------------------------------------------
 
 
 @dataclass
@@ -236,11 +275,7 @@ def _choice(
     return choice
 
 
-def _prompt_filters(count: int) -> list[dict[str, Any]]:
-    return [{"prompt_index": i, "content_filter_results": PROMPT_FILTER} for i in range(count)]
-
-
-async def collect_completions(
+async def _body(
     ctx: CompletionContext, plan: CompletionPlan, generations: list[Generation]
 ) -> dict[str, Any]:
     """Run every generation to its end and build the ``text_completion`` body."""
@@ -251,9 +286,9 @@ async def collect_completions(
     choices: list[dict[str, Any]] = []
     prompt_tokens = completion_tokens = 0
     for i, answers in enumerate(results):
-        finals = [a.final for a in answers if a.final is not None]
-        prompt_tokens += finals[0].prompt_tokens if finals else 0
-        completion_tokens += sum(final.completion_tokens for final in finals)
+        prompt, completion = final_usage(a.final for a in answers if a.final is not None)
+        prompt_tokens += prompt
+        completion_tokens += completion
         for j, answer in enumerate(_best(answers, plan.n)):
             shaped = None
             if plan.logprobs is not None:
@@ -267,19 +302,15 @@ async def collect_completions(
             "created": ctx.created,
             "model": ctx.model,
             "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            "usage": usage(prompt_tokens, completion_tokens),
         }
     )
     if ctx.annotate:
-        body["prompt_filter_results"] = _prompt_filters(len(generations))
+        body["prompt_filter_results"] = prompt_filter_results(len(generations))
     return body
 
 
-# -- streaming ------------------------------------------------------------------------------
+# -- the event stream -----------------------------------------------------------------------------
 
 
 def _event(ctx: CompletionContext, choice: dict[str, Any]) -> dict[str, Any]:
@@ -294,66 +325,33 @@ def _event(ctx: CompletionContext, choice: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-async def stream_completions(
+async def _events(
     ctx: CompletionContext,
     plan: CompletionPlan,
     generations: list[Generation],
     *,
     include_usage: bool,
-    request_id: str,
-) -> AsyncIterator[bytes]:
-    """SSE events: prompt-filter chunk, text chunks (the last with its finish), ``[DONE]``.
+) -> AsyncIterator[dict[str, Any]]:
+    """The stream's events: prompt-filter chunk, text chunks (the last with its finish), usage.
 
-    The prompts' answers follow one another (each one's chunks in order); errors after the first
-    byte become a final ``data: {"error": ...}`` event; closing the iterator cancels them all.
+    The prompts' answers follow one another (each one's chunks in order).
     """
-    try:
-        if ctx.annotate:
-            yield encode_event(
-                {
-                    "choices": [],
-                    "created": 0,
-                    "id": "",
-                    "model": "",
-                    "object": "",
-                    "prompt_filter_results": _prompt_filters(len(generations)),
-                }
-            )
-        prompt_tokens = completion_tokens = 0
-        for i, generation in enumerate(generations):
-            shapers = [LegacyLogprobs(plan.offsets[i]) for _ in range(plan.n)]
-            async for chunk in generation:
-                if chunk.finish_reason is not None:
-                    prompt_tokens += chunk.prompt_tokens if chunk.index == 0 else 0
-                    completion_tokens += chunk.completion_tokens
-                elif not chunk.text:
-                    continue
-                shaped = None
-                if plan.logprobs is not None:
-                    shaped = shapers[chunk.index].shape(chunk.logprobs)
-                index = i * plan.n + chunk.index
-                choice = _choice(ctx, index, chunk.text, shaped, chunk.finish_reason)
-                yield encode_event(_with_usage(_event(ctx, choice), include_usage))
-        if include_usage:
-            usage = {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            }
-            yield encode_event({**_event(ctx, {}), "choices": [], "usage": usage})
-        yield DONE
-    except APIError as exc:
-        yield error_event(exc.body())
-        yield DONE
-    except EngineError:
-        logger.exception("stream failed")
-        yield error_event(InternalServerError(request_id).body())
-        yield DONE
-    finally:
-        await _close_all(generations)
-
-
-def _with_usage(chunk: dict[str, Any], include_usage: bool) -> dict[str, Any]:
+    if ctx.annotate:
+        yield prompt_filter_chunk(len(generations))
+    prompt_tokens = completion_tokens = 0
+    for i, generation in enumerate(generations):
+        shapers = [LegacyLogprobs(plan.offsets[i]) for _ in range(plan.n)]
+        async for chunk in generation:
+            if chunk.finish_reason is not None:
+                prompt_tokens += chunk.prompt_tokens if chunk.index == 0 else 0
+                completion_tokens += chunk.completion_tokens
+            elif not chunk.text:
+                continue
+            shaped = None
+            if plan.logprobs is not None:
+                shaped = shapers[chunk.index].shape(chunk.logprobs)
+            index = i * plan.n + chunk.index
+            choice = _choice(ctx, index, chunk.text, shaped, chunk.finish_reason)
+            yield with_usage(_event(ctx, choice), include_usage)
     if include_usage:
-        chunk["usage"] = None
-    return chunk
+        yield {**_event(ctx, {}), "choices": [], "usage": usage(prompt_tokens, completion_tokens)}

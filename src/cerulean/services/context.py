@@ -6,9 +6,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from cerulean.apiversions import ApiVersion
 from cerulean.errors import InvalidRequest
-from cerulean.ids import completion_id
+from cerulean.protocol.apiversions import ApiVersion
+from cerulean.protocol.ids import completion_id
 
 __all__ = ["CHOICE_FILTER", "PROMPT_FILTER", "AnswerContext", "logit_bias_pairs", "stop_strings"]
 

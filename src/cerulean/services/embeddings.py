@@ -11,19 +11,22 @@ import asyncio
 import base64
 import functools
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from cerulean.engines.base import ModelInfo
-from cerulean.engines.embedding import EmbeddingInput, Embeddings
+from cerulean.engines.embedding import EmbeddingEngine, EmbeddingInput, Embeddings
 from cerulean.errors import InvalidRequest
 from cerulean.protocol.embeddings import MAX_INPUTS, CreateEmbeddingRequest
+from cerulean.services.answers import Answer, InferenceCall
 
 __all__ = [
     "TOKEN_ENCODING",
     "check_dimensions",
+    "create_embeddings",
     "detokenize",
     "embedding_body",
     "encode_base64",
@@ -132,3 +135,31 @@ def embedding_body(result: Embeddings, *, model: str, encoding: str | None) -> d
         "model": model,
         "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
     }
+
+
+async def create_embeddings(
+    call: InferenceCall[EmbeddingEngine], body: CreateEmbeddingRequest
+) -> Answer:
+    """Check, admit and embed one request's inputs (errors before any work is charged)."""
+    inputs = to_inputs(body)
+    info = call.engine.info
+    check_dimensions(body, info)
+    texts = await to_texts(inputs)
+    # Admission estimate: about four characters a token (the exact count needs the model's
+    # tokenizer, which runs on the engine's thread); usage reports the real count.
+    estimate = sum(len(text) // 4 + 1 for text in texts)
+    headers = await call.quota.admit(call.deployment, tokens=estimate, capability="embeddings")
+    headers["x-ms-deployment-name"] = call.deployment.name
+
+    async def collect() -> dict[str, Any]:
+        result = await call.engine.embed(texts)
+        return embedding_body(result, model=info.name, encoding=body.encoding_format)
+
+    async def nothing() -> None:
+        return None
+
+    async def no_events() -> AsyncIterator[bytes]:
+        return
+        yield b""  # an async generator that yields nothing
+
+    return Answer(headers=headers, stream=False, collect=collect, events=no_events, aclose=nothing)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 
-from cerulean.auth import KeyVerifier, generate_key, hash_key
 from cerulean.errors import ControlError
+from cerulean.services.auth import KeyVerifier, generate_key, hash_key
 from cerulean.settings import Settings
 from cerulean.store.base import Store
 

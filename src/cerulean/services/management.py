@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from cerulean.errors import ArmError, ControlError
+from cerulean.protocol.capabilities import NAMES, parse_capabilities
 from cerulean.quota.base import Limits
 from cerulean.store.base import DeploymentRecord, ModelRecord
 
@@ -19,11 +20,6 @@ __all__ = [
 
 ARM_DEPLOYMENT_TYPE = "Microsoft.CognitiveServices/accounts/deployments"
 MIN_API_VERSION = "2023-05-01"
-_CAPABILITY_NAMES = {
-    "chat": "chatCompletion",
-    "completions": "completion",
-    "embeddings": "embeddings",
-}
 _STATUS = {"invalid": 400, "not_found": 404, "conflict": 409}
 
 
@@ -68,11 +64,8 @@ def arm_deployment(
 ) -> dict[str, Any]:
     """One deployment resource: ``account_id`` is the account's ARM id (``/subscriptions/…``)."""
     limits = Limits.for_capacity(record.capacity)
-    capabilities = {
-        _CAPABILITY_NAMES[c]: "true"
-        for c in (model.capabilities if model else ())
-        if c in _CAPABILITY_NAMES
-    }
+    known = parse_capabilities(model.capabilities) if model else frozenset()
+    capabilities = {NAMES[c].arm: "true" for c in sorted(known)}
     created = _timestamp(record.created_at)
     return {
         "id": f"{account_id}/deployments/{record.name}",

@@ -16,12 +16,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cerulean.engines.base import Engine
+from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.errors import ControlError, EngineError
+from cerulean.packaged import EMBEDDED_MODEL_NAME, EMBEDDING_MODEL_NAME
+from cerulean.protocol.capabilities import (
+    CHAT_CAPABILITIES,
+    EMBEDDING_CAPABILITIES,
+    Capability,
+    parse_capabilities,
+)
+from cerulean.settings import Settings
 from cerulean.store.base import ModelRecord, Store
 
 __all__ = [
-    "CHAT_CAPABILITIES",
     "GgufFacts",
+    "embedded_model_records",
     "check_model_name",
     "ensure_models",
     "inspect_gguf",
@@ -30,7 +39,6 @@ __all__ = [
     "resident_records",
 ]
 
-CHAT_CAPABILITIES = ("chat", "completions")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _GGUF_MAGIC = b"GGUF"
 
@@ -133,7 +141,7 @@ def register_model(store: Store, path: Path, name: str) -> ModelRecord:
     record = ModelRecord(
         name=name,
         path=str(resolved),
-        capabilities=CHAT_CAPABILITIES,
+        capabilities=tuple(sorted(CHAT_CAPABILITIES)),
         context_length=facts.context_length,
         chat_template=facts.chat_template,
         created_at=datetime.now(timezone.utc),
@@ -169,20 +177,36 @@ def remove_model(store: Store, name: str) -> None:
     store.delete_model(name)
 
 
-def resident_records(engines: Mapping[str, Engine]) -> list[ModelRecord]:
-    """Catalog entries for the engines a server was started with."""
-    now = datetime.now(timezone.utc)
-    return [
-        ModelRecord(
-            name=name,
-            path=None,
-            capabilities=tuple(sorted(engine.info.capabilities)),
-            context_length=engine.info.context_length,
-            chat_template=None,
-            created_at=now,
-        )
-        for name, engine in engines.items()
-    ]
+def _resident(name: str, capabilities: frozenset[Capability], context: int | None) -> ModelRecord:
+    return ModelRecord(
+        name=name,
+        path=None,
+        capabilities=tuple(sorted(capabilities)),
+        context_length=context or None,
+        chat_template=None,
+        created_at=datetime.now(timezone.utc),
+    )
+
+
+def embedded_model_records(settings: Settings) -> list[ModelRecord]:
+    """Catalog entries of the packaged models, written as a server on ``settings`` writes them
+    (:func:`resident_records`), so the CLI and the server never rewrite each other's."""
+    records = [_resident(EMBEDDED_MODEL_NAME, CHAT_CAPABILITIES, settings.n_ctx)]
+    if settings.embeddings and settings.embedding_model is None:
+        records.append(_resident(EMBEDDING_MODEL_NAME, EMBEDDING_CAPABILITIES, None))
+    return records
+
+
+def resident_records(
+    engines: Mapping[str, Engine], embedders: Mapping[str, EmbeddingEngine] | None = None
+) -> list[ModelRecord]:
+    """Catalog entries for the engines a server was started with (embedders too).
+
+    An embedder's context is only known once it has loaded, so none is recorded for it.
+    """
+    chat = [_resident(n, e.info.capabilities, e.info.context_length) for n, e in engines.items()]
+    embedding = [_resident(n, e.info.capabilities, None) for n, e in (embedders or {}).items()]
+    return chat + embedding
 
 
 def ensure_models(store: Store, records: Iterable[ModelRecord]) -> None:
@@ -192,9 +216,9 @@ def ensure_models(store: Store, records: Iterable[ModelRecord]) -> None:
         if existing is None:
             store.put_model(record)
         elif existing.path is None and (
-            existing.capabilities,
+            parse_capabilities(existing.capabilities),
             existing.context_length,
-        ) != (record.capabilities, record.context_length):
+        ) != (parse_capabilities(record.capabilities), record.context_length):
             store.put_model(
                 ModelRecord(
                     name=record.name,

@@ -22,14 +22,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 
 from cerulean.engines.base import Engine
-from cerulean.errors import ServiceUnavailable
-from cerulean.store.base import ModelRecord, Store
+from cerulean.engines.embedding import EmbeddingEngine
+from cerulean.errors import DeploymentNotFound, OperationNotSupported, ServiceUnavailable
+from cerulean.protocol.capabilities import NAMES, Capability
+from cerulean.store.base import DeploymentRecord, ModelRecord, Store
 
-__all__ = ["EngineFactory", "EnginePool"]
+__all__ = ["EngineFactory", "EnginePool", "ResolvedDeployment"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +50,43 @@ DRAIN_TIMEOUT_S = 600.0
 RETRY_FAILED_AFTER_S = 30.0
 
 
+@dataclass(frozen=True)
+class ResolvedDeployment:
+    """A deployment and the engine that serves its model, ready for requests."""
+
+    record: DeploymentRecord
+    engine: Engine | EmbeddingEngine
+
+    @property
+    def generator(self) -> Engine:
+        """The engine as a text generator (chat, completions)."""
+        if not isinstance(self.engine, Engine):
+            raise OperationNotSupported(NAMES["chat_completion"].operation, self.engine.info.name)
+        return self.engine
+
+    @property
+    def embedder(self) -> EmbeddingEngine:
+        """The engine as an embedder."""
+        if not isinstance(self.engine, EmbeddingEngine):
+            raise OperationNotSupported(NAMES["embeddings"].operation, self.engine.info.name)
+        return self.engine
+
+
+def _check(served: Engine | EmbeddingEngine, needs: Capability) -> None:
+    if needs not in served.info.capabilities:
+        raise OperationNotSupported(NAMES[needs].operation, served.info.name)
+
+
 def _busy(engine: Engine) -> bool:
     stats = engine.stats()
     return bool(stats.get("slots_busy", 0) or stats.get("waiting", 0))
 
 
 class EnginePool:
-    """Loads and unloads the models of deployments; ``engines`` is the app's dict of loaded ones."""
+    """Loads and unloads the models of deployments; ``engines`` is the app's dict of loaded ones.
+
+    ``embedders`` are the embedding engines the server was started with (resident).
+    """
 
     def __init__(
         self,
@@ -61,12 +94,14 @@ class EnginePool:
         store: Store,
         factory: EngineFactory | None,
         *,
+        embedders: dict[str, EmbeddingEngine] | None = None,
         load_wait: float = LOAD_WAIT_S,
         drain_grace: float = DRAIN_GRACE_S,
         drain_timeout: float = DRAIN_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engines = engines
+        self.embedders = embedders if embedders is not None else {}
         self.resident = frozenset(engines)
         self._store = store
         self._factory = factory
@@ -87,6 +122,29 @@ class EnginePool:
     def draining(self) -> frozenset[str]:
         """Models being unloaded once their requests finish."""
         return frozenset(self._draining)
+
+    async def resolve(self, name: str, needs: Capability) -> ResolvedDeployment:
+        """The deployment called ``name`` and its engine, ready to serve.
+
+        404 DeploymentNotFound for an unknown name; Azure's 400 OperationNotSupported (naming
+        the model) when the model cannot do ``needs``; 503 with ``retry-after`` while the model
+        loads.
+        """
+        record = await run_in_threadpool(self._store.get_deployment, name)
+        if record is None:
+            raise DeploymentNotFound()
+        served: Engine | EmbeddingEngine | None = self.embedders.get(record.model)
+        if served is None:
+            served = self.engines.get(record.model)
+        if served is not None:
+            _check(served, needs)
+        if served is None or isinstance(served, Engine):
+            # Loads the model of a deployment created since the server started.
+            served = await self.engine_for(record.model, deployment=record.name)
+            _check(served, needs)
+        if not served.ready:
+            raise ServiceUnavailable(retry_after=1)
+        return ResolvedDeployment(record, served)
 
     async def engine_for(self, model: str, *, deployment: str) -> Engine:
         """The loaded engine of ``model``; loads it if needed (503 + retry-after while it does)."""
@@ -117,6 +175,8 @@ class EnginePool:
         deployments = await run_in_threadpool(self._store.list_deployments)
         deployed = {d.model: d.name for d in deployments}
         for model, name in deployed.items():
+            if model in self.embedders:  # resident: never loaded or unloaded here
+                continue
             if model not in self.engines and not self._failed_recently(model):
                 self.prefetch(model, reason=f"deployment {name}")
         for model in list(self.engines):

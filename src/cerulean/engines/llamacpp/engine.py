@@ -12,9 +12,10 @@ import asyncio
 import hashlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from cerulean.engines.base import (
     Admission,
@@ -24,8 +25,11 @@ from cerulean.engines.base import (
     Generation,
     GenerationRequest,
     ModelInfo,
-    ResponseFormat,
+    ToolCallDelta,
+    Tools,
 )
+from cerulean.engines.llamacpp import tools as calls
+from cerulean.engines.llamacpp.grammars import json_grammar
 from cerulean.engines.llamacpp.jobs import Job
 from cerulean.engines.llamacpp.native import (
     ALL_LAYERS,
@@ -35,11 +39,10 @@ from cerulean.engines.llamacpp.native import (
     resolve_gpu_layers,
 )
 from cerulean.engines.llamacpp.prefix import common_prefix
-from cerulean.engines.llamacpp.sampling import grammar_error, response_grammar
+from cerulean.engines.llamacpp.prompts import BASE_FORMATS, PromptFormat, TemplateFormat, flatten
+from cerulean.engines.llamacpp.sampling import grammar_error
 from cerulean.engines.llamacpp.scheduler import QueueFull, Scheduler, SchedulerConfig
-from cerulean.engines.prompts import BASE_FORMATS, PromptFormat, TemplateFormat
 from cerulean.errors import (
-    ContextLengthExceeded,
     EngineError,
     InvalidRequest,
     ServerBusy,
@@ -63,7 +66,8 @@ class ModelSpec:
     ``n_ctx`` is the context of *one* request (a slot); the KV cache holds ``parallel`` of them.
     ``n_gpu_layers`` None offloads every layer when llama.cpp was built with a GPU backend and
     finds a device, and none otherwise. ``base_format`` names a
-    :data:`~cerulean.engines.prompts.BASE_FORMATS` entry used when the GGUF has no chat template.
+    :data:`~cerulean.engines.llamacpp.prompts.BASE_FORMATS` entry used when the GGUF has no chat
+    template.
     """
 
     name: str
@@ -152,8 +156,11 @@ class _Waves(Generation):
         first: Generation,
         waves: list[GenerationRequest],
         slots: int,
+        *,
+        keep_stops: bool = False,
     ) -> None:
         self._engine = engine
+        self._keep_stops = keep_stops
         self._current: Generation | None = first
         self._waves = waves
         self._slots = slots
@@ -175,7 +182,7 @@ class _Waves(Generation):
         deadline = asyncio.get_running_loop().time() + self._engine.spec.queue_timeout
         while True:
             try:
-                return await self._engine._generate(wave)
+                return await self._engine._generate(wave, keep_stops=self._keep_stops)
             except ServerBusy:
                 if asyncio.get_running_loop().time() > deadline:
                     raise
@@ -185,6 +192,64 @@ class _Waves(Generation):
         self._closed = True
         if self._current is not None:
             await self._current.aclose()
+
+
+class _Calls(Generation):
+    """An answer that may call functions: each choice's text read by a
+    :class:`~cerulean.engines.llamacpp.tools.CallReader`, so that the call form comes out as
+    tool-call deltas (never as content) and a finished call as ``finish_reason: tool_calls``."""
+
+    def __init__(self, inner: Generation, *, allow_text: bool) -> None:
+        self._inner = inner
+        self._allow_text = allow_text
+        self.prompt_tokens = inner.prompt_tokens
+
+    async def __aiter__(self) -> AsyncIterator[EngineChunk]:
+        readers: dict[int, calls.CallReader] = {}
+        async for chunk in self._inner:
+            reader = readers.get(chunk.index)
+            if reader is None:
+                reader = readers[chunk.index] = calls.CallReader(self._allow_text)
+            text, deltas = reader.feed(chunk.text)
+            yield _as_calls(chunk, reader, text, deltas)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _as_calls(
+    chunk: EngineChunk, reader: calls.CallReader, text: str, deltas: list[ToolCallDelta]
+) -> EngineChunk:
+    finish = chunk.finish_reason
+    if finish == "stop" and reader.calls:
+        finish = "tool_calls"
+    # Log probabilities travel with text; calls carry none (as on Azure).
+    scored = chunk.logprobs if not reader.is_call else ()
+    return replace(
+        chunk, text=text, tool_calls=tuple(deltas), finish_reason=finish, logprobs=scored
+    )
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A request as the engine runs it (see :meth:`LlamaCppEngine._prepare`)."""
+
+    request: GenerationRequest
+    keep_stops: bool = True
+    tools: Tools | None = None  # the functions it may call: its answers are read for calls
+
+
+def _plain(
+    request: GenerationRequest, messages: tuple[ChatMessage, ...], grammar: str | None
+) -> GenerationRequest:
+    """``request`` with text ``messages`` and its structure in ``grammar``."""
+    return replace(
+        request,
+        messages=messages,
+        tools=None,
+        response_format=None,
+        params=replace(request.params, grammar=grammar),
+    )
 
 
 class LlamaCppEngine(Engine):
@@ -347,7 +412,8 @@ class LlamaCppEngine(Engine):
         return 0
 
     async def count_prompt_tokens(self, messages: tuple[ChatMessage, ...]) -> int:
-        plan = await asyncio.to_thread(self.tokenize_prompt, messages)
+        """Tokens the rendered prompt for ``messages`` takes in this model."""
+        plan = await asyncio.to_thread(self.tokenize_prompt, flatten(messages))
         return len(plan.tokens)
 
     # -- requests -----------------------------------------------------------------------------
@@ -355,9 +421,17 @@ class LlamaCppEngine(Engine):
     async def generate(
         self, request: GenerationRequest, *, admit: Admission | None = None
     ) -> Generation:
+        prepared = await self._prepare(request)
+        generation = await self._start(prepared, admit)
+        if prepared.tools is None:
+            return generation
+        return _Calls(generation, allow_text=calls.allows_text(prepared.tools))
+
+    async def _start(self, prepared: _Prepared, admit: Admission | None) -> Generation:
+        request, keep = prepared.request, prepared.keep_stops
         slots = self._require_scheduler().slots
         if request.n <= slots:
-            return await self._generate(request, admit)
+            return await self._generate(request, admit, keep_stops=keep)
         # More choices than slots: waves of at most ``slots`` choices, one after the other, with
         # the seeds and indexes the choices would have had in one job.
         seed = request.params.seed if request.params.seed is not None else secrets.randbits(31)
@@ -369,12 +443,49 @@ class LlamaCppEngine(Engine):
             )
             for start in range(0, request.n, slots)
         ]
-        first = await self._generate(waves[0], admit)  # the whole request is admitted once
-        return _Waves(self, first, waves, slots)
+        # The whole request is admitted once, with the first wave.
+        first = await self._generate(waves[0], admit, keep_stops=keep)
+        return _Waves(self, first, waves, slots, keep_stops=keep)
+
+    async def _prepare(self, request: GenerationRequest) -> _Prepared:
+        """The request as this engine runs it: the conversation as text (functions described
+        in the system message), ``response_format`` and calls as a grammar (400s first)."""
+        if request.prompt is not None:
+            return _Prepared(request)
+        messages = flatten(request.messages)
+        functions = calls.active(request.tools)
+        if not functions:
+            grammar = None
+            if request.response_format is not None:
+                grammar = await self._compile(request.response_format.schema, "response_format")
+            elif request.params.grammar is not None:
+                grammar = request.params.grammar
+            return _Prepared(_plain(request, messages, grammar), keep_stops=grammar is None)
+        tools = request.tools
+        assert tools is not None
+        if request.response_format is not None:
+            raise InvalidRequest(
+                "Cerulean cannot combine 'response_format' with function calling in one request; "
+                "send one or the other.",
+                param="response_format",
+                code="unsupported_parameter",
+            )
+        grammar = await self._compile(
+            calls.call_schema(tools), "tools", allow_text=calls.allows_text(tools)
+        )
+        messages = calls.with_instructions(messages, tools)
+        plain = _plain(request, messages, grammar)
+        return _Prepared(plain, keep_stops=calls.allows_text(tools), tools=tools)
 
     async def _generate(
-        self, request: GenerationRequest, admit: Admission | None = None
+        self,
+        request: GenerationRequest,
+        admit: Admission | None = None,
+        *,
+        keep_stops: bool = False,
     ) -> Generation:
+        """Tokenize, admit, check and queue one request (``keep_stops``: the prompt format's
+        stop strings still end a grammar-constrained answer, which may be text)."""
         scheduler = self._require_scheduler()
         raw = request.prompt is not None
         if request.prompt is not None:
@@ -386,16 +497,14 @@ class LlamaCppEngine(Engine):
         params = request.params
         stops = (*plan.stops, *params.stop)
         self._check_logit_bias(params.logit_bias)
-        if params.response_format is not None:
-            params = replace(params, grammar=await self._compile(params.response_format))
         if params.grammar is not None:
             model = self._require_model()
             problem = await asyncio.to_thread(grammar_error, model.vocab, params.grammar)
             if problem:
                 raise InvalidRequest(problem, param="grammar")
-            if params.response_format is None or not params.response_format.allow_text:
+            if not keep_stops:
                 stops = params.stop  # the grammar decides where a JSON answer ends
-        max_new = self._budget(len(plan.tokens), params.max_tokens, prompt=raw)
+        max_new = self._info.completion_budget(len(plan.tokens), params.max_tokens, raw=raw)
         echo = self._echo_text(request) if request.echo else None
         if max_new == 0 and (echo is None or params.logprobs is None):
             return _Nothing(len(plan.tokens), request.n, echo)
@@ -436,13 +545,14 @@ class LlamaCppEngine(Engine):
             return ""
         return self.detokenize(request.prompt)
 
-    async def _compile(self, response_format: ResponseFormat) -> str:
+    async def _compile(
+        self, schema: Mapping[str, Any] | None, param: str, *, allow_text: bool = False
+    ) -> str:
         try:
-            return await asyncio.to_thread(response_grammar, response_format)
+            return await asyncio.to_thread(json_grammar, schema, allow_text=allow_text)
         except ValueError as exc:
-            raise InvalidRequest(
-                f"Invalid schema for response_format: {exc}", param="response_format"
-            ) from None
+            where = "response_format" if param == "response_format" else "tools"
+            raise InvalidRequest(f"Invalid schema for {where}: {exc}", param=param) from None
 
     def _check_logit_bias(self, biases: tuple[tuple[int, float], ...]) -> None:
         n_vocab = self._require_model().n_vocab
@@ -457,23 +567,6 @@ class LlamaCppEngine(Engine):
     def cancel(self, job: Job) -> None:
         if self._scheduler is not None:
             self._scheduler.cancel(job)
-
-    def _budget(self, prompt_tokens: int, max_tokens: int | None, *, prompt: bool = False) -> int:
-        limit = self._info.context_length
-        if max_tokens is not None and prompt_tokens + max_tokens > limit:
-            raise ContextLengthExceeded(
-                limit=limit,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=max_tokens,
-                prompt=prompt,
-            )
-        if prompt_tokens >= limit:
-            raise ContextLengthExceeded(
-                limit=limit, prompt_tokens=prompt_tokens, completion_tokens=None, prompt=prompt
-            )
-        cap = max_tokens if max_tokens is not None else self._info.default_max_tokens
-        room = limit - prompt_tokens
-        return room if cap is None else min(cap, room)
 
     def stats(self) -> dict[str, int]:
         if self._scheduler is None:
@@ -545,7 +638,7 @@ def _content_ends(messages: Sequence[ChatMessage], text: str) -> list[int]:
     ends: list[int] = []
     position = 0
     for message in messages:
-        content = message.content.strip()
+        content = message.text.strip()
         at = text.find(content, position) if content else -1
         if at < 0:
             ends.append(0)

@@ -8,51 +8,13 @@ is added to the logits next (OpenAI's semantics: -100 bans a token, +100 all but
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 import llama_cpp
 
-from cerulean.engines.base import ResponseFormat, SamplingParams
+from cerulean.engines.base import SamplingParams
 
-__all__ = ["Sampler", "grammar_error", "response_grammar"]
-
-
-def response_grammar(response_format: ResponseFormat) -> str:
-    """The GBNF grammar that makes an answer JSON (valid against the schema, if one is given).
-
-    llama-cpp-python ships llama.cpp's JSON grammar and its JSON-schema converter; raises
-    :class:`ValueError` for a schema the converter cannot express.
-    """
-    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
-
-    if response_format.kind == "json_object" or response_format.schema is None:
-        grammar = str(JSON_GBNF)
-    else:
-        try:
-            grammar = str(json_schema_to_gbnf(json.dumps(response_format.schema)))
-        except ValueError:
-            raise
-        except Exception as exc:  # the converter raises anything on hostile input
-            raise ValueError(f"unsupported JSON schema: {exc}") from exc
-    return _or_text(grammar) if response_format.allow_text else grammar
-
-
-_ROOT = re.compile(r"^root\s*::=", re.MULTILINE)
-
-
-def _or_text(grammar: str) -> str:
-    """``grammar`` (after optional whitespace), or text whose first visible character is not
-    ``{`` or ``[``: the first character of an answer tells which branch the model took."""
-    renamed, count = _ROOT.subn("json-answer ::=", grammar)
-    if count != 1:
-        raise ValueError("the grammar has no single root rule")
-    return (
-        f"{renamed}\n"
-        "root ::= [ \\t\\n]* json-answer | [ \\t\\n]* free-text\n"
-        "free-text ::= [^{\\[ \\t\\n] [^\\x00]*\n"
-    )
+__all__ = ["Sampler", "grammar_error"]
 
 
 def grammar_error(vocab: Any, grammar: str) -> str | None:

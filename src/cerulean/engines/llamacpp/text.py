@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import codecs
 
-from cerulean.engines.stops import StopMatcher
+from cerulean.engines.llamacpp.stops import StopMatcher
 
 __all__ = ["TextAssembler"]
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from cerulean.engines.base import ChatMessage
-from cerulean.engines.prompts import BASE_FORMATS, EMBEDDED_FORMAT
+from cerulean.engines.llamacpp.prompts import BASE_FORMATS, EMBEDDED_FORMAT
 
 QUICKSTART = (
     ChatMessage("system", "You are a helpful assistant."),

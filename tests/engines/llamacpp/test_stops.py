@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from cerulean.engines.stops import StopMatcher
+from cerulean.engines.llamacpp.stops import StopMatcher
 
 
 def feed_all(matcher: StopMatcher, pieces: list[str]) -> tuple[str, bool]:

@@ -23,10 +23,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from cerulean.packaged import EMBEDDED_MODEL_NAME, EMBEDDED_MODEL_VERSION
+
 __all__ = ["EMBEDDED_MODEL_NAME", "EMBEDDED_MODEL_VERSION", "ensure_embedded_model"]
 
-EMBEDDED_MODEL_NAME = "gemma-3-270m"
-EMBEDDED_MODEL_VERSION = "q4_k_m"
 _BLOCK = 1 << 20
 
 

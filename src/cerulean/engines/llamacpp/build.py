@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cerulean.embedfiles import (
-    EMBEDDING_MODEL_NAME,
-    EMBEDDING_MODEL_VERSION,
-    ensure_embedding_model,
-)
 from cerulean.engines.llamacpp import LlamaCppEngine, ModelSpec
 from cerulean.engines.llamacpp.embedder import EmbedderSpec, LlamaCppEmbedder
-from cerulean.engines.prompts import EMBEDDED_FORMAT
-from cerulean.modelfiles import (
+from cerulean.engines.llamacpp.prompts import EMBEDDED_FORMAT
+from cerulean.packaged.gemma import (
     EMBEDDED_MODEL_NAME,
     EMBEDDED_MODEL_VERSION,
     ensure_embedded_model,
 )
-from cerulean.services.models import CHAT_CAPABILITIES
+from cerulean.packaged.minilm import (
+    EMBEDDING_MODEL_NAME,
+    EMBEDDING_MODEL_VERSION,
+    ensure_embedding_model,
+)
 from cerulean.settings import Settings
 from cerulean.store.base import ModelRecord
 
@@ -29,7 +27,6 @@ __all__ = [
     "build_catalog_engine",
     "build_default_embedder",
     "build_default_engine",
-    "embedded_model_records",
 ]
 
 # The embedded model is a tiny base model: without a cap a request with no max_tokens could run
@@ -95,20 +92,6 @@ def build_catalog_engine(settings: Settings, record: ModelRecord) -> LlamaCppEng
         **options,
     )
     return LlamaCppEngine(spec)
-
-
-def embedded_model_records(settings: Settings) -> list[ModelRecord]:
-    """Catalog entries of the embedded models, as a server started on ``settings`` records them."""
-    return [
-        ModelRecord(
-            name=EMBEDDED_MODEL_NAME,
-            path=None,
-            capabilities=CHAT_CAPABILITIES,
-            context_length=settings.n_ctx,
-            chat_template=None,
-            created_at=datetime.now(timezone.utc),
-        )
-    ]
 
 
 def build_default_embedder(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cerulean.auth import KeyVerifier, hash_key
+from cerulean.services.auth import KeyVerifier, hash_key
 from cerulean.errors import ArmError, ControlError
 from cerulean.services import deployments as svc
 from cerulean.services import models as catalog
@@ -31,7 +31,7 @@ NOW = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
 
 
 def model(name: str, path: str | None = "/models/x.gguf") -> ModelRecord:
-    return ModelRecord(name, path, ("chat", "completions"), 32768, None, NOW)
+    return ModelRecord(name, path, ("chat_completion", "completion"), 32768, None, NOW)
 
 
 @pytest.fixture
@@ -149,7 +149,7 @@ def test_register_reads_the_metadata(
     monkeypatch.setattr(catalog, "inspect_gguf", lambda path: facts)
     record = catalog.register_model(store, file, "qwen2.5-0.5b-instruct")
     assert record.path == str(file.resolve())
-    assert record.capabilities == ("chat", "completions")
+    assert record.capabilities == ("chat_completion", "completion")
     assert (record.context_length, record.chat_template) == (32768, "{{ messages }}")
     assert store.get_model("qwen2.5-0.5b-instruct") == record
     with pytest.raises(ControlError, match="already in the catalog"):

@@ -19,9 +19,9 @@ from cerulean.engines.base import (
     SamplingParams,
 )
 from cerulean.engines.llamacpp import LlamaCppEngine, ModelSpec
-from cerulean.engines.prompts import EMBEDDED_FORMAT
+from cerulean.engines.llamacpp.prompts import EMBEDDED_FORMAT
 from cerulean.errors import InvalidRequest, ServerBusy, ServiceUnavailable
-from cerulean.modelfiles import ensure_embedded_model
+from cerulean.packaged.gemma import ensure_embedded_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.llamacpp]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cerulean.bootstrap import build_default_embedder
-from cerulean.embedfiles import ensure_embedding_model
+from cerulean.engines.llamacpp.build import build_default_embedder
+from cerulean.packaged.minilm import ensure_embedding_model
 from cerulean.engines.llamacpp.embedder import LlamaCppEmbedder
 from cerulean.errors import InputTooLong, InvalidRequest
 from cerulean.settings import Settings

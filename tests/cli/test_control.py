@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cerulean.cli import main
-from cerulean.serverlock import ServerLock, running_server
+from cerulean.cli.serverlock import ServerLock, running_server
 from cerulean.services import models as catalog
 from cerulean.settings import Settings
 from cerulean.store.sql import SqlStore
@@ -70,7 +70,7 @@ def test_models_add_list_remove(home: Path, gguf: Path) -> None:
     listed = run(home, "models", "list")
     assert listed.exit_code == 0
     rows = [line for line in listed.output.splitlines() if "qwen2.5" in line or "gemma" in line]
-    assert "chat, completions" in rows[1] and "32768" in rows[1] and "yes" in rows[1]
+    assert "chat_completion, completion" in rows[1] and "32768" in rows[1] and "yes" in rows[1]
     assert str(gguf) in listed.output
     assert "gemma-3-270m" in rows[0] and "(embedded)" in rows[0] and " no " in rows[0]
     again = run(home, "models", "add", str(gguf), "--name", "qwen2.5-0.5b-instruct")

@@ -13,7 +13,7 @@ import click
 from pydantic import ValidationError
 
 from cerulean import __version__
-from cerulean.cli_control import deployments, keys, models, reset
+from cerulean.cli.control import deployments, keys, models, reset
 from cerulean.settings import Settings, cli_fields
 from cerulean.state import AppState
 
@@ -73,7 +73,7 @@ def serve(**overrides: Any) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     _check_port_free(settings.host, settings.port)
-    from cerulean.bootstrap import build_default_embedder, build_default_engine
+    from cerulean.engines.llamacpp.build import build_default_embedder, build_default_engine
 
     try:
         engine, version = build_default_engine(settings)
@@ -91,8 +91,8 @@ def _run_server(
     import uvicorn
 
     from cerulean.app import create_app
-    from cerulean.bootstrap import build_catalog_engine
-    from cerulean.serverlock import ServerLock
+    from cerulean.cli.serverlock import ServerLock
+    from cerulean.engines.llamacpp.build import build_catalog_engine
 
     embedders = {} if embedder is None else {embedder[0].info.name: embedder[0]}
     app = create_app(

@@ -51,7 +51,7 @@ def _settings(home: Path | None) -> Settings:
 
 @contextmanager
 def _store(settings: Settings) -> Iterator[Store]:
-    from cerulean.bootstrap import embedded_model_records
+    from cerulean.services.models import embedded_model_records
     from cerulean.store.sql import SqlStore
 
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -208,7 +208,7 @@ def deployments_create(
 
 def _wait_for_model(settings: Settings, model: str, key: str | None) -> None:
     """Show a running server loading ``model`` (it lists loaded models on /openai/models)."""
-    from cerulean.serverlock import running_server
+    from cerulean.cli.serverlock import running_server
 
     server = running_server(settings.home)
     if not server or not server.get("port"):
@@ -378,7 +378,7 @@ def reset(yes: bool, home: Path | None) -> None:
 
     Registered GGUF files stay where they are. Refused while a server runs on this directory.
     """
-    from cerulean.serverlock import running_server
+    from cerulean.cli.serverlock import running_server
 
     settings = _settings(home)
     server = running_server(settings.home)

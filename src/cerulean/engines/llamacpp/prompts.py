@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cerulean.engines.base import ChatMessage
+from cerulean.engines.llamacpp.tools import render_calls
 from cerulean.errors import InvalidRequest
 
 __all__ = [
@@ -24,7 +25,39 @@ __all__ = [
     "PromptFormat",
     "RenderedPrompt",
     "TemplateFormat",
+    "flatten",
 ]
+
+
+def flatten(messages: Sequence[ChatMessage]) -> tuple[ChatMessage, ...]:
+    """The conversation as text messages a prompt format renders.
+
+    Content parts are joined (this engine reads text only: other kinds are a 400); an assistant
+    message that only called functions shows its calls as the model is asked to write them
+    (:func:`~cerulean.engines.llamacpp.tools.render_calls`); tool results are their text.
+    """
+    return tuple(_flat(message, index) for index, message in enumerate(messages))
+
+
+def _flat(message: ChatMessage, index: int) -> ChatMessage:
+    content = message.content
+    if content is None:
+        calls = list(message.tool_calls)
+        if message.function_call is not None:
+            calls.append(message.function_call)
+        text = render_calls(calls) if calls else ""
+    elif isinstance(content, str):
+        text = content
+    else:
+        for part in content:
+            if part.type not in ("text", "refusal"):
+                raise InvalidRequest(
+                    "This model accepts text only; content parts of type "
+                    f"'{part.type}' are not supported by this deployment.",
+                    param=f"messages.{index}.content",
+                )
+        text = message.text
+    return ChatMessage(role=message.role, content=text, name=message.name)
 
 
 @dataclass(frozen=True)
@@ -72,7 +105,7 @@ class TemplateFormat(PromptFormat):
 
 
 def _as_dict(message: ChatMessage) -> dict[str, str]:
-    out = {"role": message.role, "content": message.content}
+    out = {"role": message.role, "content": message.text}
     if message.name:
         out["name"] = message.name
     return out
@@ -93,7 +126,7 @@ class _Transcript(PromptFormat):
         lines = [self._preamble] if self._preamble else []
         for message in messages:
             label = self._labels.get(message.role, self._labels["user"])
-            lines.append(f"{label}: {message.content.strip()}")
+            lines.append(f"{label}: {message.text.strip()}")
         lines.append(f"{self._labels['assistant']}:")
         stops = tuple(f"\n{label}:" for label in dict.fromkeys(self._labels.values()))
         return RenderedPrompt(text="\n".join(lines), stop=(*stops, self._end))
@@ -109,10 +142,10 @@ class _GemmaTurns(PromptFormat):
         pending_system = ""
         for message in messages:
             if message.role in ("system", "developer"):
-                pending_system += message.content.strip() + "\n\n"
+                pending_system += message.text.strip() + "\n\n"
                 continue
             role = "model" if message.role == "assistant" else "user"
-            text = message.content.strip()
+            text = message.text.strip()
             if role == "user" and pending_system:
                 text, pending_system = pending_system + text, ""
             parts.append(f"<start_of_turn>{role}\n{text}<end_of_turn>\n")

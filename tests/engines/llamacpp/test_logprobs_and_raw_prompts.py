@@ -22,7 +22,7 @@ from cerulean.engines.base import (
 )
 from cerulean.engines.llamacpp import LlamaCppEngine
 from cerulean.errors import ContextLengthExceeded, InvalidRequest
-from tests.engines.test_batching import make_engine
+from tests.engines.llamacpp.test_batching import make_engine
 
 pytestmark = [pytest.mark.slow, pytest.mark.llamacpp]
 
@@ -38,7 +38,7 @@ def engine(model_path: Path) -> Iterator[LlamaCppEngine]:
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cerulean.modelfiles import ensure_embedded_model
+    from cerulean.packaged.gemma import ensure_embedded_model
 
     return ensure_embedded_model(Path(tmp_path_factory.mktemp("models")), progress=False)
 

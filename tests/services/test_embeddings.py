@@ -10,7 +10,7 @@ import gguf
 import numpy as np
 import pytest
 
-from cerulean.bertgguf import ConversionError, phantom_token, read_source, token_type
+from cerulean.packaged.bertgguf import ConversionError, phantom_token, read_source, token_type
 from cerulean.engines.base import ModelInfo
 from cerulean.engines.embedding import Embeddings
 from cerulean.engines.llamacpp.embedder import pack

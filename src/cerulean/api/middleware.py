@@ -15,7 +15,6 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cerulean.auth import KeyVerifier, check_credentials
 from cerulean.errors import (
     APIError,
     InternalServerError,
@@ -23,7 +22,8 @@ from cerulean.errors import (
     MissingCredentials,
     RequestTooLarge,
 )
-from cerulean.ids import request_id
+from cerulean.protocol.ids import request_id
+from cerulean.services.auth import KeyVerifier, check_credentials
 
 __all__ = [
     "AuthMiddleware",

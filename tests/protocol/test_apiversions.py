@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from cerulean.apiversions import KNOWN_API_VERSIONS, parse_api_version
+from cerulean.protocol.apiversions import KNOWN_API_VERSIONS, parse_api_version
 
 
 @pytest.mark.parametrize("text", KNOWN_API_VERSIONS)

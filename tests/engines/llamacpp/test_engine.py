@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cerulean.bootstrap import EMBEDDED_DEFAULT_MAX_TOKENS, build_default_engine
+from cerulean.engines.llamacpp.build import EMBEDDED_DEFAULT_MAX_TOKENS, build_default_engine
 from cerulean.engines.base import ChatMessage, GenerationRequest, SamplingParams
 from cerulean.engines.llamacpp import LlamaCppEngine
 from cerulean.errors import ContextLengthExceeded

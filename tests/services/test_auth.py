@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from cerulean.auth import KeyVerifier, check_credentials, generate_key, hash_key
+from cerulean.services.auth import KeyVerifier, check_credentials, generate_key, hash_key
 
 
 def test_generated_keys_look_like_azure_keys() -> None:

@@ -1,0 +1,108 @@
+"""Request dependencies as ``Annotated`` aliases, so handler signatures read as types."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from cerulean.engines.base import Engine
+from cerulean.engines.embedding import EmbeddingEngine
+from cerulean.errors import ResourceNotFound, UnsupportedApiVersion
+from cerulean.protocol.apiversions import ApiVersion, parse_api_version, parse_v1_api_version
+from cerulean.protocol.capabilities import Capability
+from cerulean.services.admission import Quota
+from cerulean.services.answers import InferenceCall
+from cerulean.services.pool import ResolvedDeployment
+from cerulean.state import AppState
+
+__all__ = [
+    "ApiVersionDep",
+    "ChatDeploymentDep",
+    "CompletionDeploymentDep",
+    "EmbeddingDeploymentDep",
+    "StateDep",
+    "V1ApiVersionDep",
+    "chat_call",
+    "embedding_call",
+]
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.cerulean
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_api_version(request: Request) -> ApiVersion:
+    """The request's ``api-version``; missing or unknown ones get Azure's 404 (§1.5)."""
+    version = parse_api_version(request.query_params.get("api-version"))
+    if version is None:
+        raise ResourceNotFound()
+    return version
+
+
+ApiVersionDep = Annotated[ApiVersion, Depends(get_api_version)]
+
+
+def get_v1_api_version(request: Request) -> ApiVersion:
+    """The ``api-version`` of a ``/openai/v1`` route: none, ``v1`` or ``preview`` (§1.4)."""
+    version = parse_v1_api_version(request.query_params.get("api-version"))
+    if version is None:
+        raise UnsupportedApiVersion()
+    return version
+
+
+V1ApiVersionDep = Annotated[ApiVersion, Depends(get_v1_api_version)]
+
+
+def _deployment_in_path(
+    needs: Capability,
+) -> Callable[[AppState, ApiVersion, str], Awaitable[ResolvedDeployment]]:
+    """The dependency resolving the path's deployment for an operation that ``needs``."""
+
+    async def resolve(
+        state: StateDep, _version: ApiVersionDep, deployment_id: Annotated[str, Path()]
+    ) -> ResolvedDeployment:
+        return await state.pool.resolve(deployment_id, needs)
+
+    return resolve
+
+
+ChatDeploymentDep = Annotated[ResolvedDeployment, Depends(_deployment_in_path("chat_completion"))]
+CompletionDeploymentDep = Annotated[ResolvedDeployment, Depends(_deployment_in_path("completion"))]
+EmbeddingDeploymentDep = Annotated[ResolvedDeployment, Depends(_deployment_in_path("embeddings"))]
+
+
+def _quota(request: Request, version: ApiVersion) -> Quota:
+    state = get_state(request)
+    return Quota(state.limiter, state.clock, version.text)
+
+
+def chat_call(
+    request: Request, version: ApiVersion, deployment: ResolvedDeployment
+) -> InferenceCall[Engine]:
+    """What the chat and completions services need to serve ``deployment``."""
+    return InferenceCall(
+        deployment.record,
+        deployment.generator,
+        version,
+        _quota(request, version),
+        request.state.request_id,
+    )
+
+
+def embedding_call(
+    request: Request, version: ApiVersion, deployment: ResolvedDeployment
+) -> InferenceCall[EmbeddingEngine]:
+    """What the embeddings service needs to serve ``deployment``."""
+    return InferenceCall(
+        deployment.record,
+        deployment.embedder,
+        version,
+        _quota(request, version),
+        request.state.request_id,
+    )

@@ -1,0 +1,71 @@
+"""Admission to a deployment's rate limits: charge Azure's estimate, or answer Azure's 429.
+
+The estimate (``docs/quotas.md``) is the prompt's tokens plus the answer's budget — the
+``max_tokens`` asked for, else what :meth:`~cerulean.engines.base.ModelInfo.completion_budget`
+reserves — times ``max(n, best_of)``. The budget is checked before anything is charged, so a
+request that cannot fit the model's context is a 400 ``context_length_exceeded``, never a 429.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from cerulean.engines.base import ModelInfo
+from cerulean.errors import RateLimited, ServiceUnavailable
+from cerulean.protocol.capabilities import NAMES, Capability
+from cerulean.quota.base import Limits, QuotaBackendError, RateLimiter, estimate_tokens
+from cerulean.store.base import DeploymentRecord
+
+__all__ = ["Quota", "reservation"]
+
+logger = logging.getLogger(__name__)
+
+
+def reservation(
+    info: ModelInfo,
+    prompt_tokens: int,
+    max_tokens: int | None,
+    *,
+    choices: int = 1,
+    raw: bool = False,
+) -> int:
+    """Azure's estimate for one prompt: its tokens plus the answer budget for each choice."""
+    budget = info.completion_budget(prompt_tokens, max_tokens, raw=raw)
+    return estimate_tokens(prompt_tokens, budget, default_reservation=budget, n=choices)
+
+
+class Quota:
+    """Admission for one request: the app's limiter and clock, and the request's api-version."""
+
+    def __init__(self, limiter: RateLimiter, clock: Callable[[], float], api_version: str) -> None:
+        self._limiter = limiter
+        self._clock = clock
+        self._api_version = api_version
+
+    async def admit(
+        self, record: DeploymentRecord, *, tokens: int, capability: Capability
+    ) -> dict[str, str]:
+        """Charge ``tokens`` to ``record``'s limits; the ``x-ratelimit-*`` headers for the answer.
+
+        Raises :class:`RateLimited` (429) over a limit, :class:`ServiceUnavailable` (503) when the
+        shared limiter's Redis is unreachable (refusing is safer than serving over budget).
+        """
+        limits = Limits.for_capacity(record.capacity)
+        try:
+            decision = await self._limiter.charge(record.name, limits, tokens, self._clock())
+        except QuotaBackendError:
+            logger.warning("rate limiter unavailable; refusing %s", record.name, exc_info=True)
+            raise ServiceUnavailable(retry_after=1) from None
+        if decision.allowed:
+            return decision.headers()
+        assert decision.exceeded is not None
+        error = RateLimited(
+            operation=NAMES[capability].operation_id,
+            api_version=self._api_version,
+            limit=decision.exceeded,
+            retry_after=decision.retry_after,
+            retryable=decision.retryable,
+        )
+        error.headers.update(decision.headers())
+        raise error

@@ -1,0 +1,213 @@
+"""What chat and legacy completions share: the request's sampling, the answer's context and
+usage, the content-filter annotations, and the guard every event stream runs under.
+
+The two surfaces differ only where Azure makes them differ (chunk shapes, prompt counts, the
+completions ``max_tokens`` default of 16); everything else is here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from cerulean.engines.base import Engine, EngineChunk, SamplingParams
+from cerulean.engines.embedding import EmbeddingEngine
+from cerulean.errors import APIError, EngineError, InternalServerError, InvalidRequest
+from cerulean.protocol.apiversions import ApiVersion
+from cerulean.protocol.ids import completion_id
+from cerulean.protocol.sse import DONE, encode_event, error_event
+from cerulean.services.admission import Quota
+from cerulean.store.base import DeploymentRecord
+
+__all__ = [
+    "CHOICE_FILTER",
+    "PROMPT_FILTER",
+    "Answer",
+    "AnswerContext",
+    "InferenceCall",
+    "final_usage",
+    "guarded",
+    "prompt_filter_chunk",
+    "prompt_filter_results",
+    "sampling",
+    "usage",
+    "with_usage",
+]
+
+logger = logging.getLogger(__name__)
+
+# Content-filter annotations: no filter runs, so every category reads "safe" (§4.2).
+_SAFE = {"filtered": False, "severity": "safe"}
+CHOICE_FILTER = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence": _SAFE}
+PROMPT_FILTER = {**CHOICE_FILTER, "jailbreak": {"filtered": False, "detected": False}}
+
+
+E = TypeVar("E", Engine, EmbeddingEngine)
+
+
+@dataclass(frozen=True)
+class InferenceCall(Generic[E]):
+    """One inference request as the services see it: where it goes and under which rules."""
+
+    deployment: DeploymentRecord
+    engine: E
+    version: ApiVersion
+    quota: Quota
+    request_id: str
+
+
+@dataclass
+class Answer:
+    """A started answer: a JSON body to collect, or an event stream, and the response headers.
+
+    Either way the engine work has started and every error that can come before output has
+    been raised; :meth:`aclose` cancels the work (a client that went away).
+    """
+
+    headers: dict[str, str]
+    stream: bool
+    collect: Callable[[], Awaitable[dict[str, Any]]]
+    events: Callable[[], AsyncIterator[bytes]]
+    aclose: Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class AnswerContext:
+    """Model, api-version and fingerprint of an answer, with its id and creation time."""
+
+    model: str
+    api_version: ApiVersion
+    fingerprint: str | None = None
+    id: str = field(default_factory=completion_id)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def annotate(self) -> bool:
+        """Whether content-filter annotations belong in the answer (§4.2)."""
+        return self.api_version.has_content_filter_annotations
+
+    def stamp(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Add ``system_fingerprint`` where the version has it (from 2023-12-01-preview)."""
+        if self.fingerprint is not None and self.api_version.at_least("2023-12-01-preview"):
+            body["system_fingerprint"] = self.fingerprint
+        return body
+
+
+# -- the request ----------------------------------------------------------------------------------
+
+
+def sampling(body: Any, *, max_tokens: int | None, logprobs: int | None = None) -> SamplingParams:
+    """The sampling parameters chat and completions bodies share, with Azure's defaults
+    (temperature and top_p 1, no penalties)."""
+    return SamplingParams(
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        max_tokens=max_tokens,
+        stop=_stop_strings(body.stop),
+        seed=body.seed,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        logit_bias=_logit_bias_pairs(body.logit_bias),
+        logprobs=logprobs,
+    )
+
+
+def _stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    stops = [stop] if isinstance(stop, str) else stop
+    if len(stops) > 4:
+        raise InvalidRequest(f"{stops!r} is too long - 'stop'", param="stop")
+    return tuple(s for s in stops if s)
+
+
+def _logit_bias_pairs(biases: dict[str, int] | None) -> tuple[tuple[int, float], ...]:
+    """``{"token id": bias}`` with ids as decimal strings and biases in [-100, 100]."""
+    out: list[tuple[int, float]] = []
+    for key, bias in (biases or {}).items():
+        if not (key.isascii() and key.isdigit()):
+            raise InvalidRequest(
+                f"Invalid key in 'logit_bias': {key}. Keys must be token ids.", param="logit_bias"
+            )
+        if not -100 <= bias <= 100:
+            raise InvalidRequest(
+                f"Invalid value for 'logit_bias' key {key}: {bias}. Values must be between -100 "
+                "and 100.",
+                param="logit_bias",
+            )
+        out.append((int(key), float(bias)))
+    return tuple(out)
+
+
+# -- the answer -----------------------------------------------------------------------------------
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """The ``usage`` object."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def final_usage(finals: Iterable[EngineChunk]) -> tuple[int, int]:
+    """Prompt and completion tokens of one prompt's answers: the prompt once, every answer's
+    completion tokens."""
+    chunks = list(finals)
+    prompt = chunks[0].prompt_tokens if chunks else 0
+    return prompt, sum(chunk.completion_tokens for chunk in chunks)
+
+
+def prompt_filter_results(prompts: int) -> list[dict[str, Any]]:
+    """``prompt_filter_results``: one entry per prompt."""
+    return [{"prompt_index": i, "content_filter_results": PROMPT_FILTER} for i in range(prompts)]
+
+
+def prompt_filter_chunk(prompts: int = 1) -> dict[str, Any]:
+    """The stream's first event: the prompt's filter results and nothing else (§4.4 rule 2)."""
+    return {
+        "choices": [],
+        "created": 0,
+        "id": "",
+        "model": "",
+        "object": "",
+        "prompt_filter_results": prompt_filter_results(prompts),
+    }
+
+
+def with_usage(chunk: dict[str, Any], include_usage: bool) -> dict[str, Any]:
+    """With ``stream_options.include_usage`` every chunk carries ``"usage": null``."""
+    if include_usage:
+        chunk["usage"] = None
+    return chunk
+
+
+async def guarded(
+    events: AsyncIterator[dict[str, Any]],
+    *,
+    request_id: str,
+    close: Callable[[], Awaitable[None]],
+) -> AsyncIterator[bytes]:
+    """An answer's events as SSE, ended by ``data: [DONE]``.
+
+    An error after the first byte becomes a final ``data: {"error": ...}`` event (§4.4); closing
+    this iterator (a client disconnect) runs ``close``, which cancels the generations and frees
+    their engine slots.
+    """
+    try:
+        async for event in events:
+            yield encode_event(event)
+        yield DONE
+    except APIError as exc:
+        yield error_event(exc.body())
+        yield DONE
+    except EngineError:
+        logger.exception("stream failed")
+        yield error_event(InternalServerError(request_id).body())
+        yield DONE
+    finally:
+        await close()
