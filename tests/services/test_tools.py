@@ -1,4 +1,4 @@
-"""Reading ``tools``/``tool_choice`` and ``functions``/``function_call`` as Azure does (no model)."""
+"""Reading ``tools``/``tool_choice`` and ``functions``/``function_call`` as Azure does."""
 
 from __future__ import annotations
 

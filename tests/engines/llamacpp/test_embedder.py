@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from cerulean.engines.llamacpp.build import build_default_embedder
-from cerulean.packaged.minilm import ensure_embedding_model
 from cerulean.engines.llamacpp.embedder import LlamaCppEmbedder
 from cerulean.errors import InputTooLong, InvalidRequest
+from cerulean.packaged.minilm import ensure_embedding_model
 from cerulean.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.llamacpp]

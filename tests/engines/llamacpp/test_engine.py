@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cerulean.engines.llamacpp.build import EMBEDDED_DEFAULT_MAX_TOKENS, build_default_engine
 from cerulean.engines.base import ChatMessage, GenerationRequest, SamplingParams
 from cerulean.engines.llamacpp import LlamaCppEngine
+from cerulean.engines.llamacpp.build import EMBEDDED_DEFAULT_MAX_TOKENS, build_default_engine
 from cerulean.errors import ContextLengthExceeded
 from cerulean.settings import Settings
 
