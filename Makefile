@@ -14,7 +14,10 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast check format bench bench-embeddings bench-prompts clean
+VENV_PEERS := .venv-peers
+PEERS_STAMP := $(VENV_PEERS)/.installed
+
+.PHONY: help install run test test-fast check format bench bench-embeddings bench-prompts peer-langchain clean
 
 help: ## Show this help
 	@echo "Cerulean — a self-hosted Azure OpenAI Service"
@@ -82,5 +85,15 @@ bench-embeddings: $(BENCH_STAMP) ## Embedding runtimes side by side (llama.cpp, 
 bench-prompts: $(STAMP) ## Measure the embedded base model's prompt formats (bench/prompt_formats.py)
 	@$(BIN)/python bench/prompt_formats.py
 
+$(PEERS_STAMP):
+	@echo ">> creating $(VENV_PEERS) with LangChain's standard test suite (langchain-tests)"
+	@$(PYTHON) -m venv $(VENV_PEERS)
+	@$(VENV_PEERS)/bin/python -m pip install --quiet --upgrade pip
+	@$(VENV_PEERS)/bin/python -m pip install --quiet "langchain-tests>=0.3.20,<0.4" "langchain-openai>=0.3,<1"
+	@touch $(PEERS_STAMP)
+
+peer-langchain: $(STAMP) $(PEERS_STAMP) ## LangChain's standard chat-model suite via AzureChatOpenAI (bench/langchain_suite.py)
+	@$(BIN)/python bench/langchain_suite.py $(BENCH_ARGS)
+
 clean: ## Remove the virtual environments and caches (keeps ~/.cerulean)
-	rm -rf $(VENV) $(VENV028) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(VENV028) $(VENV_PEERS) .mypy_cache .ruff_cache .pytest_cache

@@ -4,7 +4,7 @@ Every error a client can see is an :class:`APIError`; each class knows its statu
 exact Azure body (see ``shared/reference/azure-openai-wire.md`` §2.2, §5)::
 
     CeruleanError
-    ├── APIError                        rendered to the client by :func:`render`
+    ├── APIError                        rendered by :func:`cerulean.api.middleware.error_response`
     │   ├── ResourceNotFound            404 {"error":{"code":"404","message":"Resource not found"}}
     │   ├── UnsupportedApiVersion       400 BadRequest: a dated api-version on /openai/v1
     │   ├── DeploymentNotFound          404 DeploymentNotFound

@@ -45,9 +45,6 @@ def get_api_version(request: Request) -> ApiVersion:
     return version
 
 
-ApiVersionDep = Annotated[ApiVersion, Depends(get_api_version)]
-
-
 def get_v1_api_version(request: Request) -> ApiVersion:
     """The ``api-version`` of a ``/openai/v1`` route: none, ``v1`` or ``preview`` (§1.4)."""
     version = parse_v1_api_version(request.query_params.get("api-version"))
@@ -56,6 +53,7 @@ def get_v1_api_version(request: Request) -> ApiVersion:
     return version
 
 
+ApiVersionDep = Annotated[ApiVersion, Depends(get_api_version)]
 V1ApiVersionDep = Annotated[ApiVersion, Depends(get_v1_api_version)]
 
 

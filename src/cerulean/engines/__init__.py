@@ -1,23 +1,7 @@
-"""Inference engines behind one interface."""
+"""Inference engines behind one interface (:mod:`cerulean.engines.base`).
 
-from __future__ import annotations
-
-from cerulean.engines.base import (
-    ChatMessage,
-    Engine,
-    EngineChunk,
-    Generation,
-    GenerationRequest,
-    ModelInfo,
-    SamplingParams,
-)
-
-__all__ = [
-    "ChatMessage",
-    "Engine",
-    "EngineChunk",
-    "Generation",
-    "GenerationRequest",
-    "ModelInfo",
-    "SamplingParams",
-]
+- :mod:`cerulean.engines.llamacpp`: models run in this process by llama.cpp, with continuous
+  batching; function calling and structured output by grammar.
+- :mod:`cerulean.engines.fake` and :mod:`cerulean.engines.fake_embeddings`: deterministic
+  stand-ins for tests of the HTTP layer (never a default).
+"""

@@ -486,7 +486,7 @@ class LlamaCppEngine(Engine):
     ) -> Generation:
         """Tokenize, admit, check and queue one request (``keep_stops``: the prompt format's
         stop strings still end a grammar-constrained answer, which may be text)."""
-        scheduler = self._require_scheduler()
+        self._require_scheduler()
         raw = request.prompt is not None
         if request.prompt is not None:
             plan = await asyncio.to_thread(self.tokenize_raw, request.prompt, request.suffix)
@@ -508,22 +508,19 @@ class LlamaCppEngine(Engine):
         echo = self._echo_text(request) if request.echo else None
         if max_new == 0 and (echo is None or params.logprobs is None):
             return _Nothing(len(plan.tokens), request.n, echo)
+        seed = params.seed if params.seed is not None else secrets.randbits(31)
+        job = _job(plan, request, stops, max_new, seed, echo=echo)
+        return await self._queue(job)
+
+    async def _queue(self, job: Job) -> Generation:
+        """Put ``job`` in line and wait for its slot (429 when the line is full, 503 after the
+        queue timeout)."""
+        scheduler = self._require_scheduler()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[list[EngineChunk | BaseException]] = asyncio.Queue()
         admitted: asyncio.Future[None] = loop.create_future()
-        job = Job(
-            prompt=plan.tokens,
-            params=params,
-            max_new=max_new,
-            stops=stops,
-            emit=lambda items: loop.call_soon_threadsafe(queue.put_nowait, items),
-            on_admit=lambda: loop.call_soon_threadsafe(_resolve, admitted),
-            seed=params.seed if params.seed is not None else secrets.randbits(31),
-            n=request.n,
-            anchors=plan.anchors,
-            trim=not raw,
-            echo=echo,
-        )
+        job.emit = lambda items: loop.call_soon_threadsafe(queue.put_nowait, items)
+        job.on_admit = lambda: loop.call_soon_threadsafe(_resolve, admitted)
         try:
             scheduler.submit(job)
         except QueueFull:
@@ -622,6 +619,35 @@ def _fingerprint(spec: ModelSpec) -> str:
         spec.swa_full,
     )
     return "fp_" + hashlib.sha256(repr(parts).encode()).hexdigest()[:10]
+
+
+def _job(
+    plan: PromptPlan,
+    request: GenerationRequest,
+    stops: tuple[str, ...],
+    max_new: int,
+    seed: int,
+    *,
+    echo: str | None,
+) -> Job:
+    """The scheduler's job for one request (its callbacks are set when it is queued)."""
+    return Job(
+        prompt=plan.tokens,
+        params=request.params,
+        max_new=max_new,
+        stops=stops,
+        emit=_unset,
+        on_admit=_unset,
+        seed=seed,
+        n=request.n,
+        anchors=plan.anchors,
+        trim=request.prompt is None,
+        echo=echo,
+    )
+
+
+def _unset(*_args: object) -> None:
+    raise AssertionError("the job was not queued")
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
