@@ -140,6 +140,8 @@ def main() -> None:
         try:
             suite = work / "test_cerulean_langchain.py"
             suite.write_text(textwrap.dedent(SUITE))
+            # As langchain-tests' own configuration: its async tests are plain ``async def``.
+            (work / "pytest.ini").write_text("[pytest]\nasyncio_mode = auto\n")
             junit = work / "junit.xml"
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_"))},
@@ -165,7 +167,7 @@ def main() -> None:
     counts = result["counts"]
     print(
         f"\nLangChain standard suite: {counts['passed']} passed, {counts['failed']} failed, "
-        f"{counts['skipped']} skipped in {elapsed:.0f} s ({args.out.relative_to(ROOT)})"
+        f"{counts['skipped']} skipped in {elapsed:.0f} s ({args.out})"
     )
     for name in result["tests"]["failed"]:
         print(f"  FAILED {name}: {result['reasons'].get(name, '')}")

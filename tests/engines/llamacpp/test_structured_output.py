@@ -108,9 +108,7 @@ stopped: list[int] = []
 def test_every_stopped_answer_parses_and_validates(
     engine: LlamaCppEngine, schema: dict[str, Any], seed: int
 ) -> None:
-    answers = asyncio.run(
-        _answers(engine, schema, 2, temperature=1.0, max_tokens=96, seed=seed)
-    )
+    answers = asyncio.run(_answers(engine, schema, 2, temperature=1.0, max_tokens=96, seed=seed))
     for text, finish in answers:
         if finish == "stop":
             stopped.append(1)

@@ -89,7 +89,10 @@ async def run(
     engine: LlamaCppEngine, tools: Tools, *, n: int = 1, **params: object
 ) -> dict[int, Answer]:
     request = GenerationRequest(
-        ASK, SamplingParams(**params), n=n, tools=tools  # type: ignore[arg-type]
+        ASK,
+        SamplingParams(**params),
+        n=n,
+        tools=tools,  # type: ignore[arg-type]
     )
     generation = await engine.generate(request)
     return collect([chunk async for chunk in generation])
@@ -124,7 +127,7 @@ def test_one_call_without_parallel_calls(engine: LlamaCppEngine) -> None:
     for answer in answers.values():
         assert answer.text == "" and len(answer.calls) == 1
         if answer.finish == "tool_calls":
-            (_, _, arguments), = answer.calls.values()
+            ((_, _, arguments),) = answer.calls.values()
             assert set(json.loads(arguments)) == {"city", "days"}
 
 

@@ -180,3 +180,26 @@ def test_text_stays_text_with_auto() -> None:
 def test_without_text_allowed_everything_is_read_as_a_call() -> None:
     shown, deltas = read("oops", allow_text=False)
     assert shown == "" and deltas == []
+
+
+def test_a_repeated_call_is_dropped_and_a_different_one_kept() -> None:
+    """Further calls of a parallel answer go out whole once complete; an exact repeat of an
+    earlier call (a small model's habit) is dropped, and indexes stay dense."""
+    same = '{"name": "f", "arguments": {"x": 1}}'
+    repeat = '{"name": "f", "arguments": {"x":1}}'  # the same JSON, written differently
+    other = '{"name": "f", "arguments": {"x": 2}}'
+    _, deltas = read(f"[{same}, {repeat}, {other}, {same}]", step=2)
+    assert calls_of(deltas) == [("f", '{"x": 1}'), ("f", '{"x": 2}')]
+    assert [d.index for d in deltas if d.name] == [0, 1]
+    later = [d for d in deltas if d.index == 1]
+    assert len(later) == 2 and later[0].name == "f" and later[1].arguments == '{"x": 2}'
+
+
+def test_a_cut_further_call_is_kept_unless_it_was_repeating() -> None:
+    reader = CallReader(False, new_id=lambda: "call_x")
+    _, first = reader.feed('[{"name": "f", "arguments": {"x": 1}}, {"name": "f", "arguments": {"x"')
+    assert calls_of(first) == [("f", '{"x": 1}')]
+    assert reader.finish() == []  # on its way to repeating {"x": 1}
+    reader = CallReader(False, new_id=lambda: "call_x")
+    reader.feed('[{"name": "f", "arguments": {"x": 1}}, {"name": "g", "arguments": {"y"')
+    assert calls_of(reader.finish()) == [("g", '{"y"')]

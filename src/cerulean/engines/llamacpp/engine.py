@@ -211,6 +211,8 @@ class _Calls(Generation):
             if reader is None:
                 reader = readers[chunk.index] = calls.CallReader(self._allow_text)
             text, deltas = reader.feed(chunk.text)
+            if chunk.finish_reason is not None:
+                deltas += reader.finish()
             yield _as_calls(chunk, reader, text, deltas)
 
     async def aclose(self) -> None:

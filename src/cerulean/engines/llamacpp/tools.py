@@ -15,9 +15,12 @@ A base model has no native tool calling, so the llama.cpp engine makes one:
 * ``required`` (or a named function) allows only calls; ``auto`` also allows plain text, which
   must not start with ``{`` or ``[``: the answer's first character tells which it is.
 * :class:`CallReader` reads the answer as it is generated and turns the call form into tool-call
-  deltas — the name as soon as it is complete, then the arguments piece by piece — so that no
-  grammar text ever reaches ``content``. A call cut by ``max_tokens`` keeps the arguments written
-  so far and ends with ``finish_reason: "length"`` (docs/compatibility.md, "Function calling").
+  deltas, so that no grammar text ever reaches ``content``: the first call's name as soon as it
+  is complete, then its arguments piece by piece; each further call of a parallel answer once it
+  is complete, unless it repeats an earlier call exactly (a small model tends to repeat its call
+  until the array is full), which is dropped. A call cut by ``max_tokens`` keeps the arguments
+  written so far and ends with ``finish_reason: "length"`` (docs/compatibility.md, "Function
+  calling").
 
 Pure Python: nothing here needs the native library.
 """
@@ -158,22 +161,38 @@ class _Value:
 class CallReader:
     """Reads one streamed answer: text stays text; the call form becomes tool-call deltas.
 
-    Feed it the answer's text as it comes (:meth:`feed`); each call gives a delta with its id and
-    name as soon as the name is complete, then deltas with pieces of its arguments.
+    Feed it the answer's text as it comes (:meth:`feed`), and call :meth:`finish` at its end.
     """
 
     allow_text: bool
     new_id: Callable[[], str] = call_id
     is_call: bool | None = None  # None until the first visible character
-    calls: int = 0  # calls named so far
+    calls: int = 0  # calls given out so far
     _stack: list[str] = field(default_factory=list)
     _call_depth: int = 1  # containers open while inside a call object
     _key: str | None = None  # the key whose value comes next
     _key_text: str | None = None  # a key being read
     _key_escaped: bool = False
     _value: _Value | None = None
-    _name: str | None = None
-    _held_args: str = ""  # arguments seen before the name (never with Cerulean's grammar)
+    _name: str | None = None  # of the call being read
+    _args: str = ""  # its arguments so far
+    _sent: list[tuple[str, str]] = field(default_factory=list)  # (name, arguments) given out
+
+    def finish(self) -> list[ToolCallDelta]:
+        """At the end of the answer: a further call that was cut off, unless it was on its way to
+        repeating an earlier one."""
+        if self._name is None or not self.calls or self._streaming:
+            return []
+        name, args = self._name, self._args
+        self._name = None
+        if any(name == n and a.startswith(args) for n, a in self._sent):
+            return []
+        return self._release(name, args)
+
+    @property
+    def _streaming(self) -> bool:
+        """Whether the call being read is the answer's first: its pieces go out as they come."""
+        return len(self._sent) == 0 and self.calls == 1
 
     def feed(self, text: str) -> tuple[str, list[ToolCallDelta]]:
         """Text to show and call deltas for the next piece of the answer."""
@@ -205,10 +224,12 @@ class CallReader:
         elif char in _OPEN:
             self._stack.append(char)
             if len(self._stack) == self._call_depth:  # a new call object
-                self._name, self._held_args = None, ""
+                self._name, self._args = None, ""
         elif char in _CLOSE:
             if self._stack and self._stack[-1] == _CLOSE[char]:
                 self._stack.pop()
+                if len(self._stack) == self._call_depth - 1:
+                    out.extend(self._call_ended())
         elif char == '"' and depth == self._call_depth:
             self._key_text = ""
 
@@ -245,10 +266,9 @@ class CallReader:
             self._finish_value(value, out)
 
     def _arguments(self, piece: str, out: list[ToolCallDelta]) -> None:
-        if self._name is None:
-            self._held_args += piece
-        else:
-            out.append(ToolCallDelta(self.calls - 1, arguments=piece))
+        self._args += piece
+        if self._name is not None and self._streaming:
+            out.append(ToolCallDelta(0, arguments=piece))
 
     def _finish_value(self, value: _Value, out: list[ToolCallDelta]) -> None:
         if value.key != "name" or self._name is not None:
@@ -260,11 +280,42 @@ class CallReader:
         if not isinstance(name, str):
             return
         self._name = name
-        self.calls += 1
-        out.append(ToolCallDelta(self.calls - 1, id=self.new_id(), name=name))
-        if self._held_args:
-            out.append(ToolCallDelta(self.calls - 1, arguments=self._held_args))
-            self._held_args = ""
+        if self.calls == 0:  # the first call streams: its name now, its arguments as they come
+            self.calls = 1
+            out.append(ToolCallDelta(0, id=self.new_id(), name=name))
+            if self._args:
+                out.append(ToolCallDelta(0, arguments=self._args))
+
+    def _call_ended(self) -> list[ToolCallDelta]:
+        """A call object closed: the first was given out already; a further one goes out whole
+        now, unless it repeats an earlier call exactly (a small model's habit), which is dropped."""
+        name, args = self._name, self._args
+        self._name = None
+        if name is None:
+            return []
+        if self._streaming:
+            self._sent.append((name, args))
+            return []
+        if any(name == n and _same_json(args, a) for n, a in self._sent):
+            return []
+        return self._release(name, args)
+
+    def _release(self, name: str, args: str) -> list[ToolCallDelta]:
+        index = len(self._sent)
+        self._sent.append((name, args))
+        self.calls = len(self._sent)
+        return [
+            ToolCallDelta(index, id=self.new_id(), name=name),
+            ToolCallDelta(index, arguments=args),
+        ]
+
+
+def _same_json(a: str, b: str) -> bool:
+    """Whether two arguments texts are the same JSON value (or, not parsing, the same text)."""
+    try:
+        return bool(json.loads(a) == json.loads(b))
+    except json.JSONDecodeError:
+        return a == b
 
 
 def _advance(value: _Value, char: str) -> str | None:
