@@ -95,7 +95,8 @@ def start_server(home: Path, log: Path) -> tuple[subprocess.Popen[bytes], str, s
 
 def read_junit(path: Path) -> dict[str, Any]:
     """Counts and, per failed test, the first line of its failure."""
-    cases = ET.parse(path).getroot().iter("testcase")
+    # pytest wrote this file on this machine a moment ago: trusted input.
+    cases = ET.parse(path).getroot().iter("testcase")  # noqa: S314
     outcome: dict[str, list[str]] = {"passed": [], "failed": [], "skipped": []}
     reasons: dict[str, str] = {}
     for case in cases:
