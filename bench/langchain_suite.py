@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
 RESULTS = ROOT / "bench" / "langchain_suite.results.json"
 
-SUITE = '''
+SUITE = """
 import os
 
 from langchain_openai import AzureChatOpenAI
@@ -58,7 +58,7 @@ class TestCeruleanAzureChatOpenAI(ChatModelIntegrationTests):
     @property
     def supports_json_mode(self):
         return True
-'''
+"""
 
 
 def free_port() -> int:
