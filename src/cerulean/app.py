@@ -37,6 +37,7 @@ from cerulean.services.deployments import (
     BUILTIN_EMBEDDING_DEPLOYMENTS,
     ensure_builtin_deployments,
 )
+from cerulean.services.gateway import Gateway
 from cerulean.services.keys import KeyRing, provision_keys
 from cerulean.services.models import ensure_models, resident_records
 from cerulean.services.pool import EngineFactory, EnginePool
@@ -69,8 +70,11 @@ class Served:
     engine_factory: EngineFactory | None = None
 
     @property
-    def chat_model(self) -> tuple[str, str]:
-        return self.default_model or (next(iter(self.engines)), "1")
+    def chat_model(self) -> tuple[str, str] | None:
+        """The model of the built-in chat deployments; None for a pure gateway (no engine)."""
+        if self.default_model is not None:
+            return self.default_model
+        return (next(iter(self.engines)), "1") if self.engines else None
 
     @property
     def embeddings_model(self) -> tuple[str, str] | None:
@@ -105,11 +109,14 @@ def create_app(
         app.state.cerulean = state
         loader = asyncio.create_task(_load_engines(state, on_ready))
         reconciler = asyncio.create_task(state.pool.run(settings.reconcile_interval))
+        gateway = state.pool.gateway
+        assert gateway is not None
+        checker = asyncio.create_task(gateway.run(settings.upstream_health_interval))
         try:
             yield
         finally:
-            loader.cancel()
-            reconciler.cancel()
+            for task in (loader, reconciler, checker):
+                task.cancel()
             await _close(state, served)
 
     app = FastAPI(
@@ -129,7 +136,8 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
     await asyncio.to_thread(
         ensure_models, store, resident_records(served.engines, served.embedders)
     )
-    await asyncio.to_thread(ensure_builtin_deployments, store, *served.chat_model)
+    if served.chat_model is not None:
+        await asyncio.to_thread(ensure_builtin_deployments, store, *served.chat_model)
     if served.embeddings_model is not None:
         await asyncio.to_thread(
             ensure_builtin_deployments,
@@ -138,7 +146,11 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
             BUILTIN_EMBEDDING_DEPLOYMENTS,
         )
     pool = EnginePool(
-        dict(served.engines), store, served.engine_factory, embedders=served.embedders
+        dict(served.engines),
+        store,
+        served.engine_factory,
+        embedders=served.embedders,
+        gateway=Gateway(store, settings),
     )
     return AppState(
         settings=settings,
@@ -152,6 +164,8 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
 
 async def _close(state: AppState, served: Served) -> None:
     await state.pool.aclose()
+    if state.pool.gateway is not None:
+        await state.pool.gateway.aclose()
     for engine in list(state.engines.values()):
         await engine.aclose()
     await state.limiter.aclose()

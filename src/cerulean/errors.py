@@ -16,6 +16,8 @@ exact Azure body (see ``shared/reference/azure-openai-wire.md`` §2.2, §5)::
     │   ├── OperationNotSupported       400 e.g. embeddings on a chat model's deployment
     │   ├── RequestTooLarge             413 invalid_request_error
     │   ├── ServiceUnavailable          503 temporarily unable to process
+    │   ├── BadGateway                  502 an upstream failed or answered what it should not
+    │   ├── GatewayTimeout              504 an upstream did not answer in time
     │   ├── ServerBusy                  429 every slot busy and the waiting line full
     │   ├── RateLimited                 429 a deployment's token or call rate limit (§5.3)
     │   ├── ArmError                    the management API's {"error":{"code","message"}} (§9)
@@ -32,11 +34,13 @@ from typing import Any, ClassVar, Literal
 __all__ = [
     "APIError",
     "ArmError",
+    "BadGateway",
     "CeruleanError",
     "ContextLengthExceeded",
     "ControlError",
     "DeploymentNotFound",
     "EngineError",
+    "GatewayTimeout",
     "InputTooLong",
     "InternalServerError",
     "InvalidRequest",
@@ -287,6 +291,34 @@ class ServiceUnavailable(_CodeMessageError):
         super().__init__(message)
         if retry_after is not None:
             self.headers.update(_retry_headers(retry_after))
+
+
+class BadGateway(_CodeMessageError):
+    """An upstream engine failed (5xx, a refused connection, a broken stream) or answered what a
+    correctly configured one would not (401, 404): Azure's error envelope, never its body.
+
+    The code and envelope follow Azure's gateway errors (``{"error": {"code", "message"}}``);
+    Azure documents no body for them, so this one is Cerulean's (docs/scaling.md).
+    """
+
+    status_code = 502
+    code = "BadGateway"
+    default_message = (
+        "The server received an invalid response from an upstream server. Please try again later."
+    )
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        if retry_after is not None:
+            self.headers.update(_retry_headers(retry_after))
+
+
+class GatewayTimeout(BadGateway):
+    """An upstream did not answer (or stopped answering) within its timeout."""
+
+    status_code = 504
+    code = "GatewayTimeout"
+    default_message = "The upstream server did not answer in time. Please try again later."
 
 
 class ServerBusy(_CodeMessageError):

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
         "Gemma 3 270M.",
         json_schema_extra=_CLI,
     )
+    embedded: bool = Field(
+        True,
+        description="Load the embedded model (or --model) behind gpt-35-turbo and gpt-4; "
+        "--no-embedded runs a pure gateway that serves only upstream-backed deployments "
+        "(and loads no embedding model either).",
+        json_schema_extra=_CLI,
+    )
     embeddings: bool = Field(
         True,
         description="Serve the embedding model (all-MiniLM-L6-v2) behind the deployment "
@@ -156,6 +163,48 @@ class Settings(BaseSettings):
         le=3600,
         description="Seconds the server trusts its copy of the key digests before re-reading "
         "the store (0: on every request); bounds how long a regenerated key's old value works.",
+    )
+    upstream_connect_timeout: float = Field(
+        5.0, gt=0, le=300, description="Seconds to connect to an upstream before trying another."
+    )
+    upstream_first_byte_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a request may wait for its upstream's first chunk, retries "
+        "included; past it the answer is a 504.",
+    )
+    upstream_read_timeout: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Seconds an upstream may stay silent in the middle of an answer before the "
+        "answer ends with a 504 error event.",
+    )
+    upstream_retries: int = Field(
+        2, ge=0, le=10, description="Other upstreams a request tries before its first byte."
+    )
+    upstream_cooldown: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description="Seconds a failed upstream is out of routing (doubling with each "
+        "consecutive failure, up to a minute; an upstream's own retry-after wins).",
+    )
+    upstream_health_interval: float = Field(
+        5.0, gt=0, le=3600, description="Seconds between health checks of each upstream in use."
+    )
+    route_spill_abs: int = Field(
+        4,
+        ge=0,
+        description="Routing: a request leaves its preferred upstream (prefix affinity) only "
+        "when it has more than this many requests beyond the least busy...",
+    )
+    route_spill_ratio: float = Field(
+        1.5, ge=1, description="...and more than this many times the least busy's."
+    )
+    routing_redis_prefix: str = Field(
+        "cerulean:routing:", description="Prefix of the routing state's Redis keys."
     )
     region: str = Field("local", description="Value of the x-ms-region response header.")
     max_body_bytes: int = Field(

@@ -254,7 +254,11 @@ class Conformance:
         events, problems = sse_data(exchange)
         if chunk_ref is None:
             return [Violation(exchange, "body", "route", "", f"{operation} does not stream")]
-        if exchange.complete and (not events or events[-1] != "[DONE]"):
+        if (
+            exchange.complete
+            and (not events or events[-1] != "[DONE]")
+            and not _ends_in_error(events)
+        ):
             problems.append(Violation(exchange, "end", "SSE", "", "no final `data: [DONE]`"))
         for index, data in enumerate(events):
             where = f"event {index}"
@@ -297,3 +301,15 @@ def sse_data(exchange: Exchange) -> tuple[list[str], list[Violation]]:
 def conformance() -> Conformance:
     """The process-wide checker (building validators costs a little; reuse them)."""
     return Conformance()
+
+
+def _ends_in_error(events: list[str]) -> bool:
+    """A stream that failed after it started ends with its error event, without ``[DONE]``
+    (docs/compatibility.md, "Streams that fail")."""
+    if not events:
+        return False
+    try:
+        last = json.loads(events[-1])
+    except ValueError:
+        return False
+    return isinstance(last, dict) and "error" in last

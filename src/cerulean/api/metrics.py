@@ -1,4 +1,4 @@
-"""``GET /metrics``: the engines' gauges and counters in Prometheus' text format (needs a key).
+"""``GET /metrics``: the engines' and upstreams' metrics in Prometheus' text format (needs a key).
 
 Operators and the soak test read it to see that no slot leaks: after the load stops,
 ``cerulean_engine_slots_busy`` and ``cerulean_engine_requests_waiting`` return to 0.
@@ -60,4 +60,7 @@ class _EngineCollector(Collector):
 async def metrics(state: StateDep) -> Response:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_EngineCollector(state.engines))
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    text = generate_latest(registry)
+    if state.pool.gateway is not None:  # per upstream: in flight, requests, errors, latency
+        text += generate_latest(state.pool.gateway.stats.registry)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)

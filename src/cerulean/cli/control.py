@@ -153,9 +153,26 @@ def _limits(capacity: int) -> str:
     return f"{capacity * 1000:,} tokens and {capacity * 6:,} requests per minute"
 
 
+def _upstream_names(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
 @deployments.command("create")
 @click.argument("name")
-@click.option("--model", "model", required=True, help="A model of the catalog (models list).")
+@click.option(
+    "--model",
+    "model",
+    default=None,
+    help="A model of the catalog (models list); with --upstream, the model name it reports.",
+)
+@click.option(
+    "--upstream",
+    "upstream",
+    default=None,
+    help="Serve it by these upstreams instead (A,B: cerulean upstreams list).",
+)
 @click.option("--version", default=None, help="Model version to report [default: 1].")
 @click.option(
     "--capacity",
@@ -180,7 +197,8 @@ def _limits(capacity: int) -> str:
 @_refusals
 def deployments_create(
     name: str,
-    model: str,
+    model: str | None,
+    upstream: str | None,
     version: str | None,
     capacity: int,
     sku: str,
@@ -193,16 +211,18 @@ def deployments_create(
     --no-wait; its log shows it too) and answers requests to NAME from then on.
     """
     settings = _settings(home)
+    upstreams = _upstream_names(upstream) or ()
     with _store(settings) as store:
         record = deployment_service.create_deployment(
-            store, name, model, version=version, capacity=capacity, sku=sku
+            store, name, model, version=version, capacity=capacity, sku=sku, upstreams=upstreams
         )
         key = next(iter(readable_keys(store, settings).values()), None)
+    served = f"upstreams {', '.join(upstreams)}" if upstreams else "this server"
     click.echo(
-        f"Created deployment {record.name}: model {record.model} (version {record.version}), "
-        f"{record.sku} capacity {record.capacity} ({_limits(record.capacity)})."
+        f"Created deployment {record.name}: model {record.model} (version {record.version}) on "
+        f"{served}, {record.sku} capacity {record.capacity} ({_limits(record.capacity)})."
     )
-    if wait:
+    if wait and not upstreams:
         _wait_for_model(settings, record.model, key)
 
 
@@ -287,14 +307,27 @@ def deployments_show(name: str, home: Path | None) -> None:
 
 @deployments.command("update")
 @click.argument("name")
-@click.option("--capacity", type=click.INT, required=True, help="Thousands of tokens per minute.")
+@click.option("--capacity", type=click.INT, default=None, help="Thousands of tokens per minute.")
+@click.option("--upstream", default=None, help="Serve it by these upstreams from now on (A,B).")
 @home_option
 @_refusals
-def deployments_update(name: str, capacity: int, home: Path | None) -> None:
-    """Change the capacity of deployment NAME (its rate limits change at once)."""
+def deployments_update(
+    name: str, capacity: int | None, upstream: str | None, home: Path | None
+) -> None:
+    """Change the capacity of deployment NAME (its rate limits change at once), or the
+    upstreams that serve it."""
+    if capacity is None and upstream is None:
+        raise click.UsageError("give --capacity K and/or --upstream A,B")
     with _store(_settings(home)) as store:
-        record = deployment_service.update_capacity(store, name, capacity)
-    click.echo(f"Deployment {record.name}: capacity {record.capacity} ({_limits(capacity)}).")
+        upstreams = _upstream_names(upstream)
+        if upstreams is not None:
+            record = deployment_service.update_upstreams(store, name, upstreams)
+            click.echo(f"Deployment {record.name}: served by {', '.join(upstreams)}.")
+        if capacity is not None:
+            record = deployment_service.update_capacity(store, name, capacity)
+            click.echo(
+                f"Deployment {record.name}: capacity {record.capacity} ({_limits(capacity)})."
+            )
 
 
 @deployments.command("delete")

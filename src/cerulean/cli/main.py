@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from cerulean import __version__
 from cerulean.cli.control import deployments, keys, models, reset
+from cerulean.cli.upstreams import upstreams
 from cerulean.settings import Settings, cli_fields
 from cerulean.state import AppState
 
@@ -73,6 +74,9 @@ def serve(**overrides: Any) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     _check_port_free(settings.host, settings.port)
+    if not settings.embedded:  # a pure gateway: no local model, no llama.cpp
+        _run_server(settings, None, "", None)
+        return
     from cerulean.engines.llamacpp.build import build_default_embedder, build_default_engine
 
     try:
@@ -86,25 +90,29 @@ def serve(**overrides: Any) -> None:
 def _run_server(
     settings: Settings, engine: Any, version: str, embedder: tuple[Any, str] | None
 ) -> None:
-    import functools
-
     import uvicorn
 
     from cerulean.app import create_app
     from cerulean.cli.serverlock import ServerLock
-    from cerulean.engines.llamacpp.build import build_catalog_engine
 
+    def catalog_engine(record: Any) -> Any:
+        # llama.cpp is imported only when a registered GGUF is loaded (not in a pure gateway).
+        from cerulean.engines.llamacpp.build import build_catalog_engine
+
+        return build_catalog_engine(settings, record)
+
+    engines = {} if engine is None else {engine.info.name: engine}
     embedders = {} if embedder is None else {embedder[0].info.name: embedder[0]}
     app = create_app(
         settings,
-        {engine.info.name: engine},
-        default_model=(engine.info.name, version),
+        engines,
+        default_model=None if engine is None else (engine.info.name, version),
         on_ready=lambda state: _print_banner(settings, state),
-        engine_factory=functools.partial(build_catalog_engine, settings),
+        engine_factory=catalog_engine,
         embedders=embedders,
         embedding_model=None if embedder is None else (embedder[0].info.name, embedder[1]),
     )
-    models = ", ".join([engine.info.name, *embedders])
+    models = ", ".join([*engines, *embedders]) or "no local model (a gateway)"
     click.echo(f">> loading {models}; the endpoint follows once it answers")
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on"
@@ -115,7 +123,7 @@ def _run_server(
         uvicorn.Server(config).run()
 
 
-for _command in (models, deployments, keys, reset):
+for _command in (models, deployments, upstreams, keys, reset):
     main.add_command(_command)
 
 
@@ -140,6 +148,8 @@ def _print_banner(settings: Settings, state: AppState) -> None:
     endpoint = f"http://{host}:{settings.port}/"
     models = ", ".join(state.engines)
     lines = ["", f"Cerulean is ready: {models} behind deployments gpt-35-turbo and gpt-4."]
+    if not state.engines:
+        lines = ["", "Cerulean is ready as a gateway: deployments backed by upstreams."]
     if state.embedders:
         embedders = ", ".join(state.embedders)
         lines.append(f"Embeddings: {embedders} behind deployment text-embedding-ada-002.")

@@ -41,8 +41,8 @@ __all__ = [
 ]
 
 # ``tool_calls``: the answer is one or more calls (the service names it ``function_call`` for the
-# legacy functions API).
-FinishReason = Literal["stop", "length", "tool_calls"]
+# legacy functions API); ``content_filter``: an upstream's filter withheld the rest.
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 # Called with a prompt's token count before the request is queued (rate limits).
 Admission = Callable[[int], Awaitable[None]]
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -228,6 +228,8 @@ class EngineChunk:
     completion_tokens: int = 0
     logprobs: tuple[TokenLogprob, ...] = ()
     tool_calls: tuple[ToolCallDelta, ...] = ()
+    # Content-filter results an engine evaluated (an Azure upstream's); None: the edge's own.
+    filter_results: Mapping[str, Any] | None = None
 
 
 # -- the model and the engine -------------------------------------------------------------------
@@ -246,6 +248,9 @@ class ModelInfo:
     fingerprint: str | None = None
     # Kinds of content part the model reads besides text: "image_url", "input_audio".
     content_parts: frozenset[str] = frozenset()
+    # Whether the context is checked here (a local model) or by the engine's server (remote:
+    # the edge only estimates the prompt, so it reserves the context but never refuses on it).
+    context_checked: bool = True
 
     def completion_budget(
         self, prompt_tokens: int, max_tokens: int | None, *, raw: bool = False
@@ -259,6 +264,10 @@ class ModelInfo:
         legacy completions wording).
         """
         limit = self.context_length
+        if not self.context_checked:
+            if max_tokens is not None:
+                return max_tokens
+            return self.default_max_tokens or max(limit - prompt_tokens, 1)
         if max_tokens is not None and prompt_tokens + max_tokens > limit:
             raise ContextLengthExceeded(
                 limit=limit, prompt_tokens=prompt_tokens, completion_tokens=max_tokens, prompt=raw
@@ -273,9 +282,14 @@ class ModelInfo:
 
 
 class Generation(abc.ABC):
-    """A started generation: iterate it for chunks; ``aclose`` cancels it and frees its slot."""
+    """A started generation: iterate it for chunks; ``aclose`` cancels it and frees its slot.
+
+    ``prompt_filter_results`` are the prompt's filter results when the engine evaluated them (an
+    Azure upstream), known once the first chunk has arrived; None: the edge's own.
+    """
 
     prompt_tokens: int
+    prompt_filter_results: list[Any] | None = None
 
     @abc.abstractmethod
     def __aiter__(self) -> AsyncIterator[EngineChunk]: ...

@@ -158,6 +158,11 @@ class RateLimiter(abc.ABC):
         """Admit one request estimated at ``tokens`` (charging both windows) or refuse it."""
 
     @abc.abstractmethod
+    async def add(self, deployment: str, limits: Limits, tokens: int, now: float) -> None:
+        """Charge ``tokens`` more to the token window of a request already admitted (its real
+        usage beyond its estimate), whatever the window holds: it is spent."""
+
+    @abc.abstractmethod
     async def forget(self, deployment: str) -> None:
         """Drop ``deployment``'s windows (it was deleted; a new one of that name starts fresh)."""
 

@@ -98,6 +98,13 @@ class InProcessRateLimiter(RateLimiter):
                 windows = self._windows[deployment] = _Windows()
             return decide(windows, limits, tokens, now)
 
+    async def add(self, deployment: str, limits: Limits, tokens: int, now: float) -> None:
+        with self._lock:
+            windows = self._windows.setdefault(deployment, _Windows())
+            windows.expire(limits, now)
+            windows.tokens.append((now, tokens))
+            windows.token_total += tokens
+
     async def forget(self, deployment: str) -> None:
         with self._lock:
             self._windows.pop(deployment, None)

@@ -86,6 +86,21 @@ redis.call('SET', KEYS[3], us(total + cost), 'PX', us(tok_window / 1000 + 1000))
 return {used_req, us(total), '0', '0'}
 """
 
+# A real usage beyond the estimate: spent tokens, added to the token window unconditionally.
+_ADD = """
+local now = tonumber(ARGV[1])
+local cost = tonumber(ARGV[2])
+local tok_window = tonumber(ARGV[3])
+local id = ARGV[4]
+local function us(x) return string.format('%.0f', x) end
+local total = tonumber(redis.call('GET', KEYS[2]) or '0')
+if redis.call('ZCARD', KEYS[1]) == 0 then total = 0 end
+redis.call('ZADD', KEYS[1], us(now), id .. ':' .. us(cost))
+redis.call('PEXPIRE', KEYS[1], us(tok_window / 1000 + 1000))
+redis.call('SET', KEYS[2], us(total + cost), 'PX', us(tok_window / 1000 + 1000))
+return 1
+"""
+
 _US = 1_000_000
 
 
@@ -95,6 +110,7 @@ class RedisRateLimiter(RateLimiter):
     def __init__(self, url: str, *, prefix: str = "cerulean:ratelimit:") -> None:
         self._client: Redis = Redis.from_url(url)
         self._script = self._client.register_script(_CHARGE)
+        self._add = self._client.register_script(_ADD)
         self._prefix = prefix
         # Entry ids only need to be unique among entries alive in one window.
         self._process = secrets.token_hex(6)
@@ -125,6 +141,19 @@ class RedisRateLimiter(RateLimiter):
         except RedisError as exc:
             raise QuotaBackendError(f"Redis rate limiter: {exc}") from exc
         return _decision(reply, limits, max(0, tokens))
+
+    async def add(self, deployment: str, limits: Limits, tokens: int, now: float) -> None:
+        _, window, total = self.keys(deployment)
+        args: list[str | int] = [
+            round(now * _US),
+            max(0, tokens),
+            round(limits.token_window * _US),
+            f"{self._process}{next(self._counter)}",
+        ]
+        try:
+            await self._add(keys=[window, total], args=args)
+        except RedisError as exc:
+            raise QuotaBackendError(f"Redis rate limiter: {exc}") from exc
 
     async def forget(self, deployment: str) -> None:
         try:

@@ -69,3 +69,18 @@ class Quota:
         )
         error.headers.update(decision.headers())
         raise error
+
+    async def settle(self, record: DeploymentRecord, *, charged: int, used: int) -> None:
+        """At the end of a request: charge the real usage beyond the estimate admitted (an
+        upstream counts prompts the edge only estimated). Less than the estimate is not given
+        back, as on Azure. A Redis outage here loses the overshoot, never the answer."""
+        extra = used - charged
+        if extra <= 0:
+            return
+        limits = Limits.for_capacity(record.capacity)
+        try:
+            await self._limiter.add(record.name, limits, extra, self._clock())
+        except QuotaBackendError:
+            logger.warning(
+                "rate limiter unavailable; %d tokens of %s not charged", extra, record.name
+            )

@@ -28,6 +28,7 @@ __all__ = [
     "Answer",
     "AnswerContext",
     "InferenceCall",
+    "Meter",
     "final_usage",
     "guarded",
     "prompt_filter_chunk",
@@ -94,6 +95,36 @@ class AnswerContext:
         if self.fingerprint is not None and self.api_version.at_least("2023-12-01-preview"):
             body["system_fingerprint"] = self.fingerprint
         return body
+
+
+@dataclass
+class Meter:
+    """What one request was charged at admission and what it really used, so that the service
+    can charge an overshoot at the end (``Quota.settle``). A choice that never finished (a
+    stream cut mid-answer) counts about four characters a token."""
+
+    charged: int = 0
+    _prompts: dict[int, int] = field(default_factory=dict)  # prompt -> its tokens
+    _completion: int = 0
+    _unfinished: dict[tuple[int, int], int] = field(default_factory=dict)  # choice -> characters
+
+    def add(self, chunk: EngineChunk, prompt: int = 0) -> None:
+        """Count one engine chunk of the answers to prompt number ``prompt``."""
+        key = (prompt, chunk.index)
+        if chunk.finish_reason is None:
+            self._unfinished[key] = self._unfinished.get(key, 0) + len(chunk.text)
+            return
+        self._unfinished.pop(key, None)
+        self._prompts[prompt] = max(self._prompts.get(prompt, 0), chunk.prompt_tokens)
+        self._completion += chunk.completion_tokens
+
+    @property
+    def used(self) -> int:
+        cut = sum((chars + 3) // 4 for chars in self._unfinished.values())
+        return sum(self._prompts.values()) + self._completion + cut
+
+    async def settle(self, call: InferenceCall[Any]) -> None:
+        await call.quota.settle(call.deployment, charged=self.charged, used=self.used)
 
 
 # -- the request ----------------------------------------------------------------------------------
@@ -194,9 +225,10 @@ async def guarded(
 ) -> AsyncIterator[bytes]:
     """An answer's events as SSE, ended by ``data: [DONE]``.
 
-    An error after the first byte becomes a final ``data: {"error": ...}`` event (§4.4); closing
-    this iterator (a client disconnect) runs ``close``, which cancels the generations and frees
-    their engine slots.
+    An error after the first byte becomes a final ``data: {"error": ...}`` event (§4.4) and the
+    stream ends there, without ``[DONE]``, so that no client mistakes the cut answer for a whole
+    one (docs/compatibility.md, "Streams that fail"); closing this iterator (a client
+    disconnect) runs ``close``, which cancels the generations and frees their engine slots.
     """
     try:
         async for event in events:
@@ -204,10 +236,8 @@ async def guarded(
         yield DONE
     except APIError as exc:
         yield error_event(exc.body())
-        yield DONE
     except EngineError:
         logger.exception("stream failed")
         yield error_event(InternalServerError(request_id).body())
-        yield DONE
     finally:
         await close()

@@ -8,7 +8,7 @@ gives back — text and tool-call deltas — into Azure's JSON body or event str
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ from cerulean.services.answers import (
     Answer,
     AnswerContext,
     InferenceCall,
+    Meter,
     final_usage,
     guarded,
     prompt_filter_chunk,
@@ -67,12 +68,14 @@ async def create_chat_completion(
     engine = call.engine
     _check_parts(wanted.messages, engine.info.content_parts)
     headers: dict[str, str] = {}
+    meter = Meter()
 
     async def admit(prompt_tokens: int) -> None:
         tokens = reservation(engine.info, prompt_tokens, wanted.params.max_tokens, choices=wanted.n)
         charged = await call.quota.admit(
             call.deployment, tokens=tokens, capability="chat_completion"
         )
+        meter.charged = tokens
         headers.update(charged)
 
     generation = await engine.generate(wanted, admit=admit)
@@ -91,11 +94,11 @@ async def create_chat_completion(
     return Answer(
         headers=headers,
         stream=bool(body.stream),
-        collect=lambda: _collect(ctx, generation),
+        collect=lambda: _collect(ctx, generation, meter, call),
         events=lambda: guarded(
-            _events(ctx, generation, include_usage=include_usage, n=wanted.n),
+            _events(ctx, generation, meter, include_usage=include_usage, n=wanted.n),
             request_id=call.request_id,
-            close=generation.aclose,
+            close=lambda: _closed(generation, meter, call),
         ),
         aclose=generation.aclose,
     )
@@ -239,10 +242,13 @@ class _Choice:
     calls: dict[int, _Call] = field(default_factory=dict)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     final: EngineChunk | None = None
+    filters: Mapping[str, Any] | None = None  # what the engine's server evaluated, if it did
 
     def add(self, chunk: EngineChunk) -> None:
         self.text += chunk.text
         self.logprobs.extend(chunk.logprobs)
+        if chunk.filter_results is not None and (chunk.filter_results or self.filters is None):
+            self.filters = chunk.filter_results
         for delta in chunk.tool_calls:
             if delta.name is not None:
                 self.calls[delta.index] = _Call(delta.id or "", delta.name)
@@ -271,7 +277,15 @@ def _message_body(ctx: ChatContext, choice: _Choice) -> dict[str, Any]:
     return {"role": "assistant", "content": None, "tool_calls": tool_calls}
 
 
-def completion_body(ctx: ChatContext, choices: dict[int, _Choice]) -> dict[str, Any]:
+async def _closed(generation: Generation, meter: Meter, call: InferenceCall[Engine]) -> None:
+    """The end of a stream (finished, failed or abandoned): free the engine, settle the usage."""
+    await generation.aclose()
+    await meter.settle(call)
+
+
+def completion_body(
+    ctx: ChatContext, choices: dict[int, _Choice], prompt_filters: list[Any] | None = None
+) -> dict[str, Any]:
     """A non-streaming ``chat.completion`` body with one choice per answer."""
     out: list[dict[str, Any]] = []
     for index in sorted(choices):
@@ -286,7 +300,9 @@ def completion_body(ctx: ChatContext, choices: dict[int, _Choice]) -> dict[str, 
             "logprobs": chat_logprobs(choice.logprobs) if ctx.logprobs else None,
         }
         if ctx.annotate:
-            entry["content_filter_results"] = CHOICE_FILTER if message["content"] else {}
+            evaluated = choice.filters
+            default = CHOICE_FILTER if message["content"] else {}
+            entry["content_filter_results"] = dict(evaluated) if evaluated is not None else default
         out.append(entry)
     finals = [c.final for c in choices.values() if c.final is not None]
     body: dict[str, Any] = ctx.stamp(
@@ -300,32 +316,40 @@ def completion_body(ctx: ChatContext, choices: dict[int, _Choice]) -> dict[str, 
         }
     )
     if ctx.annotate:
-        body["prompt_filter_results"] = prompt_filter_results(1)
+        body["prompt_filter_results"] = prompt_filters or prompt_filter_results(1)
     return body
 
 
-async def _collect(ctx: ChatContext, generation: Generation) -> dict[str, Any]:
+async def _collect(
+    ctx: ChatContext, generation: Generation, meter: Meter, call: InferenceCall[Engine]
+) -> dict[str, Any]:
     """Run ``generation`` to the end and build the JSON body."""
     choices: dict[int, _Choice] = {}
     try:
         async for chunk in generation:
+            meter.add(chunk)
             choices.setdefault(chunk.index, _Choice()).add(chunk)
     finally:
-        await generation.aclose()
+        await _closed(generation, meter, call)
     if not choices or any(choice.final is None for choice in choices.values()):
         raise EngineError("the engine ended without a finish reason")
-    return completion_body(ctx, choices)
+    return completion_body(ctx, choices, generation.prompt_filter_results)
 
 
 # -- the event stream -----------------------------------------------------------------------------
 
 
 def _chunk(
-    ctx: ChatContext, delta: dict[str, Any], finish: str | None = None, index: int = 0
+    ctx: ChatContext,
+    delta: dict[str, Any],
+    finish: str | None = None,
+    index: int = 0,
+    filters: Any = None,
 ) -> dict[str, Any]:
     choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish}
     if ctx.annotate:
-        choice["content_filter_results"] = CHOICE_FILTER if delta.get("content") else {}
+        default = CHOICE_FILTER if delta.get("content") else {}
+        choice["content_filter_results"] = dict(filters) if filters is not None else default
     return ctx.stamp(
         {
             "id": ctx.id,
@@ -365,7 +389,7 @@ def _call_delta(ctx: ChatContext, delta: ToolCallDelta, first: bool) -> dict[str
 
 
 async def _events(
-    ctx: ChatContext, generation: Generation, *, include_usage: bool, n: int
+    ctx: ChatContext, generation: Generation, meter: Meter, *, include_usage: bool, n: int
 ) -> AsyncIterator[dict[str, Any]]:
     """The stream's events: prompt-filter chunk, role, content or calls, finish, usage.
 
@@ -373,7 +397,10 @@ async def _events(
     for its first output, which tells whether the answer is text or calls.
     """
     if ctx.annotate:
-        yield prompt_filter_chunk()
+        chunk0 = prompt_filter_chunk()
+        if generation.prompt_filter_results is not None:  # evaluated by the engine's server
+            chunk0["prompt_filter_results"] = generation.prompt_filter_results
+        yield chunk0
     started: set[int] = set()
     if not ctx.calls:
         for index in range(n):
@@ -381,6 +408,7 @@ async def _events(
             yield with_usage(_role_chunk(ctx, index), include_usage)
     finals: list[EngineChunk] = []
     async for chunk in generation:
+        meter.add(chunk)
         i = chunk.index
         for event in _chunk_events(ctx, chunk, first=i not in started):
             started.add(i)
@@ -404,7 +432,11 @@ def _chunk_events(ctx: ChatContext, chunk: EngineChunk, *, first: bool) -> list[
             events.append(_role_chunk(ctx, i))
             first = False
         events.append(
-            _with_logprobs(ctx, _chunk(ctx, {"content": chunk.text}, index=i), chunk.logprobs)
+            _with_logprobs(
+                ctx,
+                _chunk(ctx, {"content": chunk.text}, index=i, filters=chunk.filter_results),
+                chunk.logprobs,
+            )
         )
     for delta in chunk.tool_calls:
         events.append(_chunk(ctx, _call_delta(ctx, delta, first), index=i))
@@ -412,7 +444,8 @@ def _chunk_events(ctx: ChatContext, chunk: EngineChunk, *, first: bool) -> list[
     if chunk.finish_reason is not None:
         if first:
             events.append(_role_chunk(ctx, i))
-        ended = _chunk(ctx, {}, _finish(ctx, chunk.finish_reason), index=i)
+        reason = _finish(ctx, chunk.finish_reason)
+        ended = _chunk(ctx, {}, reason, index=i, filters=chunk.filter_results)
         if not chunk.text:  # tokens that showed no text of their own
             _with_logprobs(ctx, ended, chunk.logprobs)
         events.append(ended)

@@ -8,7 +8,7 @@ prompt is used raw (no chat template), which is the embedded base model's natura
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from cerulean.services.answers import (
     Answer,
     AnswerContext,
     InferenceCall,
+    Meter,
     final_usage,
     guarded,
     prompt_filter_chunk,
@@ -171,9 +172,8 @@ async def create_completion(call: InferenceCall[Engine], body: CreateCompletionR
     """Admit, start and shape one legacy completions request (errors come before any output)."""
     plan = plan_completion(body)
     info = call.engine.info
-    headers = await call.quota.admit(
-        call.deployment, tokens=admission_estimate(info, plan), capability="completion"
-    )
+    meter = Meter(charged=admission_estimate(info, plan))
+    headers = await call.quota.admit(call.deployment, tokens=meter.charged, capability="completion")
     generations = await _start(call.engine, plan)
     ctx = CompletionContext(model=info.name, api_version=call.version, fingerprint=info.fingerprint)
     headers["x-ms-deployment-name"] = call.deployment.name
@@ -181,13 +181,14 @@ async def create_completion(call: InferenceCall[Engine], body: CreateCompletionR
 
     async def close() -> None:
         await _close_all(generations)
+        await meter.settle(call)
 
     return Answer(
         headers=headers,
         stream=bool(body.stream),
-        collect=lambda: _body(ctx, plan, generations),
+        collect=lambda: _body(ctx, plan, generations, meter, close),
         events=lambda: guarded(
-            _events(ctx, plan, generations, include_usage=include_usage),
+            _events(ctx, plan, generations, meter, include_usage=include_usage),
             request_id=call.request_id,
             close=close,
         ),
@@ -233,10 +234,13 @@ class _Answer:
     final: EngineChunk | None = None
 
 
-async def _collect(generation: Generation, candidates: int) -> list[_Answer]:
+async def _collect(
+    generation: Generation, candidates: int, meter: Meter, prompt: int
+) -> list[_Answer]:
     answers = [_Answer() for _ in range(candidates)]
     try:
         async for chunk in generation:
+            meter.add(chunk, prompt)
             answer = answers[chunk.index]
             answer.text += chunk.text
             answer.logprobs.extend(chunk.logprobs)
@@ -276,13 +280,19 @@ def _choice(
 
 
 async def _body(
-    ctx: CompletionContext, plan: CompletionPlan, generations: list[Generation]
+    ctx: CompletionContext,
+    plan: CompletionPlan,
+    generations: list[Generation],
+    meter: Meter,
+    close: Callable[[], Awaitable[None]],
 ) -> dict[str, Any]:
     """Run every generation to its end and build the ``text_completion`` body."""
     try:
-        results = await asyncio.gather(*(_collect(g, plan.candidates) for g in generations))
+        results = await asyncio.gather(
+            *(_collect(g, plan.candidates, meter, i) for i, g in enumerate(generations))
+        )
     finally:
-        await _close_all(generations)
+        await close()
     choices: list[dict[str, Any]] = []
     prompt_tokens = completion_tokens = 0
     for i, answers in enumerate(results):
@@ -329,6 +339,7 @@ async def _events(
     ctx: CompletionContext,
     plan: CompletionPlan,
     generations: list[Generation],
+    meter: Meter,
     *,
     include_usage: bool,
 ) -> AsyncIterator[dict[str, Any]]:
@@ -342,6 +353,7 @@ async def _events(
     for i, generation in enumerate(generations):
         shapers = [LegacyLogprobs(plan.offsets[i]) for _ in range(plan.n)]
         async for chunk in generation:
+            meter.add(chunk, i)
             if chunk.finish_reason is not None:
                 prompt_tokens += chunk.prompt_tokens if chunk.index == 0 else 0
                 completion_tokens += chunk.completion_tokens

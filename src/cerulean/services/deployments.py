@@ -31,6 +31,8 @@ __all__ = [
     "get_deployment",
     "put_deployment",
     "update_capacity",
+    "update_upstreams",
+    "upstream_model",
 ]
 
 BUILTIN_DEPLOYMENTS = ("gpt-35-turbo", "gpt-4")
@@ -63,7 +65,7 @@ def ensure_builtin_deployments(
                     created_at=datetime.now(timezone.utc),
                 )
             )
-        elif (existing.model, existing.version) != (model, version):
+        elif not existing.upstreams and (existing.model, existing.version) != (model, version):
             store.put_deployment(replace(existing, model=model, version=version))
 
 
@@ -125,22 +127,61 @@ def _check_model(store: Store, model: str) -> None:
         )
 
 
+def upstream_model(store: Store, upstreams: tuple[str, ...]) -> str:
+    """The model a deployment of ``upstreams`` reports: the first upstream's (its ``--model``,
+    or the one model its probe found), else the upstream's name."""
+    first = store.get_upstream(upstreams[0])
+    return (first.model if first is not None else None) or upstreams[0]
+
+
+def _check_upstreams(store: Store, upstreams: tuple[str, ...]) -> None:
+    missing = [name for name in upstreams if store.get_upstream(name) is None]
+    if missing:
+        known = ", ".join(u.name for u in store.list_upstreams()) or "none yet"
+        raise ControlError(
+            f"no upstream called {', '.join(missing)} (known: {known}); register it first: "
+            f"cerulean upstreams add {missing[0]} --url URL --flavor FLAVOR",
+            reason="invalid",
+            code="UpstreamNotFound",
+        )
+    if len(set(upstreams)) != len(upstreams):
+        raise ControlError(
+            "an upstream is named twice in --upstream", reason="invalid", code="InvalidValue"
+        )
+
+
 def put_deployment(
     store: Store,
     name: str,
-    model: str,
+    model: str | None,
     *,
     version: str | None = None,
     capacity: int | None = None,
     sku: str | None = None,
+    upstreams: tuple[str, ...] | None = None,
 ) -> tuple[DeploymentRecord, bool]:
     """Create or replace deployment ``name``; the record and whether it was created.
 
     Values not given keep the existing deployment's, else the defaults (capacity 120, Standard).
+    With ``upstreams`` the deployment is served by those remote engines (``model`` then names
+    what it reports, by default the first upstream's model); without, by a catalog model.
     """
     check_deployment_name(name)
-    _check_model(store, model)
     existing = store.get_deployment(name)
+    if upstreams is None:
+        same = existing is not None and model in (None, existing.model)
+        upstreams = existing.upstreams if existing is not None and same else ()
+    if upstreams:
+        _check_upstreams(store, upstreams)
+        model = model or upstream_model(store, upstreams)
+    else:
+        if model is None:
+            raise ControlError(
+                "give --model (a catalog model) or --upstream (remote engines)",
+                reason="invalid",
+                code="InvalidModel",
+            )
+        _check_model(store, model)
     capacity = capacity if capacity is not None else (existing.capacity if existing else None)
     capacity = DEFAULT_CAPACITY if capacity is None else capacity
     check_capacity(capacity)
@@ -151,6 +192,7 @@ def put_deployment(
         capacity=capacity,
         sku=check_sku(sku) if sku else (existing.sku if existing else DEFAULT_SKU),
         created_at=existing.created_at if existing else datetime.now(timezone.utc),
+        upstreams=upstreams,
     )
     store.put_deployment(record)
     return record, existing is None
@@ -159,11 +201,12 @@ def put_deployment(
 def create_deployment(
     store: Store,
     name: str,
-    model: str,
+    model: str | None,
     *,
     version: str | None = None,
     capacity: int = DEFAULT_CAPACITY,
     sku: str = DEFAULT_SKU,
+    upstreams: tuple[str, ...] = (),
 ) -> DeploymentRecord:
     """A new deployment; refused when the name is taken."""
     check_deployment_name(name)
@@ -174,7 +217,18 @@ def create_deployment(
             reason="conflict",
             code="Conflict",
         )
-    record, _ = put_deployment(store, name, model, version=version, capacity=capacity, sku=sku)
+    record, _ = put_deployment(
+        store, name, model, version=version, capacity=capacity, sku=sku, upstreams=upstreams
+    )
+    return record
+
+
+def update_upstreams(store: Store, name: str, upstreams: tuple[str, ...]) -> DeploymentRecord:
+    """Serve deployment ``name`` by ``upstreams`` from now on (its model name is kept)."""
+    existing = get_deployment(store, name)
+    _check_upstreams(store, upstreams)
+    record = replace(existing, upstreams=upstreams)
+    store.put_deployment(record)
     return record
 
 

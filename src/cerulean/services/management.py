@@ -6,12 +6,13 @@ from datetime import datetime
 from typing import Any
 
 from cerulean.errors import ArmError, ControlError
-from cerulean.protocol.capabilities import NAMES, parse_capabilities
+from cerulean.protocol.capabilities import CHAT_CAPABILITIES, NAMES, parse_capabilities
 from cerulean.quota.base import Limits
 from cerulean.store.base import DeploymentRecord, ModelRecord
 
 __all__ = [
     "ARM_DEPLOYMENT_TYPE",
+    "UPSTREAM_FORMAT",
     "MIN_API_VERSION",
     "arm_deployment",
     "arm_error",
@@ -19,6 +20,9 @@ __all__ = [
 ]
 
 ARM_DEPLOYMENT_TYPE = "Microsoft.CognitiveServices/accounts/deployments"
+# properties.model.format of a deployment served by upstreams (Azure's own formats name model
+# publishers, "OpenAI"; this one names Cerulean's remote engines; docs/scaling.md).
+UPSTREAM_FORMAT = "Cerulean.Upstream"
 MIN_API_VERSION = "2023-05-01"
 _STATUS = {"invalid": 400, "not_found": 404, "conflict": 409}
 
@@ -65,6 +69,8 @@ def arm_deployment(
     """One deployment resource: ``account_id`` is the account's ARM id (``/subscriptions/…``)."""
     limits = Limits.for_capacity(record.capacity)
     known = parse_capabilities(model.capabilities) if model else frozenset()
+    if record.upstreams:  # served by remote engines: chat and completions
+        known = CHAT_CAPABILITIES
     capabilities = {NAMES[c].arm: "true" for c in sorted(known)}
     created = _timestamp(record.created_at)
     return {
@@ -73,9 +79,14 @@ def arm_deployment(
         "name": record.name,
         "sku": {"name": record.sku, "capacity": record.capacity},
         "properties": {
-            "model": {"format": "OpenAI", "name": record.model, "version": record.version},
+            "model": {
+                "format": UPSTREAM_FORMAT if record.upstreams else "OpenAI",
+                "name": record.model,
+                "version": record.version,
+            },
             "versionUpgradeOption": "NoAutoUpgrade",
             "capabilities": capabilities,
+            **({"upstreams": list(record.upstreams)} if record.upstreams else {}),
             "raiPolicyName": "Microsoft.Default",
             "provisioningState": "Succeeded",
             "currentCapacity": record.capacity,

@@ -30,6 +30,7 @@ from cerulean.engines.base import Engine
 from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.errors import DeploymentNotFound, OperationNotSupported, ServiceUnavailable
 from cerulean.protocol.capabilities import NAMES, Capability
+from cerulean.services.gateway import Gateway
 from cerulean.store.base import DeploymentRecord, ModelRecord, Store
 
 __all__ = ["EngineFactory", "EnginePool", "ResolvedDeployment"]
@@ -95,6 +96,7 @@ class EnginePool:
         factory: EngineFactory | None,
         *,
         embedders: dict[str, EmbeddingEngine] | None = None,
+        gateway: Gateway | None = None,
         load_wait: float = LOAD_WAIT_S,
         drain_grace: float = DRAIN_GRACE_S,
         drain_timeout: float = DRAIN_TIMEOUT_S,
@@ -102,6 +104,7 @@ class EnginePool:
     ) -> None:
         self.engines = engines
         self.embedders = embedders if embedders is not None else {}
+        self.gateway = gateway
         self.resident = frozenset(engines)
         self._store = store
         self._factory = factory
@@ -133,6 +136,12 @@ class EnginePool:
         record = await run_in_threadpool(self._store.get_deployment, name)
         if record is None:
             raise DeploymentNotFound()
+        if record.upstreams:
+            if self.gateway is None:
+                raise ServiceUnavailable("This server does not route to upstreams.")
+            remote = await self.gateway.engine_for(record)
+            _check(remote, needs)
+            return ResolvedDeployment(record, remote)
         served: Engine | EmbeddingEngine | None = self.embedders.get(record.model)
         if served is None:
             served = self.engines.get(record.model)
@@ -173,7 +182,7 @@ class EnginePool:
     async def reconcile(self) -> None:
         """Load deployed models that are not loaded; unload loaded ones no deployment uses."""
         deployments = await run_in_threadpool(self._store.list_deployments)
-        deployed = {d.model: d.name for d in deployments}
+        deployed = {d.model: d.name for d in deployments if not d.upstreams}
         for model, name in deployed.items():
             if model in self.embedders:  # resident: never loaded or unloaded here
                 continue

@@ -6,12 +6,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-__all__ = ["DeploymentRecord", "ModelRecord", "Store", "UsageRecord"]
+__all__ = ["DeploymentRecord", "ModelRecord", "Store", "UpstreamRecord", "UsageRecord"]
 
 
 @dataclass(frozen=True)
 class DeploymentRecord:
-    """A deployment: a name clients use, bound to a model."""
+    """A deployment: a name clients use, bound to a model.
+
+    ``upstreams`` names the remote engines that serve it (in order of registration); empty, the
+    model is loaded in this process.
+    """
 
     name: str
     model: str
@@ -19,6 +23,27 @@ class DeploymentRecord:
     capacity: int
     sku: str
     created_at: datetime
+    upstreams: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UpstreamRecord:
+    """A remote inference server (``cerulean upstreams add``).
+
+    The credential is never stored: only the name of the environment variable or the path of
+    the file that holds it. ``profile`` is what the last probe found (JSON text).
+    """
+
+    name: str
+    url: str
+    flavor: str
+    model: str | None
+    api_key_env: str | None
+    api_key_file: str | None
+    max_concurrency: int | None
+    weight: float
+    created_at: datetime
+    profile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +98,22 @@ class Store(Protocol):
 
     def delete_deployment(self, name: str) -> bool:
         """Remove a deployment; whether it existed."""
+        ...
+
+    def get_upstream(self, name: str) -> UpstreamRecord | None:
+        """The upstream called ``name``, if any."""
+        ...
+
+    def list_upstreams(self) -> list[UpstreamRecord]:
+        """Every upstream, by name."""
+        ...
+
+    def put_upstream(self, record: UpstreamRecord) -> None:
+        """Register (or replace) an upstream."""
+        ...
+
+    def delete_upstream(self, name: str) -> bool:
+        """Remove an upstream; whether it existed."""
         ...
 
     def get_model(self, name: str) -> ModelRecord | None:

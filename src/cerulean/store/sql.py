@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     Integer,
     MetaData,
     String,
@@ -29,7 +30,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from cerulean.store.base import DeploymentRecord, ModelRecord, UsageRecord
+from cerulean.store.base import DeploymentRecord, ModelRecord, UpstreamRecord, UsageRecord
 
 __all__ = ["SqlStore", "create_store_engine", "metadata", "normalize_url"]
 
@@ -51,6 +52,22 @@ deployments = Table(
     Column("version", String(64), nullable=False),
     Column("capacity", Integer, nullable=False),
     Column("sku", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("upstreams", Text, nullable=True),  # comma-separated upstream names (migration 0004)
+)
+
+upstreams = Table(
+    "upstreams",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("flavor", String(32), nullable=False),
+    Column("model", String(256), nullable=True),
+    Column("api_key_env", String(128), nullable=True),
+    Column("api_key_file", Text, nullable=True),
+    Column("max_concurrency", Integer, nullable=True),
+    Column("weight", Float, nullable=False),
+    Column("profile", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
@@ -181,11 +198,40 @@ class SqlStore:
             "capacity": record.capacity,
             "sku": record.sku,
             "created_at": record.created_at,
+            "upstreams": ",".join(record.upstreams) or None,
         }
         self._upsert(deployments, values)
 
     def delete_deployment(self, name: str) -> bool:
         return self._delete(deployments, name)
+
+    def get_upstream(self, name: str) -> UpstreamRecord | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(upstreams).where(upstreams.c.name == name)).first()
+        return None if row is None else _upstream(row._mapping)
+
+    def list_upstreams(self) -> list[UpstreamRecord]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(upstreams).order_by(upstreams.c.name)).all()
+        return [_upstream(row._mapping) for row in rows]
+
+    def put_upstream(self, record: UpstreamRecord) -> None:
+        values = {
+            "name": record.name,
+            "url": record.url,
+            "flavor": record.flavor,
+            "model": record.model,
+            "api_key_env": record.api_key_env,
+            "api_key_file": record.api_key_file,
+            "max_concurrency": record.max_concurrency,
+            "weight": record.weight,
+            "profile": record.profile,
+            "created_at": record.created_at,
+        }
+        self._upsert(upstreams, values)
+
+    def delete_upstream(self, name: str) -> bool:
+        return self._delete(upstreams, name)
 
     def get_model(self, name: str) -> ModelRecord | None:
         with self._engine.connect() as conn:
@@ -275,6 +321,22 @@ def _deployment(row: Any) -> DeploymentRecord:
         capacity=row["capacity"],
         sku=row["sku"],
         created_at=_aware(row["created_at"]),
+        upstreams=tuple(n for n in (row["upstreams"] or "").split(",") if n),
+    )
+
+
+def _upstream(row: Any) -> UpstreamRecord:
+    return UpstreamRecord(
+        name=row["name"],
+        url=row["url"],
+        flavor=row["flavor"],
+        model=row["model"],
+        api_key_env=row["api_key_env"],
+        api_key_file=row["api_key_file"],
+        max_concurrency=row["max_concurrency"],
+        weight=row["weight"],
+        created_at=_aware(row["created_at"]),
+        profile=row["profile"],
     )
 
 
