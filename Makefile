@@ -17,7 +17,7 @@ BENCH_ARGS ?=
 VENV_PEERS := .venv-peers
 PEERS_STAMP := $(VENV_PEERS)/.installed
 
-.PHONY: help install run test test-fast check format bench bench-embeddings bench-prompts peer-langchain clean
+.PHONY: help install run test test-fast check format bench bench-gateway bench-embeddings bench-prompts peer-langchain clean
 
 help: ## Show this help
 	@echo "Cerulean — a self-hosted Azure OpenAI Service"
@@ -78,6 +78,9 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 bench: $(BENCH_STAMP) ## Serving benchmark vs llama-cpp-python and llama-server (BENCH_ARGS='--soak 120')
 	@$(BIN)/python bench/serving.py $(BENCH_ARGS)
+
+bench-gateway: $(BENCH_STAMP) ## Gateway cost in front of llama-server, and prefix-affinity vs round-robin routing
+	@$(BIN)/python bench/gateway.py $(BENCH_ARGS)
 
 bench-embeddings: $(BENCH_STAMP) ## Embedding runtimes side by side (llama.cpp, sentence-transformers, numpy)
 	@$(BIN)/python bench/embeddings.py $(BENCH_ARGS)

@@ -194,6 +194,12 @@ class Settings(BaseSettings):
     upstream_health_interval: float = Field(
         5.0, gt=0, le=3600, description="Seconds between health checks of each upstream in use."
     )
+    route_policy: str = Field(
+        "affinity",
+        pattern="^(affinity|round-robin)$",
+        description="How a deployment's upstreams share its requests: affinity (prefix "
+        "affinity, sticky until saturated) or round-robin (a baseline for comparison).",
+    )
     route_spill_abs: int = Field(
         4,
         ge=0,

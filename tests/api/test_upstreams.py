@@ -239,3 +239,93 @@ def test_an_azure_upstream_keeps_its_annotations(gateway: Gateway) -> None:
         assert azure.headers[-1].get("api-key") is None  # the variable is unset here
     finally:
         azure.stop()
+
+
+FAULTS = {
+    "refused": None,  # the upstream is stopped: connections are refused
+    "stall before the first byte": Faults(stall_first_byte=5, times=1),
+    "cut after 2 tokens": Faults(cut_after=2, times=1),
+    "malformed line": Faults(malformed_after=1, times=1),
+    "500": Faults(status=500, times=1),
+    "429": Faults(status=429, retry_after_ms=700, times=1),
+    "stall mid-answer": Faults(stall_after=2, stall_seconds=5, times=1),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_each_fault_is_answered_in_azures_shape_and_leaks_nothing(
+    gateway: Gateway, fault: str, stream: bool
+) -> None:
+    """One upstream, one fault: what the client sees, that the server stays healthy, that no
+    count leaks, and that the upstream serves again once the fault and its cooldown are over."""
+    fake = gateway.fakes[0]
+    gateway.serve(upstream("only", fake))
+    if FAULTS[fault] is None:
+        fake.stop()
+    else:
+        fake.faults = FAULTS[fault]  # type: ignore[assignment]
+    response = gateway.chat(stream=stream)
+    midway = fault in ("cut after 2 tokens", "malformed line", "stall mid-answer")
+    if stream and midway:  # after the first byte: the stream ends with Azure's error event
+        assert response.status_code == 200
+        events = sse_events(response.text)
+        assert events[-1] != "[DONE]" and json.loads(events[-1])["error"]["code"] in (
+            "BadGateway",
+            "GatewayTimeout",
+        )
+    else:
+        assert response.status_code in (502, 503, 504), response.text
+        error = response.json()["error"]
+        assert set(error) == {"code", "message"} and "retry-after-ms" in response.headers
+    assert gateway.client.get("/healthz").status_code == 200
+    metrics = gateway.client.get("/metrics").text
+    assert 'cerulean_upstream_in_flight{upstream="only"} 0.0' in metrics
+    router = gateway.state.pool.gateway.router  # type: ignore[union-attr]
+    import asyncio
+
+    assert asyncio.run(router.state.outstanding(["only"])) == {"only": 0}
+    if FAULTS[fault] is None:
+        fake.start()
+    import time
+
+    deadline = time.monotonic() + 10
+    while True:  # the cooldown (0.5 s, doubling) ends and the upstream answers again
+        again = gateway.chat(stream=stream)
+        if again.status_code == 200 and (not stream or sse_events(again.text)[-1] == "[DONE]"):
+            break
+        assert time.monotonic() < deadline, again.text
+        time.sleep(0.3)
+
+
+@pytest.mark.parametrize(
+    "flavor", ["openai", "llama-server", "vllm", "sglang", "ollama", "azure", "cerulean"]
+)
+def test_every_flavor_answers_json_and_streams(gateway: Gateway, flavor: str) -> None:
+    fake = FakeUpstream(flavor).start()
+    try:
+        gateway.serve(upstream("x", fake, api_key_env="CERULEAN_TEST_FLAVOR_KEY"))
+        body = gateway.chat().json()
+        assert body["choices"][0]["message"]["content"] == "Hello from the upstream."
+        assert body["usage"]["total_tokens"] == 16
+        streamed = sse_events(gateway.chat(stream=True).text)
+        assert streamed[-1] == "[DONE]"
+        if fake.azure:
+            path_has_deployment = True  # the deployment is in the path, not the body
+            assert "model" not in fake.bodies[-1] and path_has_deployment
+        else:
+            assert fake.bodies[-1]["model"] == "fake-model"
+    finally:
+        fake.stop()
+
+
+def test_the_upstream_key_is_read_from_its_variable_and_never_stored(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = gateway.fakes[0]
+    monkeypatch.setenv("CERULEAN_TEST_UPSTREAM_KEY", "sk-upstream-secret")
+    gateway.serve(upstream("keyed", fake, api_key_env="CERULEAN_TEST_UPSTREAM_KEY"))
+    assert gateway.chat().status_code == 200
+    assert fake.headers[-1]["authorization"] == "Bearer sk-upstream-secret"
+    stored = gateway.state.store.get_upstream("keyed")
+    assert stored is not None and "sk-upstream-secret" not in repr(stored)

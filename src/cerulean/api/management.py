@@ -134,6 +134,7 @@ async def put_deployment(
         version=model.version,
         capacity=body.capacity,
         sku=body.sku.name if body.sku is not None else None,
+        upstreams=tuple(body.properties.upstreams) if body.properties.upstreams else None,
     )
     await account.reconcile()  # loads the model now (and unloads one no longer deployed)
     resource = await account.deployment(deployment_name)

@@ -47,6 +47,8 @@ class DeploymentScaleSettings(_ArmModel):
 class DeploymentProperties(_ArmModel):
     model: DeploymentModel
     scale_settings: DeploymentScaleSettings | None = Field(None, alias="scaleSettings")
+    # Cerulean's: the upstreams serving a deployment of format "Cerulean.Upstream".
+    upstreams: list[str] | None = None
 
 
 class Deployment(_ArmModel):

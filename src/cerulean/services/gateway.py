@@ -68,6 +68,7 @@ class Gateway:
             state or build_routing_state(settings),
             spill_abs=settings.route_spill_abs,
             spill_ratio=settings.route_spill_ratio,
+            policy=settings.route_policy,
         )
         self.timeouts = Timeouts(
             connect=settings.upstream_connect_timeout,

@@ -202,12 +202,12 @@ class RemoteEngine(Engine):
         self, request: GenerationRequest, *, admit: Admission | None = None
     ) -> Generation:
         able = self._able(request)
+        order, shortest = await self._router.order(affinity_key(self.deployment, request), able)
+        if not order:  # refused before anything is charged
+            raise self._all_down(shortest)
         estimate = estimate_prompt(request)
         if admit is not None:
             await admit(estimate)
-        order, shortest = await self._router.order(affinity_key(self.deployment, request), able)
-        if not order:
-            raise self._all_down(shortest)
         deadline = self._clock() + self._timeouts.first_byte
         last: APIError = GatewayTimeout(retry_after=1)
         for upstream in order[: self._retries + 1]:
@@ -394,7 +394,9 @@ async def _first_chunks(lines: AsyncIterator[str], reader: wire.StreamReader) ->
         chunks = reader.feed(payload)
         if chunks or reader.started:
             return chunks
-    return reader.close()
+    if reader.finals:
+        return reader.close()
+    raise wire.UpstreamStreamError("the stream ended before its first chunk")
 
 
 async def _payloads(lines: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -433,6 +435,8 @@ class _RemoteGeneration(Generation):
         try:
             for chunk in self._first:
                 yield chunk
+            if self._reader.closed:  # the whole answer came with the first read
+                return
             try:
                 async for payload in _payloads(self._lines):
                     for chunk in self._reader.feed(payload):

@@ -198,11 +198,14 @@ class Router:
         spill_abs: int = 4,
         spill_ratio: float = 1.5,
         rng: random.Random | None = None,
+        policy: str = "affinity",
     ) -> None:
         self.state = state
         self.spill_abs = spill_abs
         self.spill_ratio = spill_ratio
+        self.policy = policy  # "affinity" (sticky until saturated) or "round-robin" (a baseline)
         self._rng = rng or random.Random()  # load balancing, not security
+        self._turn = 0
 
     async def order(self, key: str, upstreams: Sequence[Routable]) -> tuple[list[Routable], float]:
         """The usable upstreams in the order to try them, and the shortest cooldown left among
@@ -224,6 +227,9 @@ class Router:
         return [first, *rest], shortest
 
     def _first(self, key: str, usable: Sequence[Routable], busy: dict[str, int]) -> Routable:
+        if self.policy == "round-robin":
+            self._turn += 1
+            return sorted(usable, key=lambda u: u.name)[self._turn % len(usable)]
         preferred = rendezvous(key, usable)
         least = min(busy.get(u.name, 0) for u in usable)
         load = busy.get(preferred.name, 0)

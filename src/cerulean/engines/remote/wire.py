@@ -249,6 +249,7 @@ class StreamReader:
     usage: dict[str, int] | None = None
     started: bool = False  # a chunk with content, calls or a finish has been read
     text_chars: int = 0  # characters of text seen (partial usage when the stream dies)
+    closed: bool = False
 
     def feed(self, payload: str) -> list[EngineChunk]:
         """The chunks one ``data:`` payload gives (none for ``[DONE]`` or an annotation frame)."""
@@ -317,7 +318,10 @@ class StreamReader:
         )
 
     def close(self) -> list[EngineChunk]:
-        """The held finals, with the usage (or, without a usage chunk, estimates)."""
+        """The held finals, with the usage (or, without a usage chunk, estimates); once."""
+        if self.closed:
+            return []
+        self.closed = True
         prompt = self.usage["prompt_tokens"] if self.usage else self.prompt_estimate
         completion = self.usage["completion_tokens"] if self.usage else (self.text_chars + 3) // 4
         indexes = sorted(self.finals)

@@ -1,0 +1,263 @@
+"""Cerulean as a gateway: what it costs in front of llama-server, and what routing buys.
+
+Two parts, each in one run on one machine, against real llama-server processes built from the
+llama.cpp that the llama-cpp-python sdist vendors (``bench/serving.py`` builds and caches it):
+
+1. **Gateway cost.** Bare ``llama-server`` vs ``cerulean serve --no-embedded`` in front of the
+   same ``llama-server`` (same model, threads and slots), streaming clients at 1/8/32 (by
+   default): tokens/s ratio, TTFT p50 added, the gateway's CPU seconds per 1,000 requests and
+   its peak RSS. The levels alternate bare/gateway so drift hits both alike.
+2. **Routing.** Three ``llama-server`` upstreams (``--threads 1`` each) behind one deployment,
+   a multi-tenant load: 4 long system prompts x 8 clients. Prefix affinity (the default) vs
+   round-robin (``CERULEAN_ROUTE_POLICY=round-robin``), with fresh upstreams for each so
+   neither inherits the other's caches: tokens/s, TTFT p50 and p95.
+
+    .venv/bin/python bench/gateway.py                     # both parts (about 15 minutes)
+    .venv/bin/python bench/gateway.py --part cost --clients 1,8
+
+Results: ``bench/gateway.results.json``; figures and how to read them in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import serving
+from serving import RunningServer, ServerSpec
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "gateway.results.json"
+KEY = "b" * 32
+DEPLOYMENT = "gpt-35-turbo"
+
+
+def _log(message: str) -> None:
+    print(f">> {message}", flush=True)
+
+
+def llama_server(binary: Path, model: Path, *, threads: int, slots: int, ctx: int) -> ServerSpec:
+    port = serving.free_port()
+    argv = [
+        str(binary), "-m", str(model), "-np", str(slots), "-c", str(ctx * slots),
+        "-t", str(threads), "-tb", str(threads), "--port", str(port), "--host", "127.0.0.1",
+    ]  # fmt: skip
+    return ServerSpec(
+        name=f"llama-server-{port}",
+        argv=argv,
+        env=dict(os.environ),
+        port=port,
+        health_path="/health",
+        chat_path="/v1/chat/completions",
+        extra_body={"model": model.stem},
+    )
+
+
+def cerulean_env(home: Path, policy: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CERULEAN_")}
+    env.update({"CERULEAN_HOME": str(home), "CERULEAN_KEY1": KEY, "CERULEAN_ROUTE_POLICY": policy})
+    return env
+
+
+def gateway(home: Path, upstreams: list[ServerSpec], *, policy: str = "affinity") -> ServerSpec:
+    """``cerulean serve --no-embedded`` with ``upstreams`` behind deployment gpt-35-turbo."""
+    env = cerulean_env(home, policy)
+
+    def cli(*args: str) -> None:
+        subprocess.run([sys.executable, "-m", "cerulean", *args], env=env, check=True,
+                       capture_output=True, timeout=120)  # fmt: skip
+
+    names = []
+    for spec in upstreams:
+        name = f"u{spec.port}"
+        cli("upstreams", "add", name, "--url", f"{spec.base_url}/v1", "--flavor", "llama-server")
+        names.append(name)
+    cli("deployments", "create", DEPLOYMENT, "--upstream", ",".join(names), "--capacity", "1000000")
+    port = serving.free_port()
+    argv = [sys.executable, "-m", "cerulean", "serve", "--no-embedded", "--port", str(port),
+            "--log-level", "warning"]  # fmt: skip
+    return ServerSpec(
+        name=f"cerulean-{policy}",
+        argv=argv,
+        env=env,
+        port=port,
+        health_path="/healthz",
+        chat_path=serving.DEPLOYMENT_PATH,
+        headers={"api-key": KEY},
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def plans(clients: int, per_client: int, system: str | None = None) -> list[list[Any]]:
+    system_text = system or serving.SHORT_SYSTEM
+    return [
+        [serving.chat(system_text, c * 1000 + r) for r in range(per_client)] for c in range(clients)
+    ]
+
+
+async def measure(
+    spec: ServerSpec, load: list[list[Any]], args: argparse.Namespace
+) -> dict[str, Any]:
+    results, wall = await serving.run_load(spec, load, args.max_tokens, args.timeout)
+    return serving.summarize(results, wall)
+
+
+async def part_cost(
+    args: argparse.Namespace, binary: Path, model: Path, logs: Path
+) -> dict[str, Any]:
+    upstream_spec = llama_server(
+        binary, model, threads=args.threads, slots=args.slots, ctx=args.ctx
+    )
+    await serving.check_idle("the gateway-cost part")
+    upstream = RunningServer(upstream_spec, logs)
+    await upstream.wait_healthy(120)
+    home = Path(tempfile.mkdtemp(prefix="cerulean-gw-cost-")) / "home"
+    gw_spec = gateway(home, [upstream_spec])
+    gw = RunningServer(gw_spec, logs)
+    try:
+        await gw.wait_healthy(120)
+        warm = plans(1, 2)
+        await measure(upstream_spec, warm, args)
+        await measure(gw_spec, warm, args)
+        levels = []
+        for clients in args.clients:
+            per_client = max(2, args.requests // clients)
+            load = plans(clients, per_client)
+            bare = await measure(upstream_spec, load, args)
+            before = cpu_seconds(gw.pid)
+            through = await measure(gw_spec, load, args)
+            spent = cpu_seconds(gw.pid) - before
+            row = {
+                "clients": clients,
+                "requests": clients * per_client,
+                "bare": bare,
+                "gateway": through,
+                "tok_per_s_ratio": serving.ratio(through["tok_per_s"], bare["tok_per_s"]),
+                "ttft_p50_added_ms": _added_ms(through["ttft_p50_s"], bare["ttft_p50_s"]),
+                "gateway_cpu_s_per_1000_requests": round(spent * 1000 / (clients * per_client), 2),
+            }
+            _log(
+                f"{clients} clients: bare {bare['tok_per_s']} tok/s, gateway "
+                f"{through['tok_per_s']} tok/s (x{row['tok_per_s_ratio']}), TTFT p50 +"
+                f"{row['ttft_p50_added_ms']} ms, gateway CPU "
+                f"{row['gateway_cpu_s_per_1000_requests']} s per 1,000 requests"
+            )
+            levels.append(row)
+    finally:
+        gw.stop()
+        upstream.stop()
+    return {"levels": levels, "gateway_peak_rss_mb": serving._mb(gw.peak_rss_kb)}
+
+
+def _added_ms(through: float | None, bare: float | None) -> float | None:
+    if through is None or bare is None:
+        return None
+    return round((through - bare) * 1000, 1)
+
+
+async def part_routing(
+    args: argparse.Namespace, binary: Path, model: Path, logs: Path
+) -> dict[str, Any]:
+    counter = serving.TokenCounter(model)
+    tenants = [serving.long_system_prompt(counter, args.prefix_tokens)[0] for _ in range(4)]
+    load = [
+        [serving.chat(tenants[c % 4], c * 1000 + r) for r in range(args.routing_requests)]
+        for c in range(8)
+    ]
+    out: dict[str, Any] = {"prefix_tokens": args.prefix_tokens, "tenants": 4, "clients": 8}
+    for policy in ("round-robin", "affinity"):
+        await serving.check_idle(f"routing with {policy}")
+        specs = [
+            llama_server(binary, model, threads=1, slots=4, ctx=args.ctx)
+            for _ in range(args.upstreams)
+        ]
+        upstreams = [RunningServer(spec, logs) for spec in specs]
+        home = Path(tempfile.mkdtemp(prefix=f"cerulean-gw-{policy}-")) / "home"
+        gw_spec = gateway(home, specs, policy=policy)
+        gw = RunningServer(gw_spec, logs)
+        try:
+            for upstream in upstreams:
+                await upstream.wait_healthy(120)
+            await gw.wait_healthy(120)
+            stats = await measure(gw_spec, load, args)
+        finally:
+            gw.stop()
+            for upstream in upstreams:
+                upstream.stop()
+        _log(
+            f"routing {policy}: {stats['tok_per_s']} tok/s, TTFT p50 {stats['ttft_p50_s']} s, "
+            f"p95 {stats['ttft_p95_s']} s, errors {stats['errors']}"
+        )
+        out[policy] = stats
+    rr, aff = out["round-robin"], out["affinity"]
+    out["affinity_vs_round_robin"] = {
+        "tok_per_s": serving.ratio(aff["tok_per_s"], rr["tok_per_s"]),
+        "ttft_p50": serving.ratio(aff["ttft_p50_s"], rr["ttft_p50_s"]),
+        "ttft_p95": serving.ratio(aff["ttft_p95_s"], rr["ttft_p95_s"]),
+    }
+    return out
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=("cost", "routing", "both"), default="both")
+    parser.add_argument("--clients", type=serving._int_csv, default=(1, 8, 32))
+    parser.add_argument("--requests", type=int, default=32, help="per level (at least 2 a client)")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--slots", type=int, default=8)
+    parser.add_argument("--ctx", type=int, default=4096)
+    parser.add_argument("--upstreams", type=int, default=3)
+    parser.add_argument("--prefix-tokens", type=int, default=1000)
+    parser.add_argument("--routing-requests", type=int, default=4, help="per client")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--llama-server", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    return parser.parse_args()
+
+
+async def main() -> None:
+    args = parse()
+    cache = serving.DEFAULT_CACHE
+    if args.llama_server is not None:
+        binary, build = args.llama_server, {"given": str(args.llama_server)}
+    else:
+        binary, build = serving.build_llama_server(cache)
+    model = serving.with_gemma_template(serving.embedded_model_path(), cache.parent / "models")
+    logs = Path(tempfile.mkdtemp(prefix="cerulean-gateway-bench-"))
+    report: dict[str, Any] = {
+        "when": serving._now(),
+        "machine": serving.machine_info(),
+        "llama_server": build,
+        "model": model.name,
+        "settings": {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in vars(args).items()
+            if k not in ("out", "llama_server")
+        },  # fmt: skip
+    }
+    started = time.monotonic()
+    if args.part in ("cost", "both"):
+        report["cost"] = await part_cost(args, binary, model, logs)
+    if args.part in ("routing", "both"):
+        report["routing"] = await part_routing(args, binary, model, logs)
+    report["seconds"] = round(time.monotonic() - started, 1)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    _log(f"wrote {args.out} ({report['seconds']:.0f} s; server logs in {logs})")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
