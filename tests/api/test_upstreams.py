@@ -3,6 +3,7 @@ upstream (flavor-faithful fakes on loopback, with faults)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -261,10 +262,11 @@ def test_each_fault_is_answered_in_azures_shape_and_leaks_nothing(
     count leaks, and that the upstream serves again once the fault and its cooldown are over."""
     fake = gateway.fakes[0]
     gateway.serve(upstream("only", fake))
-    if FAULTS[fault] is None:
+    planned = FAULTS[fault]
+    if planned is None:
         fake.stop()
     else:
-        fake.faults = FAULTS[fault]  # type: ignore[assignment]
+        fake.faults = dataclasses.replace(planned)  # a fresh count of failing requests
     response = gateway.chat(stream=stream)
     midway = fault in ("cut after 2 tokens", "malformed line", "stall mid-answer")
     if stream and midway:  # after the first byte: the stream ends with Azure's error event
