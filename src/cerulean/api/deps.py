@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Request
 
@@ -16,6 +16,8 @@ from cerulean.services.admission import Quota
 from cerulean.services.answers import InferenceCall
 from cerulean.services.pool import ResolvedDeployment
 from cerulean.state import AppState
+
+E = TypeVar("E", Engine, EmbeddingEngine)
 
 __all__ = [
     "ApiVersionDep",
@@ -80,27 +82,23 @@ def _quota(request: Request, version: ApiVersion) -> Quota:
     return Quota(state.limiter, state.clock, version.text)
 
 
+def _call(
+    request: Request, version: ApiVersion, deployment: ResolvedDeployment, engine: E
+) -> InferenceCall[E]:
+    return InferenceCall(
+        deployment.record, engine, version, _quota(request, version), request.state.request_id
+    )
+
+
 def chat_call(
     request: Request, version: ApiVersion, deployment: ResolvedDeployment
 ) -> InferenceCall[Engine]:
     """What the chat and completions services need to serve ``deployment``."""
-    return InferenceCall(
-        deployment.record,
-        deployment.generator,
-        version,
-        _quota(request, version),
-        request.state.request_id,
-    )
+    return _call(request, version, deployment, deployment.generator)
 
 
 def embedding_call(
     request: Request, version: ApiVersion, deployment: ResolvedDeployment
 ) -> InferenceCall[EmbeddingEngine]:
     """What the embeddings service needs to serve ``deployment``."""
-    return InferenceCall(
-        deployment.record,
-        deployment.embedder,
-        version,
-        _quota(request, version),
-        request.state.request_id,
-    )
+    return _call(request, version, deployment, deployment.embedder)

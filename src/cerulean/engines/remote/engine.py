@@ -302,6 +302,12 @@ class RemoteEngine(Engine):
             self._stats.error(upstream.name, "client_error")
             return exc.as_invalid_request()
         kind, error, wait = _classify(exc, upstream)
+        await self.cool(upstream, kind, wait, "before answering")
+        return _Retry(error, kind)
+
+    async def cool(self, upstream: Upstream, kind: str, wait: float | None, when: str) -> None:
+        """Count the failure and take ``upstream`` out of routing: for ``wait`` seconds (its own
+        retry-after), else the cooldown doubled for each consecutive failure."""
         self._stats.error(upstream.name, kind)
         upstream.failures += 1
         if wait is None:
@@ -309,13 +315,13 @@ class RemoteEngine(Engine):
         await self._router.state.cool(upstream.name, wait)
         self._stats.cooled(upstream.name)
         logger.warning(
-            "upstream %s of %s failed before answering (%s); cooling it down for %.1f s",
+            "upstream %s of %s failed %s (%s); out of routing for %.1f s",
             upstream.name,
             self.deployment,
+            when,
             kind,
             wait,
         )
-        return _Retry(error, kind)
 
     async def aclose(self) -> None:
         return None
@@ -456,19 +462,8 @@ class _RemoteGeneration(Generation):
     async def _broken(self, exc: BaseException) -> APIError:
         """After the first chunk: no retry; the answer ends with Azure's error event."""
         kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "broken_stream"
-        engine, upstream = self._engine, self._upstream
-        engine._stats.error(upstream.name, kind)
-        upstream.failures += 1
-        wait = min(engine._timeouts.cooldown * 2 ** (upstream.failures - 1), _COOLDOWN_MAX_S)
-        await engine._router.state.cool(upstream.name, wait)
-        engine._stats.cooled(upstream.name)
-        logger.warning(
-            "upstream %s of %s failed mid-answer (%s: %s)",
-            upstream.name,
-            engine.deployment,
-            kind,
-            exc,
-        )
+        engine = self._engine
+        await engine.cool(self._upstream, kind, None, f"mid-answer ({exc})")
         message = (
             f"The upstream serving deployment {engine.deployment} stopped in the middle of the "
             "answer; the answer is incomplete. Please retry."
