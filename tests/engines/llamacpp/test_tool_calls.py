@@ -49,7 +49,7 @@ ASK = (ChatMessage("user", "Weather in Paris for 3 days?"),)
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppEngine]:
     path = ensure_embedded_model(Path(tmp_path_factory.mktemp("models")), progress=False)
-    built = make_engine(path, parallel=8, n_ctx=2048)
+    built = make_engine(path, parallel=8, n_ctx=2048, queue_timeout=600.0)
     yield built
     asyncio.run(built.aclose())
 
