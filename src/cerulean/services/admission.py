@@ -54,9 +54,10 @@ class Quota:
         limits = Limits.for_capacity(record.capacity)
         try:
             decision = await self._limiter.charge(record.name, limits, tokens, self._clock())
-        except QuotaBackendError:
-            logger.warning("rate limiter unavailable; refusing %s", record.name, exc_info=True)
-            raise ServiceUnavailable(retry_after=1) from None
+        except QuotaBackendError:  # the limiter logs the outage (once, then summaries)
+            raise ServiceUnavailable(
+                "The rate limiter is unavailable; please retry shortly.", retry_after=1
+            ) from None
         if decision.allowed:
             return decision.headers()
         assert decision.exceeded is not None
@@ -80,7 +81,7 @@ class Quota:
         limits = Limits.for_capacity(record.capacity)
         try:
             await self._limiter.add(record.name, limits, extra, self._clock())
-        except QuotaBackendError:
-            logger.warning(
+        except QuotaBackendError:  # logged by the limiter as part of its outage
+            logger.debug(
                 "rate limiter unavailable; %d tokens of %s not charged", extra, record.name
             )
