@@ -120,7 +120,12 @@ def create_app(
             await _close(state, served)
 
     app = FastAPI(
-        title="Cerulean", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+        title="Cerulean",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,  # never a Host-built redirect (NormalizePathMiddleware)
     )
     for module in (health, chat, embeddings, completions, metrics, models, v1, management):
         app.include_router(module.router)
@@ -157,7 +162,12 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
         store=store,
         pool=pool,
         keyring=KeyRing(keys.verifier, store, ttl=settings.key_cache_seconds),
-        limiter=build_limiter(settings.redis_url, prefix=settings.redis_prefix),
+        limiter=build_limiter(
+            settings.redis_url,
+            prefix=settings.redis_prefix,
+            timeout=settings.redis_timeout,
+            fail_open=settings.redis_outage == "open",
+        ),
         shown_keys=keys.shown,
     )
 

@@ -117,6 +117,21 @@ class Settings(BaseSettings):
         "embedded base model, the rest of the context for others).",
         json_schema_extra=_CLI,
     )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a connection may take to send a request's headers (from its "
+        "opening, or from the request's first byte when kept alive); then 408 and closed.",
+        json_schema_extra=_CLI,
+    )
+    keep_alive_timeout: float = Field(
+        5.0,
+        ge=1,
+        le=3600,
+        description="Seconds an idle keep-alive connection stays open between requests.",
+        json_schema_extra=_CLI,
+    )
     key1: SecretStr | None = Field(
         None, description="Account key 1 (env only, e.g. from a secret store)."
     )
@@ -136,6 +151,16 @@ class Settings(BaseSettings):
         None,
         description="Redis URL of a rate-limit budget shared by several Cerulean processes "
         "(default: each process keeps its own).",
+    )
+    redis_outage: str = Field(
+        "closed",
+        pattern="^(closed|open)$",
+        description="While the rate limiter's Redis is unreachable: closed refuses inference "
+        "requests with a 503; open limits them in each process alone (each replica may then "
+        "admit up to the whole budget).",
+    )
+    redis_timeout: float = Field(
+        2.0, gt=0, le=60, description="Seconds to connect to Redis, and to wait for one reply."
     )
     redis_prefix: str = Field(
         "cerulean:ratelimit:", description="Prefix of the rate limiter's Redis keys."
