@@ -82,3 +82,21 @@ def test_builtin_deployments_never_throttle(small: tuple[TestClient, Clock]) -> 
     client, _ = small
     url = URL.replace("small", "gpt-4")
     assert all(client.post(url, json=ASK).status_code == 200 for _ in range(20))
+
+
+@pytest.mark.parametrize("surface", ["chat", "completions"])
+def test_max_tokens_beyond_the_context_is_a_400_before_any_charge(
+    small: tuple[TestClient, Clock], surface: str
+) -> None:
+    client, _ = small
+    if surface == "chat":
+        url, body = URL, {**ASK, "max_tokens": 200_000_000}
+    else:
+        url = URL.replace("chat/completions", "completions")
+        body = {"prompt": "hello there", "max_tokens": 200_000_000}
+    refused = client.post(url, json=body)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] == "context_length_exceeded"
+    assert "x-should-retry" not in refused.headers
+    # Nothing was charged: the one request of this 10 s window is still there.
+    assert client.post(URL, json=ASK).status_code == 200
