@@ -44,7 +44,7 @@ from cerulean.services.pool import EngineFactory, EnginePool
 from cerulean.settings import Settings
 from cerulean.state import AppState
 from cerulean.store.base import Store
-from cerulean.store.sql import SqlStore
+from cerulean.store.home import open_store
 
 __all__ = ["Served", "create_app"]
 
@@ -206,8 +206,7 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
 
 
 def _open_store(settings: Settings) -> Store:
-    settings.home.mkdir(parents=True, exist_ok=True)
-    return SqlStore(settings.store_url)
+    return open_store(settings)  # the home 0700, the SQLite file 0600
 
 
 async def _load_engines(state: AppState, on_ready: ReadyCallback | None) -> None:

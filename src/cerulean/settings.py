@@ -10,18 +10,22 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "cli_fields"]
 
 _CLI: dict[str, Any] = {"cli": True}
+MIN_KEY_LENGTH = 32  # Azure's keys are 32 characters
 
 
 class Settings(BaseSettings):
     """Cerulean's configuration (env prefix ``CERULEAN_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="CERULEAN_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused value (a weak key) never reaches a log or a traceback.
+    model_config = SettingsConfigDict(
+        env_prefix="CERULEAN_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     host: str = Field(
         "127.0.0.1",
@@ -136,6 +140,15 @@ class Settings(BaseSettings):
         None, description="Account key 1 (env only, e.g. from a secret store)."
     )
     key2: SecretStr | None = Field(None, description="Account key 2 (env only).")
+    allow_weak_keys: bool = Field(
+        False,
+        description="Accept pinned keys (CERULEAN_KEY1/KEY2) shorter than Azure's 32 characters.",
+    )
+    key_secret: SecretStr | None = Field(
+        None,
+        description="Server secret keying the stored key digests (env only; default: "
+        "<home>/key.secret, generated 0600). Processes sharing a database need the same.",
+    )
     write_keys_file: bool = Field(
         True,
         description="Write generated keys once to <home>/keys.json (mode 0600) so later runs can "
@@ -247,6 +260,27 @@ class Settings(BaseSettings):
         description="Log level.",
         json_schema_extra=_CLI,
     )
+
+    @model_validator(mode="after")
+    def _strong_keys(self) -> Settings:
+        for name in ("key1", "key2"):
+            value: SecretStr | None = getattr(self, name)
+            length = len(value.get_secret_value()) if value is not None else 0
+            if 0 < length < MIN_KEY_LENGTH and not self.allow_weak_keys:
+                raise ValueError(
+                    f"CERULEAN_{name.upper()} has {length} characters; pinned keys need at least "
+                    f"{MIN_KEY_LENGTH}, as Azure's. Use a random one (python -c 'import secrets; "
+                    "print(secrets.token_hex(16))'), or set CERULEAN_ALLOW_WEAK_KEYS=true to "
+                    "accept it anyway"
+                )
+        secret = self.key_secret.get_secret_value() if self.key_secret is not None else None
+        if secret is not None and len(secret) < MIN_KEY_LENGTH:
+            raise ValueError(
+                f"CERULEAN_KEY_SECRET has {len(secret)} characters; give at least "
+                f"{MIN_KEY_LENGTH} random ones (python -c 'import secrets; "
+                "print(secrets.token_hex(32))')"
+            )
+        return self
 
     @field_validator("home", mode="after")
     @classmethod
