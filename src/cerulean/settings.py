@@ -101,6 +101,19 @@ class Settings(BaseSettings):
         description="Most tokens one llama.cpp decode step carries (long prompts are chunked).",
         json_schema_extra=_CLI,
     )
+    fair_share: bool = Field(
+        True,
+        description="Fair sharing of the slots: while other requests run or wait, a request's "
+        "choices (n) start in waves of at most slots / (requests + 1).",
+        json_schema_extra=_CLI,
+    )
+    max_answer_tokens: int = Field(
+        65536,
+        ge=1,
+        description="Most answer tokens (n x max_tokens, or n x the default reservation) one "
+        "request may ask of a deployment without a real capacity (the built-in ones); more is "
+        "a 400.",
+    )
     queue_size: int = Field(
         64,
         ge=0,

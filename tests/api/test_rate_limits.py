@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -100,3 +101,26 @@ def test_max_tokens_beyond_the_context_is_a_400_before_any_charge(
     assert "x-should-retry" not in refused.headers
     # Nothing was charged: the one request of this 10 s window is still there.
     assert client.post(URL, json=ASK).status_code == 200
+
+
+def test_answer_tokens_beyond_the_limit_are_a_400_on_builtin_deployments(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        home=tmp_path / "home",
+        key1=KEY1,  # type: ignore[arg-type]
+        max_answer_tokens=100,
+    )
+    app = create_app(settings, {"fake-model": FakeEngine(context_length=4096)})
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.headers["api-key"] = KEY1
+        builtin = URL.replace("small", "gpt-4")
+        refused = client.post(builtin, json={**ASK, "n": 8, "max_tokens": 16})
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["param"] == "n" and "at most 100" in error["message"]
+        legacy = builtin.replace("chat/completions", "completions")
+        assert (
+            client.post(legacy, json={"prompt": "hi", "n": 8, "max_tokens": 16}).status_code == 400
+        )
+        assert client.post(builtin, json={**ASK, "n": 6, "max_tokens": 16}).status_code == 200

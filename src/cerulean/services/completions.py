@@ -185,6 +185,12 @@ async def create_completion(call: InferenceCall[Engine], body: CreateCompletionR
     plan = plan_completion(body)
     info = call.engine.info
     check_fits(info, plan)
+    choices = max(plan.n, plan.candidates)
+    # Prompts are not tokenized yet: the budget without max_tokens is the default, else the
+    # context (the engine's own check is exact, later).
+    default = info.default_max_tokens or info.context_length
+    answers = sum(choices * (w.params.max_tokens or default) for w in plan.requests)
+    call.quota.check_answers(call.deployment, choices=choices, tokens=answers)
     meter = Meter(charged=admission_estimate(info, plan))
     headers = await call.quota.admit(call.deployment, tokens=meter.charged, capability="completion")
     generations = await _start(call.engine, plan)
