@@ -28,7 +28,6 @@ import selectors
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +35,9 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
+import cerulean_proc
+
+REPO = cerulean_proc.REPO
 RESULTS = REPO / "bench" / "slowloris.results.json"
 PARTIAL = b"POST /openai/deployments/gpt-4/chat/completions?api-version=2024-10-21 HTTP/1.1\r\n"
 PARTIAL += b"Host: bench\r\n"
@@ -46,31 +47,9 @@ def _log(message: str) -> None:
     print(f">> {message}", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(home: Path, header_timeout: float) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CERULEAN_")}
-    env["CERULEAN_KEY1"] = "s" * 32
-    src = str(REPO / "src")
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    argv = [sys.executable, "-m", "cerulean", "serve", "--no-embedded", "--no-embeddings"]
-    argv += ["--port", str(port), "--home", str(home), "--log-level", "warning"]
-    argv += ["--header-timeout", str(header_timeout)]
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process, port
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not start")
+    args = ["--no-embedded", "--no-embeddings", "--header-timeout", str(header_timeout)]
+    return cerulean_proc.start(home, args, timeout=60)
 
 
 def latencies(port: int, count: int = 20) -> dict[str, float]:
@@ -148,8 +127,7 @@ def run(header_timeout: float, connections: int, label: str) -> dict[str, Any]:
         _log(json.dumps({k: v for k, v in result.items() if k != "timeline"}))
         return result
     finally:
-        process.terminate()
-        process.wait(timeout=20)
+        cerulean_proc.stop(process)
 
 
 def main() -> None:
