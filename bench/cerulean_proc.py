@@ -22,12 +22,19 @@ def free_port() -> int:
 
 
 def start(
-    home: Path, args: list[str], *, log: Path | None = None, timeout: float = 300
+    home: Path,
+    args: list[str],
+    *,
+    log: Path | None = None,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Start ``cerulean serve ARGS`` with ``home``; returns once /healthz answers 200."""
     port = free_port()
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("CERULEAN_")}
     env["CERULEAN_KEY1"] = KEY
+    env.update(extra)
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
     argv = [sys.executable, "-m", "cerulean", "serve", "--port", str(port), "--home", str(home)]
     argv += ["--log-level", "warning", *args]

@@ -420,7 +420,10 @@ def reset(yes: bool, home: Path | None) -> None:
             f"a server is running on {settings.home} (pid {server.get('pid', '?')}, port "
             f"{server.get('port', '?')}); stop it first"
         )
-    targets = [settings.home / name for name in _STATE if (settings.home / name).exists()]
+    # key.secret keys the digests of another database (CERULEAN_DATABASE_URL): kept with it.
+    kept = {"key.secret"} if settings.database_url else set()
+    names = [name for name in _STATE if name not in kept]
+    targets = [settings.home / name for name in names if (settings.home / name).exists()]
     if not targets:
         click.echo(f"Nothing to reset in {settings.home}.")
         return

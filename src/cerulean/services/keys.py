@@ -98,21 +98,29 @@ def load_key_secret(settings: Settings) -> bytes:
     if settings.key_secret is not None:
         return settings.key_secret.get_secret_value().encode("utf-8")
     path = key_secret_file(settings)
-    try:
-        return path.read_text().strip().encode("utf-8")
-    except FileNotFoundError:
-        pass
+    if path.exists():
+        return _read_secret(path)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process made it first
-        return path.read_text().strip().encode("utf-8")
+        return _read_secret(path)
     value = secrets.token_hex(32)
     with os.fdopen(fd, "w") as handle:
         handle.write(value + "\n")
         handle.flush()
         os.fsync(handle.fileno())
     return value.encode("utf-8")
+
+
+def _read_secret(path: Path) -> bytes:
+    """The secret in ``path``, waiting a moment for a process that is still writing it."""
+    for _ in range(50):
+        value = path.read_text().strip()
+        if value:
+            return value.encode("utf-8")
+        time.sleep(0.02)
+    raise RuntimeError(f"{path} is empty: restore it from a backup, or set CERULEAN_KEY_SECRET")
 
 
 def _check_secret(stored: dict[str, str], secret: bytes) -> None:
@@ -125,7 +133,9 @@ def _check_secret(stored: dict[str, str], secret: bytes) -> None:
             f"the key digests in the store ({', '.join(sorted(foreign))}) were keyed with another "
             "server secret than this process's: every process sharing a database must share "
             "its secret. Set CERULEAN_KEY_SECRET to the same value everywhere (or copy "
-            "key.secret from the home of the process that created the store)."
+            "key.secret from the home of the process that created the store). If that secret "
+            "is lost, replace both keys: cerulean keys regenerate key1, then key2 (without "
+            "CERULEAN_KEY1/KEY2 set), with this process's settings."
         )
 
 
