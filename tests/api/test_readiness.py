@@ -76,6 +76,9 @@ def test_a_deployment_whose_upstreams_all_fail_is_not_ready(probe: TestClient) -
     state.store.put_deployment(
         DeploymentRecord("remote", "m", "1", 10, "Standard", now, upstreams=("dead",))
     )
+    state.store.put_deployment(  # an upstream removed from the store since
+        DeploymentRecord("orphan", "m", "1", 10, "Standard", now, upstreams=("gone",))
+    )
     answers = []
     for _ in range(40):  # the health check (every 0.2 s here) cools the dead upstream
         answers.append(probe.get("/readyz"))
@@ -84,9 +87,10 @@ def test_a_deployment_whose_upstreams_all_fail_is_not_ready(probe: TestClient) -
         time.sleep(0.1)
     assert answers[-1].status_code == 503, answers[-1].text
     body = answers[-1].json()
-    assert body["checks"]["deployments"] == "1 of 3 deployments unusable"
+    assert body["checks"]["deployments"] == "2 of 4 deployments unusable"
     assert "cooling down" in body["deployments"]["remote"]
-    assert set(body["deployments"]) == {"remote"}
+    assert "has no registered upstream (gone)" in body["deployments"]["orphan"]
+    assert set(body["deployments"]) == {"remote", "orphan"}
 
 
 def _refused_lines(records: list[logging.LogRecord]) -> list[logging.LogRecord]:
