@@ -44,7 +44,7 @@ from cerulean.services.pool import EngineFactory, EnginePool
 from cerulean.settings import Settings
 from cerulean.state import AppState
 from cerulean.store.base import Store
-from cerulean.store.sql import SqlStore
+from cerulean.store.home import open_store
 
 __all__ = ["Served", "create_app"]
 
@@ -120,7 +120,12 @@ def create_app(
             await _close(state, served)
 
     app = FastAPI(
-        title="Cerulean", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+        title="Cerulean",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,  # never a Host-built redirect (NormalizePathMiddleware)
     )
     for module in (health, chat, embeddings, completions, metrics, models, v1, management):
         app.include_router(module.router)
@@ -157,7 +162,12 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
         store=store,
         pool=pool,
         keyring=KeyRing(keys.verifier, store, ttl=settings.key_cache_seconds),
-        limiter=build_limiter(settings.redis_url, prefix=settings.redis_prefix),
+        limiter=build_limiter(
+            settings.redis_url,
+            prefix=settings.redis_prefix,
+            timeout=settings.redis_timeout,
+            fail_open=settings.redis_outage == "open",
+        ),
         shown_keys=keys.shown,
     )
 
@@ -196,8 +206,7 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
 
 
 def _open_store(settings: Settings) -> Store:
-    settings.home.mkdir(parents=True, exist_ok=True)
-    return SqlStore(settings.store_url)
+    return open_store(settings)  # the home 0700, the SQLite file 0600
 
 
 async def _load_engines(state: AppState, on_ready: ReadyCallback | None) -> None:

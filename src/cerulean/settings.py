@@ -10,18 +10,22 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "cli_fields"]
 
 _CLI: dict[str, Any] = {"cli": True}
+MIN_KEY_LENGTH = 32  # Azure's keys are 32 characters
 
 
 class Settings(BaseSettings):
     """Cerulean's configuration (env prefix ``CERULEAN_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="CERULEAN_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused value (a weak key) never reaches a log or a traceback.
+    model_config = SettingsConfigDict(
+        env_prefix="CERULEAN_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     host: str = Field(
         "127.0.0.1",
@@ -97,6 +101,19 @@ class Settings(BaseSettings):
         description="Most tokens one llama.cpp decode step carries (long prompts are chunked).",
         json_schema_extra=_CLI,
     )
+    fair_share: bool = Field(
+        True,
+        description="Fair sharing of the slots: while other requests run or wait, a request's "
+        "choices (n) start in waves of at most slots / (requests + 1).",
+        json_schema_extra=_CLI,
+    )
+    max_answer_tokens: int = Field(
+        65536,
+        ge=1,
+        description="Most answer tokens (n x max_tokens, or n x the default reservation) one "
+        "request may ask of a deployment without a real capacity (the built-in ones); more is "
+        "a 400.",
+    )
     queue_size: int = Field(
         64,
         ge=0,
@@ -117,10 +134,34 @@ class Settings(BaseSettings):
         "embedded base model, the rest of the context for others).",
         json_schema_extra=_CLI,
     )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a connection may take to send a request's headers (from its "
+        "opening, or from the request's first byte when kept alive); then 408 and closed.",
+        json_schema_extra=_CLI,
+    )
+    keep_alive_timeout: float = Field(
+        5.0,
+        ge=1,
+        le=3600,
+        description="Seconds an idle keep-alive connection stays open between requests.",
+        json_schema_extra=_CLI,
+    )
     key1: SecretStr | None = Field(
         None, description="Account key 1 (env only, e.g. from a secret store)."
     )
     key2: SecretStr | None = Field(None, description="Account key 2 (env only).")
+    allow_weak_keys: bool = Field(
+        False,
+        description="Accept pinned keys (CERULEAN_KEY1/KEY2) shorter than Azure's 32 characters.",
+    )
+    key_secret: SecretStr | None = Field(
+        None,
+        description="Server secret keying the stored key digests (env only; default: "
+        "<home>/key.secret, generated 0600). Processes sharing a database need the same.",
+    )
     write_keys_file: bool = Field(
         True,
         description="Write generated keys once to <home>/keys.json (mode 0600) so later runs can "
@@ -136,6 +177,16 @@ class Settings(BaseSettings):
         None,
         description="Redis URL of a rate-limit budget shared by several Cerulean processes "
         "(default: each process keeps its own).",
+    )
+    redis_outage: str = Field(
+        "closed",
+        pattern="^(closed|open)$",
+        description="While the rate limiter's Redis is unreachable: closed refuses inference "
+        "requests with a 503; open limits them in each process alone (each replica may then "
+        "admit up to the whole budget).",
+    )
+    redis_timeout: float = Field(
+        2.0, gt=0, le=60, description="Seconds to connect to Redis, and to wait for one reply."
     )
     redis_prefix: str = Field(
         "cerulean:ratelimit:", description="Prefix of the rate limiter's Redis keys."
@@ -222,6 +273,27 @@ class Settings(BaseSettings):
         description="Log level.",
         json_schema_extra=_CLI,
     )
+
+    @model_validator(mode="after")
+    def _strong_keys(self) -> Settings:
+        for name in ("key1", "key2"):
+            value: SecretStr | None = getattr(self, name)
+            length = len(value.get_secret_value()) if value is not None else 0
+            if 0 < length < MIN_KEY_LENGTH and not self.allow_weak_keys:
+                raise ValueError(
+                    f"CERULEAN_{name.upper()} has {length} characters; pinned keys need at least "
+                    f"{MIN_KEY_LENGTH}, as Azure's. Use a random one (python -c 'import secrets; "
+                    "print(secrets.token_hex(16))'), or set CERULEAN_ALLOW_WEAK_KEYS=true to "
+                    "accept it anyway"
+                )
+        secret = self.key_secret.get_secret_value() if self.key_secret is not None else None
+        if secret is not None and len(secret) < MIN_KEY_LENGTH:
+            raise ValueError(
+                f"CERULEAN_KEY_SECRET has {len(secret)} characters; give at least "
+                f"{MIN_KEY_LENGTH} random ones (python -c 'import secrets; "
+                "print(secrets.token_hex(32))')"
+            )
+        return self
 
     @field_validator("home", mode="after")
     @classmethod

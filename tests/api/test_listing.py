@@ -98,3 +98,20 @@ def test_v1_models(client: TestClient) -> None:
     (model,) = client.get("/openai/v1/models").json()["data"]
     assert model["id"] == "fake-model" and model["owned_by"] == "system"
     assert isinstance(model["created"], int)
+
+
+def test_trailing_slash_is_served_never_redirected_to_the_host_header(
+    client: TestClient,
+) -> None:
+    url = "/openai/models/?api-version=2024-10-21"
+    answer = client.get(url, headers={"host": "evil.example"}, follow_redirects=False)
+    assert "location" not in answer.headers
+    assert answer.status_code == 200 and answer.json()["data"][0]["id"] == "fake-model"
+    chat = client.post(
+        "/openai/deployments/gpt-4/chat/completions/?api-version=2024-10-21",
+        json={"messages": [{"role": "user", "content": "hi"}]},
+        headers={"host": "evil.example"},
+        follow_redirects=False,
+    )
+    assert chat.status_code == 200 and "location" not in chat.headers
+    assert client.get("/healthz/", follow_redirects=False).status_code == 200

@@ -180,6 +180,26 @@ def test_create_get_list_update_delete(admin: TestClient) -> None:
     assert missing.json()["error"]["code"] == "DeploymentNotFound"
 
 
+def test_names_are_case_insensitive_like_azure_resources(admin: TestClient) -> None:
+    key = keys_of(admin)["key1"]
+    assert (
+        admin.put(f"{ACCOUNT}/deployments/lim1{V}", json=deployment_body(capacity=1)).status_code
+        == 201
+    )
+    again = admin.put(f"{ACCOUNT}/deployments/LIM1{V}", json=deployment_body(capacity=2))
+    assert again.status_code == 200, again.text  # updated, not created
+    assert again.json()["name"] == "lim1" and again.json()["sku"]["capacity"] == 2
+    names = [d["name"] for d in admin.get(f"{ACCOUNT}/deployments{V}").json()["value"]]
+    assert names.count("lim1") == 1 and "LIM1" not in names
+    assert admin.get(f"{ACCOUNT}/deployments/Lim1{V}").json()["name"] == "lim1"
+    # One budget: capacity 2 admits two requests per 10 s, whichever spelling was PUT.
+    assert [chat(admin, "lim1", key).status_code for _ in range(3)] == [200, 200, 429]
+    # The data plane matches the stored spelling exactly (docs/deployments.md).
+    assert chat(admin, "LIM1", key).json()["error"]["code"] == "DeploymentNotFound"
+    assert admin.delete(f"{ACCOUNT}/deployments/LIM1{V}").status_code == 200
+    assert admin.get(f"{ACCOUNT}/deployments/lim1{V}").status_code == 404
+
+
 def test_legacy_scale_settings_capacity(admin: TestClient) -> None:
     body = {"properties": {"model": {"name": "local"}, "scaleSettings": {"capacity": 3}}}
     answer = admin.put(f"{ACCOUNT}/deployments/legacy{V}", json=body)

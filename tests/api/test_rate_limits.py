@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -82,3 +83,44 @@ def test_builtin_deployments_never_throttle(small: tuple[TestClient, Clock]) -> 
     client, _ = small
     url = URL.replace("small", "gpt-4")
     assert all(client.post(url, json=ASK).status_code == 200 for _ in range(20))
+
+
+@pytest.mark.parametrize("surface", ["chat", "completions"])
+def test_max_tokens_beyond_the_context_is_a_400_before_any_charge(
+    small: tuple[TestClient, Clock], surface: str
+) -> None:
+    client, _ = small
+    if surface == "chat":
+        url, body = URL, {**ASK, "max_tokens": 200_000_000}
+    else:
+        url = URL.replace("chat/completions", "completions")
+        body = {"prompt": "hello there", "max_tokens": 200_000_000}
+    refused = client.post(url, json=body)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] == "context_length_exceeded"
+    assert "x-should-retry" not in refused.headers
+    # Nothing was charged: the one request of this 10 s window is still there.
+    assert client.post(URL, json=ASK).status_code == 200
+
+
+def test_answer_tokens_beyond_the_limit_are_a_400_on_builtin_deployments(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        home=tmp_path / "home",
+        key1=KEY1,  # type: ignore[arg-type]
+        max_answer_tokens=100,
+    )
+    app = create_app(settings, {"fake-model": FakeEngine(context_length=4096)})
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.headers["api-key"] = KEY1
+        builtin = URL.replace("small", "gpt-4")
+        refused = client.post(builtin, json={**ASK, "n": 8, "max_tokens": 16})
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["param"] == "n" and "at most 100" in error["message"]
+        legacy = builtin.replace("chat/completions", "completions")
+        assert (
+            client.post(legacy, json={"prompt": "hi", "n": 8, "max_tokens": 16}).status_code == 400
+        )
+        assert client.post(builtin, json={**ASK, "n": 6, "max_tokens": 16}).status_code == 200

@@ -179,3 +179,18 @@ def test_reset_asks_and_refuses_while_serving(home: Path) -> None:
     assert sorted(p.name for p in home.iterdir()) == ["mine.txt"]  # only Cerulean's state went
     (home / "mine.txt").unlink()
     assert run(home, "reset", "--yes").output.startswith("Nothing to reset")
+
+
+def test_reset_keeps_the_key_secret_of_another_database(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "key.secret").write_text("s" * 64)
+    (home / "keys.json").write_text("{}")
+    monkeypatch.setenv("CERULEAN_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    done = run(home, "reset", "--yes")
+    assert done.exit_code == 0, done.output
+    assert (home / "key.secret").exists() and not (home / "keys.json").exists()
+    monkeypatch.delenv("CERULEAN_DATABASE_URL")
+    assert run(home, "reset", "--yes").exit_code == 0
+    assert not (home / "key.secret").exists()

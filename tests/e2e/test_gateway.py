@@ -117,6 +117,7 @@ def shared_env(
             "CERULEAN_ROUTING_REDIS_PREFIX": prefix + "routing:",
             "CERULEAN_HOME": str(tmp_path_factory.mktemp("gateway-cli") / "home"),
             "CERULEAN_KEY1": KEY1,  # key2 is generated once, in the shared store
+            "CERULEAN_KEY_SECRET": "gateway-replicas-share-this-secret-0123456789",
             "CERULEAN_ADMIN_TOKEN": ADMIN,
             "CERULEAN_UPSTREAM_COOLDOWN": "1",
             "CERULEAN_UPSTREAM_FIRST_BYTE_TIMEOUT": "60",

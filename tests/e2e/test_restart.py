@@ -36,7 +36,12 @@ def test_kill_9_keeps_keys_and_deployments(tmp_path: Path) -> None:
         digests = [row[0] for row in db.execute("SELECT digest FROM account_keys")]
         deployments = sorted(row[0] for row in db.execute("SELECT name FROM deployments"))
     assert deployments == ["gpt-35-turbo", "gpt-4", "text-embedding-ada-002"]
-    assert len(digests) == 2 and all(d.startswith("sha256:") and key not in d for d in digests)
+    assert len(digests) == 2  # keyed with the server secret (docs/operations.md)
+    assert all(d.startswith("hmac-sha256:") and key not in d for d in digests)
+    secret = tmp_path / "home" / "key.secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "home").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "home" / "cerulean.db").stat().st_mode) == 0o600
 
     second = Server(home=tmp_path / "home").start()
     try:

@@ -16,6 +16,8 @@ from cerulean.services import models as catalog
 from cerulean.services.auth import KeyVerifier, hash_key
 from cerulean.services.keys import (
     KeyRing,
+    KeySecretMismatch,
+    load_key_secret,
     mask_key,
     provision_keys,
     readable_keys,
@@ -190,7 +192,11 @@ def test_regenerate_replaces_one_key(store: SqlStore, tmp_path: Path) -> None:
     assert set(before) == {"key1", "key2"}
     new = regenerate_key(store, settings, "Key1")
     assert len(new) == 32 and new != before["key1"]
-    assert store.key_digests() == {"key1": hash_key(new), "key2": hash_key(before["key2"])}
+    secret = load_key_secret(settings)
+    assert store.key_digests() == {
+        "key1": hash_key(new, secret),
+        "key2": hash_key(before["key2"], secret),
+    }
     assert json.loads((settings.home / "keys.json").read_text())["key1"] == new
     assert readable_keys(store, settings) == {"key1": new, "key2": before["key2"]}
     assert mask_key(new) == new[:4] + "****"
@@ -211,7 +217,7 @@ def test_unwritten_keys_are_not_readable(store: SqlStore, tmp_path: Path) -> Non
     new = regenerate_key(store, settings, "key2")
     assert not (settings.home / "keys.json").exists()
     assert readable_keys(store, settings) == {}
-    assert store.key_digests()["key2"] == hash_key(new)
+    assert store.key_digests()["key2"] == hash_key(new, load_key_secret(settings))
 
 
 class Clock:
@@ -312,3 +318,83 @@ def test_control_errors_map_to_arm_statuses() -> None:
             status,
             {"error": {"code": "Code", "message": "why"}},
         )
+
+
+# -- key strength, keyed digests, file modes --------------------------------------------------
+
+
+def test_weak_pinned_keys_are_refused_unless_allowed(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="CERULEAN_KEY1 has 1 characters") as refused:
+        Settings(home=tmp_path, key1="a")  # type: ignore[arg-type]
+    assert "CERULEAN_ALLOW_WEAK_KEYS" in str(refused.value)
+    assert "'a'" not in str(refused.value)  # the refused value is not repeated
+    with pytest.raises(ValidationError, match="CERULEAN_KEY2 has 31"):
+        Settings(home=tmp_path, key2="k" * 31)  # type: ignore[arg-type]
+    allowed = Settings(home=tmp_path, key1="a", allow_weak_keys=True)  # type: ignore[arg-type]
+    assert allowed.key1 is not None and allowed.key1.get_secret_value() == "a"
+    with pytest.raises(ValidationError, match="CERULEAN_KEY_SECRET has 5"):
+        Settings(home=tmp_path, key_secret="short")  # type: ignore[arg-type]
+
+
+def test_the_home_is_0700_and_the_database_0600(tmp_path: Path) -> None:
+    from cerulean.store.home import open_store
+
+    settings = Settings(home=tmp_path / "home", key1=KEY1)  # type: ignore[arg-type]
+    opened = open_store(settings)
+    try:
+        provision_keys(opened, settings)
+    finally:
+        opened.close()
+    home = settings.home
+    assert home.stat().st_mode & 0o777 == 0o700
+    assert (home / "cerulean.db").stat().st_mode & 0o777 == 0o600
+    assert (home / "key.secret").stat().st_mode & 0o777 == 0o600
+    for leftover in ("cerulean.db-wal", "cerulean.db-shm"):
+        if (home / leftover).exists():
+            assert (home / leftover).stat().st_mode & 0o777 == 0o600
+    # An existing home and database with wider modes are narrowed.
+    home.chmod(0o755)
+    (home / "cerulean.db").chmod(0o644)
+    open_store(settings).close()
+    assert home.stat().st_mode & 0o777 == 0o700
+    assert (home / "cerulean.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_digests_are_keyed_with_the_server_secret(store: SqlStore, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", key1=KEY1, key2=KEY2)  # type: ignore[arg-type]
+    keys = provision_keys(store, settings)
+    digests = store.key_digests()
+    assert all(d.startswith("hmac-sha256:") for d in digests.values())
+    assert hash_key(KEY1) not in digests.values()  # the unkeyed digest a copy would crack
+    assert keys.verifier.verify(KEY1) and keys.verifier.verify(KEY2)
+    # Another server secret cannot verify them: starting with it is refused, saying why.
+    other = Settings(
+        home=tmp_path / "other",
+        key_secret="s" * 40,  # type: ignore[arg-type]
+    )
+    with pytest.raises(KeySecretMismatch, match="CERULEAN_KEY_SECRET"):
+        provision_keys(store, other)
+
+
+def test_unkeyed_digests_of_earlier_versions_keep_working_and_are_rehashed(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    asyncio.run(_lazy_rehash(store, tmp_path))
+
+
+async def _lazy_rehash(store: SqlStore, tmp_path: Path) -> None:
+    unknown = "u" * 32  # a key whose plaintext this process never saw
+    store.set_key_digest("key1", hash_key(KEY1))
+    store.set_key_digest("key2", hash_key(unknown))
+    settings = Settings(home=tmp_path / "home", key1=KEY1)  # type: ignore[arg-type]
+    keys = provision_keys(store, settings)
+    secret = load_key_secret(settings)
+    assert store.key_digests()["key1"] == hash_key(KEY1, secret)  # known: re-hashed at once
+    assert store.key_digests()["key2"] == hash_key(unknown)  # unknown: still valid as it was
+    ring = KeyRing(keys.verifier, store, ttl=0)
+    assert ring.verifier.verify(unknown)  # the first request with it...
+    await ring.refresh()  # ...and the next refresh writes its keyed digest
+    assert store.key_digests()["key2"] == hash_key(unknown, secret)
+    assert ring.verifier.verify(unknown) and ring.verifier.verify(KEY1)

@@ -79,7 +79,12 @@ EmbeddingDeploymentDep = Annotated[ResolvedDeployment, Depends(_deployment_in_pa
 
 def _quota(request: Request, version: ApiVersion) -> Quota:
     state = get_state(request)
-    return Quota(state.limiter, state.clock, version.text)
+    return Quota(
+        state.limiter,
+        state.clock,
+        version.text,
+        max_answer_tokens=state.settings.max_answer_tokens,
+    )
 
 
 def _call(

@@ -85,16 +85,27 @@ class RequestContextMiddleware:
 
 
 class NormalizePathMiddleware:
-    """Collapses ``//`` runs: old SDKs send ``//openai/...`` for endpoints ending in ``/``."""
+    """Collapses ``//`` runs (old SDKs send ``//openai/...`` for endpoints ending in ``/``) and
+    drops a trailing ``/``, so the slash form is served as it is.
+
+    Not a redirect: Starlette's slash redirect builds its ``location`` from the ``Host`` header
+    (``Host: evil.example`` sent clients, with their ``api-key``, to that host), so the app turns
+    it off (``redirect_slashes=False``) and this serves both forms directly.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and "//" in scope["path"]:
-            scope = dict(scope)
-            scope["path"] = _SLASHES.sub("/", scope["path"])
-            scope["raw_path"] = scope["path"].encode("latin-1", errors="replace")
+        if scope["type"] == "http":
+            path = scope["path"]
+            normal = _SLASHES.sub("/", path) if "//" in path else path
+            if len(normal) > 1 and normal.endswith("/"):
+                normal = normal.rstrip("/") or "/"
+            if normal != path:
+                scope = dict(scope)
+                scope["path"] = normal
+                scope["raw_path"] = normal.encode("latin-1", errors="replace")
         await self.app(scope, receive, send)
 
 

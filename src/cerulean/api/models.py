@@ -47,6 +47,6 @@ async def get_deployment(
     if not version.lists_deployments:
         raise ResourceNotFound()
     record = await run_in_threadpool(state.store.get_deployment, deployment_id)
-    if record is None:
+    if record is None or record.name != deployment_id:  # exact on the data plane (§10)
         raise DeploymentNotFound()
     return deployment_object(record)

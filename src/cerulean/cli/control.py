@@ -52,10 +52,9 @@ def _settings(home: Path | None) -> Settings:
 @contextmanager
 def _store(settings: Settings) -> Iterator[Store]:
     from cerulean.services.models import embedded_model_records
-    from cerulean.store.sql import SqlStore
+    from cerulean.store.home import open_store
 
-    settings.home.mkdir(parents=True, exist_ok=True)
-    store = SqlStore(settings.store_url)
+    store = open_store(settings)  # the home 0700, the SQLite file 0600
     try:
         ensure_models(store, embedded_model_records(settings))
         yield store
@@ -397,6 +396,7 @@ _STATE = (
     "cerulean.db-wal",
     "cerulean.db-shm",
     "keys.json",
+    "key.secret",
     "keys.tmp",
     "models",
     "server.lock",
@@ -420,7 +420,10 @@ def reset(yes: bool, home: Path | None) -> None:
             f"a server is running on {settings.home} (pid {server.get('pid', '?')}, port "
             f"{server.get('port', '?')}); stop it first"
         )
-    targets = [settings.home / name for name in _STATE if (settings.home / name).exists()]
+    # key.secret keys the digests of another database (CERULEAN_DATABASE_URL): kept with it.
+    kept = {"key.secret"} if settings.database_url else set()
+    names = [name for name in _STATE if name not in kept]
+    targets = [settings.home / name for name in names if (settings.home / name).exists()]
     if not targets:
         click.echo(f"Nothing to reset in {settings.home}.")
         return

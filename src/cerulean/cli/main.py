@@ -94,6 +94,7 @@ def _run_server(
 
     from cerulean.app import create_app
     from cerulean.cli.serverlock import ServerLock
+    from cerulean.server import raise_fd_limit, uvicorn_config
 
     def catalog_engine(record: Any) -> Any:
         # llama.cpp is imported only when a registered GGUF is loaded (not in a pure gateway).
@@ -114,9 +115,8 @@ def _run_server(
     )
     models = ", ".join([*engines, *embedders]) or "no local model (a gateway)"
     click.echo(f">> loading {models}; the endpoint follows once it answers")
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on"
-    )
+    raise_fd_limit()
+    config = uvicorn_config(app, settings)  # header and keep-alive timeouts (docs/operations.md)
     with ServerLock(
         settings.home, host=settings.host, port=settings.port
     ):  # `cerulean reset` refuses meanwhile

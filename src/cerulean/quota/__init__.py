@@ -25,11 +25,14 @@ __all__ = [
 ]
 
 
-def build_limiter(redis_url: str | None, *, prefix: str) -> RateLimiter:
-    """Redis when ``redis_url`` is set (a budget shared across processes), else in-process."""
+def build_limiter(
+    redis_url: str | None, *, prefix: str, timeout: float = 2.0, fail_open: bool = False
+) -> RateLimiter:
+    """Redis when ``redis_url`` is set (a budget shared across processes), else in-process;
+    ``fail_open``: what a Redis outage does (see :class:`~.redis_limiter.RedisRateLimiter`)."""
     if redis_url:
         # Imported here: the in-process default needs no Redis client.
         from cerulean.quota.redis_limiter import RedisRateLimiter
 
-        return RedisRateLimiter(redis_url, prefix=prefix)
+        return RedisRateLimiter(redis_url, prefix=prefix, timeout=timeout, fail_open=fail_open)
     return InProcessRateLimiter()

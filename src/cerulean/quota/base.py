@@ -166,5 +166,8 @@ class RateLimiter(abc.ABC):
     async def forget(self, deployment: str) -> None:
         """Drop ``deployment``'s windows (it was deleted; a new one of that name starts fresh)."""
 
+    async def ping(self) -> None:  # noqa: B027 - in-process limiters are always reachable
+        """Check the limiter's shared store (readiness); raises :class:`QuotaBackendError`."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most limiters hold nothing
         """Release connections."""

@@ -15,15 +15,23 @@ rounding at window edges. The algorithm is :func:`cerulean.quota.memory.decide`'
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from cerulean.quota.base import Decision, Limits, QuotaBackendError, RateLimiter, verdict
+from cerulean.quota.memory import InProcessRateLimiter
+from cerulean.quota.outage import OutageLog
 
 __all__ = ["RedisRateLimiter"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _CHARGE = """
 local now = tonumber(ARGV[1])
@@ -105,16 +113,42 @@ _US = 1_000_000
 
 
 class RedisRateLimiter(RateLimiter):
-    """Limits kept in Redis, shared by every process using the same ``url`` and ``prefix``."""
+    """Limits kept in Redis, shared by every process using the same ``url`` and ``prefix``.
 
-    def __init__(self, url: str, *, prefix: str = "cerulean:ratelimit:") -> None:
-        self._client: Redis = Redis.from_url(url)
+    **Outages** (docs/operations.md). A command that fails on a broken connection is retried
+    once on a fresh one, after dropping the pool's idle connections: after Redis restarts,
+    every pooled connection is stale, and without this each failed once (24 of the first 60
+    requests got a 503). A retried charge may, rarely, have run before its connection broke:
+    that request is then charged twice, never served over budget. While Redis stays
+    unreachable, requests are refused with a 503 (``fail_open=False``, the default) or limited
+    by this process alone (``fail_open=True``: each replica admits up to the whole budget);
+    the outage is logged once, then summarised every 30 s, then its end (:class:`OutageLog`).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "cerulean:ratelimit:",
+        timeout: float = 2.0,
+        fail_open: bool = False,
+    ) -> None:
+        self._client: Redis = Redis.from_url(
+            url, socket_connect_timeout=timeout, socket_timeout=timeout
+        )
         self._script = self._client.register_script(_CHARGE)
         self._add = self._client.register_script(_ADD)
         self._prefix = prefix
         # Entry ids only need to be unique among entries alive in one window.
         self._process = secrets.token_hex(6)
         self._counter = itertools.count()
+        self._local = InProcessRateLimiter() if fail_open else None
+        where = self._client.connection_pool.connection_kwargs
+        address = f"{where.get('host', '?')}:{where.get('port', '?')}"
+        if "path" in where:
+            address = str(where["path"])
+        outcome = "limited by this process alone" if fail_open else "refused (503)"
+        self.outage = OutageLog(f"the rate limiter's Redis at {address}", outcome, logger)
 
     @property
     def client(self) -> Redis:
@@ -126,6 +160,20 @@ class RedisRateLimiter(RateLimiter):
         base = f"{self._prefix}{{{deployment}}}"
         return [f"{base}:r", f"{base}:t", f"{base}:n"]
 
+    async def _run(self, op: Callable[[], Awaitable[T]]) -> T:
+        """``op`` against Redis, retried once on a fresh connection if its connection broke."""
+        try:
+            try:
+                result = await op()
+            except RedisConnectionError:
+                await self._client.connection_pool.disconnect(inuse_connections=False)
+                result = await op()
+        except RedisError as exc:
+            self.outage.failed(exc)
+            raise QuotaBackendError(f"Redis rate limiter: {exc}") from exc
+        self.outage.succeeded()
+        return result
+
     async def charge(self, deployment: str, limits: Limits, tokens: int, now: float) -> Decision:
         args: list[str | int] = [
             round(now * _US),
@@ -136,10 +184,13 @@ class RedisRateLimiter(RateLimiter):
             round(limits.token_window * _US),
             f"{self._process}{next(self._counter)}",
         ]
+        keys = self.keys(deployment)
         try:
-            reply: list[Any] = await self._script(keys=self.keys(deployment), args=args)
-        except RedisError as exc:
-            raise QuotaBackendError(f"Redis rate limiter: {exc}") from exc
+            reply: list[Any] = await self._run(lambda: self._script(keys=keys, args=args))
+        except QuotaBackendError:
+            if self._local is None:
+                raise
+            return await self._local.charge(deployment, limits, tokens, now)
         return _decision(reply, limits, max(0, tokens))
 
     async def add(self, deployment: str, limits: Limits, tokens: int, now: float) -> None:
@@ -151,15 +202,20 @@ class RedisRateLimiter(RateLimiter):
             f"{self._process}{next(self._counter)}",
         ]
         try:
-            await self._add(keys=[window, total], args=args)
-        except RedisError as exc:
-            raise QuotaBackendError(f"Redis rate limiter: {exc}") from exc
+            await self._run(lambda: self._add(keys=[window, total], args=args))
+        except QuotaBackendError:
+            if self._local is None:
+                raise
+            await self._local.add(deployment, limits, tokens, now)
 
     async def forget(self, deployment: str) -> None:
-        try:
-            await self._client.delete(*self.keys(deployment))
-        except RedisError as exc:
-            raise QuotaBackendError(f"Redis rate limiter: {exc}") from exc
+        keys = self.keys(deployment)
+        await self._run(lambda: self._client.delete(*keys))
+        if self._local is not None:
+            await self._local.forget(deployment)
+
+    async def ping(self) -> None:
+        await self._run(self._client.ping)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -12,9 +12,10 @@ import logging
 from collections.abc import Callable
 
 from cerulean.engines.base import ModelInfo
-from cerulean.errors import RateLimited, ServiceUnavailable
+from cerulean.errors import InvalidRequest, RateLimited, ServiceUnavailable
 from cerulean.protocol.capabilities import NAMES, Capability
 from cerulean.quota.base import Limits, QuotaBackendError, RateLimiter, estimate_tokens
+from cerulean.services.deployments import BUILTIN_CAPACITY
 from cerulean.store.base import DeploymentRecord
 
 __all__ = ["Quota", "reservation"]
@@ -38,10 +39,34 @@ def reservation(
 class Quota:
     """Admission for one request: the app's limiter and clock, and the request's api-version."""
 
-    def __init__(self, limiter: RateLimiter, clock: Callable[[], float], api_version: str) -> None:
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        clock: Callable[[], float],
+        api_version: str,
+        *,
+        max_answer_tokens: int | None = None,
+    ) -> None:
         self._limiter = limiter
         self._clock = clock
         self._api_version = api_version
+        self._max_answer_tokens = max_answer_tokens
+
+    def check_answers(self, record: DeploymentRecord, *, choices: int, tokens: int) -> None:
+        """Before anything is charged: ``choices`` answers of up to ``tokens`` tokens in all
+        (n × max_tokens) beyond ``max_answer_tokens`` on a deployment without a real capacity
+        (the built-ins, whose budget bounds nothing) is a 400. A deployment with a capacity
+        is bounded by its token budget instead (a 429 that no wait helps)."""
+        limit = self._max_answer_tokens
+        if limit is None or record.capacity < BUILTIN_CAPACITY or tokens <= limit:
+            return
+        raise InvalidRequest(
+            f"This request asks for up to {tokens} answer tokens ({choices} choices); deployment "
+            f"{record.name} allows at most {limit} per request. Lower n (or best_of) or "
+            "max_tokens.",
+            param="n" if choices > 1 else "max_tokens",
+            code="invalid_value",
+        )
 
     async def admit(
         self, record: DeploymentRecord, *, tokens: int, capability: Capability
@@ -54,9 +79,10 @@ class Quota:
         limits = Limits.for_capacity(record.capacity)
         try:
             decision = await self._limiter.charge(record.name, limits, tokens, self._clock())
-        except QuotaBackendError:
-            logger.warning("rate limiter unavailable; refusing %s", record.name, exc_info=True)
-            raise ServiceUnavailable(retry_after=1) from None
+        except QuotaBackendError:  # the limiter logs the outage (once, then summaries)
+            raise ServiceUnavailable(
+                "The rate limiter is unavailable; please retry shortly.", retry_after=1
+            ) from None
         if decision.allowed:
             return decision.headers()
         assert decision.exceeded is not None
@@ -80,7 +106,7 @@ class Quota:
         limits = Limits.for_capacity(record.capacity)
         try:
             await self._limiter.add(record.name, limits, extra, self._clock())
-        except QuotaBackendError:
-            logger.warning(
+        except QuotaBackendError:  # logged by the limiter as part of its outage
+            logger.debug(
                 "rate limiter unavailable; %d tokens of %s not charged", extra, record.name
             )

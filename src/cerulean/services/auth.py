@@ -1,8 +1,15 @@
-"""Account keys: generation, hashing and constant-time verification.
+"""Account keys: generation, keyed digests and constant-time verification.
 
-Keys are 32 hex characters (128 random bits), like Azure's. Because they carry that much entropy,
-a single SHA-256 is a sound stored form (a slow password hash defends low-entropy secrets, which
-these are not); only the digest is stored, and comparison uses :func:`hmac.compare_digest`.
+Keys are 32 hex characters (128 random bits), like Azure's; pinned keys
+(``CERULEAN_KEY1``/``KEY2``) are refused below 32 characters unless
+``CERULEAN_ALLOW_WEAK_KEYS`` says otherwise (:mod:`cerulean.settings`). Only digests are stored,
+and they are **keyed**: ``hmac-sha256:<secret id>:<HMAC-SHA256(server secret, key)>``, so a copy
+of the database alone cannot be brute-forced offline for a weak key (the secret lives outside
+it: ``CERULEAN_KEY_SECRET`` or ``<home>/key.secret``, see :mod:`cerulean.services.keys`). The
+secret id (8 hex characters of a hash of the secret) tells a process that digests were keyed
+with another secret. Unkeyed ``sha256:`` digests of earlier versions still verify, and are
+replaced by keyed ones as soon as the key is seen (:class:`KeyVerifier` ``upgrades``).
+Comparison uses :func:`hmac.compare_digest` against every digest, never stopping early.
 """
 
 from __future__ import annotations
@@ -14,12 +21,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "KEYED_PREFIX",
     "KeyVerifier",
     "Verdict",
     "check_credentials",
+    "digest_matches",
     "generate_key",
     "hash_key",
+    "secret_id",
 ]
+
+LEGACY_PREFIX = "sha256:"
+KEYED_PREFIX = "hmac-sha256:"
 
 
 def generate_key() -> str:
@@ -27,16 +40,44 @@ def generate_key() -> str:
     return secrets.token_hex(16)
 
 
-def hash_key(key: str) -> str:
-    """The stored form of ``key``: ``sha256:<hex digest>``."""
-    return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+def secret_id(secret: bytes) -> str:
+    """A short, one-way name for the server secret (which secret keyed a digest)."""
+    return hashlib.sha256(b"cerulean key secret id\x00" + secret).hexdigest()[:8]
+
+
+def hash_key(key: str, secret: bytes | None = None) -> str:
+    """The stored form of ``key``: keyed with ``secret``, else (earlier versions) a plain
+    ``sha256:<hex digest>``."""
+    if secret is None:
+        return LEGACY_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()
+    mac = hmac.new(secret, key.encode("utf-8"), hashlib.sha256).hexdigest()
+    return f"{KEYED_PREFIX}{secret_id(secret)}:{mac}"
+
+
+def _expected(candidate: str, stored: str, secret: bytes | None) -> str:
+    if stored.startswith(KEYED_PREFIX):
+        return hash_key(candidate, secret) if secret is not None else ""
+    return hash_key(candidate)
+
+
+def digest_matches(key: str, stored: str | None, secret: bytes | None) -> bool:
+    """Whether ``stored`` (keyed or legacy) is the digest of ``key``, in constant time."""
+    if stored is None:
+        return False
+    return hmac.compare_digest(_expected(key, stored, secret), stored)
 
 
 class KeyVerifier:
-    """Holds the digests of the valid keys and checks candidates in constant time."""
+    """Holds the digests of the valid keys and checks candidates in constant time.
 
-    def __init__(self, digests: Iterable[str]) -> None:
+    ``upgrades`` collects ``{legacy digest: keyed digest}`` for legacy digests that a
+    candidate matched, for the key ring to write back (the lazy re-hash).
+    """
+
+    def __init__(self, digests: Iterable[str], secret: bytes | None = None) -> None:
         self._digests = tuple(digests)
+        self.secret = secret
+        self.upgrades: dict[str, str] = {}
 
     def replace(self, digests: Iterable[str]) -> None:
         """Swap in a new set of valid digests (after a key rotation)."""
@@ -44,10 +85,15 @@ class KeyVerifier:
 
     def verify(self, candidate: str) -> bool:
         """Whether ``candidate`` is a valid key; compares with every digest, never stops early."""
-        digest = hash_key(candidate)
+        legacy = hash_key(candidate)
+        keyed = hash_key(candidate, self.secret) if self.secret is not None else ""
         matched = False
         for stored in self._digests:
-            matched |= hmac.compare_digest(digest, stored)
+            is_keyed = stored.startswith(KEYED_PREFIX)
+            hit = hmac.compare_digest(keyed if is_keyed else legacy, stored)
+            if hit and not is_keyed and self.secret is not None:
+                self.upgrades[stored] = keyed
+            matched |= hit
         return matched
 
 

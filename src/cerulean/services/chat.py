@@ -71,6 +71,8 @@ async def create_chat_completion(
     meter = Meter()
 
     async def admit(prompt_tokens: int) -> None:
+        budget = engine.info.completion_budget(prompt_tokens, wanted.params.max_tokens)
+        call.quota.check_answers(call.deployment, choices=wanted.n, tokens=budget * wanted.n)
         tokens = reservation(engine.info, prompt_tokens, wanted.params.max_tokens, choices=wanted.n)
         charged = await call.quota.admit(
             call.deployment, tokens=tokens, capability="chat_completion"

@@ -149,6 +149,18 @@ def prompt_estimate(request: GenerationRequest) -> int:
     return (len(prompt or "") + 3) // 4 + 1
 
 
+def check_fits(info: ModelInfo, plan: CompletionPlan) -> None:
+    """Before anything is charged: a ``max_tokens`` that cannot fit the context beside even a
+    one-token prompt is the 400 ``context_length_exceeded``, never a 429 from its estimate (the
+    prompts are tokenized later, so the exact check of each prompt stays with the engine)."""
+    if not info.context_checked:
+        return
+    for wanted in plan.requests:
+        max_tokens = wanted.params.max_tokens
+        if max_tokens is not None and max_tokens >= info.context_length:
+            info.completion_budget(max(prompt_estimate(wanted), 1), max_tokens, raw=True)
+
+
 def admission_estimate(info: ModelInfo, plan: CompletionPlan) -> int:
     """Azure's estimate for every prompt: its (estimated) tokens plus ``max_tokens`` for each of
     ``max(n, best_of)`` answers, the budget never beyond the model's context.
@@ -172,6 +184,13 @@ async def create_completion(call: InferenceCall[Engine], body: CreateCompletionR
     """Admit, start and shape one legacy completions request (errors come before any output)."""
     plan = plan_completion(body)
     info = call.engine.info
+    check_fits(info, plan)
+    choices = max(plan.n, plan.candidates)
+    # Prompts are not tokenized yet: the budget without max_tokens is the default, else the
+    # context (the engine's own check is exact, later).
+    default = info.default_max_tokens or info.context_length
+    answers = sum(choices * (w.params.max_tokens or default) for w in plan.requests)
+    call.quota.check_answers(call.deployment, choices=choices, tokens=answers)
     meter = Meter(charged=admission_estimate(info, plan))
     headers = await call.quota.admit(call.deployment, tokens=meter.charged, capability="completion")
     generations = await _start(call.engine, plan)

@@ -167,7 +167,9 @@ def put_deployment(
     what it reports, by default the first upstream's model); without, by a catalog model.
     """
     check_deployment_name(name)
-    existing = store.get_deployment(name)
+    existing = store.get_deployment(name)  # case-insensitive: PUT LIM1 updates lim1, as on Azure
+    if existing is not None:
+        name = existing.name  # the spelling it was created with stays
     if upstreams is None:
         same = existing is not None and model in (None, existing.model)
         upstreams = existing.upstreams if existing is not None and same else ()
@@ -243,5 +245,5 @@ def update_capacity(store: Store, name: str, capacity: int) -> DeploymentRecord:
 def delete_deployment(store: Store, name: str) -> DeploymentRecord:
     """Remove deployment ``name``; the record it had."""
     record = get_deployment(store, name)
-    store.delete_deployment(name)
+    store.delete_deployment(record.name)
     return record

@@ -117,6 +117,22 @@ class Gateway:
         self._engines[deployment.name] = (key, engine)
         return engine
 
+    async def unusable(self, deployment: DeploymentRecord) -> str | None:
+        """Why ``deployment`` cannot be served now (readiness), or None: it is usable when at
+        least one of its upstreams is registered and not cooling down (a failed request or
+        health check cools one; it returns when a check passes). Asking puts its upstreams in
+        use, so the health checks cover them from then on."""
+        try:
+            engine = await self.engine_for(deployment)
+        except ServiceUnavailable as exc:
+            return exc.message
+        names = [u.name for u in engine.upstreams]
+        cooling = await self.router.state.cooldowns(names)
+        if all(name in cooling for name in names):
+            left = min(cooling.values())
+            return f"every upstream ({', '.join(names)}) is cooling down ({left:.1f} s left)"
+        return None
+
     async def _current_records(self) -> dict[str, UpstreamRecord]:
         if self._clock() - self._read_at >= RECORDS_TTL_S:
             records = await run_in_threadpool(self._store.list_upstreams)

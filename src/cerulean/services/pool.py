@@ -134,7 +134,7 @@ class EnginePool:
         loads.
         """
         record = await run_in_threadpool(self._store.get_deployment, name)
-        if record is None:
+        if record is None or record.name != name:  # the data plane matches names exactly (§10)
             raise DeploymentNotFound()
         if record.upstreams:
             if self.gateway is None:
@@ -173,6 +173,18 @@ class EnginePool:
                 "in a few seconds.",
                 retry_after=LOADING_RETRY_AFTER_S,
             ) from None
+
+    def unusable(self, model: str) -> str | None:
+        """Why a deployment of local ``model`` cannot be served now (readiness), or None."""
+        served = self.embedders.get(model) or self.engines.get(model)
+        if served is not None:
+            return None if served.ready else f"model {model} is loading"
+        if model in self._loading:
+            return f"model {model} is loading"
+        failed = self._failed.get(model)
+        if failed is not None:
+            return failed[1]
+        return f"model {model} is not loaded"
 
     def prefetch(self, model: str, *, reason: str) -> None:
         """Start loading ``model`` if it is not loaded (a deployment was just created)."""

@@ -85,7 +85,8 @@ class Store(Protocol):
         ...
 
     def get_deployment(self, name: str) -> DeploymentRecord | None:
-        """The deployment called ``name``, if any."""
+        """The deployment called ``name``, if any, matched case-insensitively as Azure's resource
+        names are (the data plane then insists on the stored spelling: docs/deployments.md)."""
         ...
 
     def list_deployments(self) -> list[DeploymentRecord]:
@@ -97,7 +98,7 @@ class Store(Protocol):
         ...
 
     def delete_deployment(self, name: str) -> bool:
-        """Remove a deployment; whether it existed."""
+        """Remove a deployment (``name`` matched case-insensitively); whether it existed."""
         ...
 
     def get_upstream(self, name: str) -> UpstreamRecord | None:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     select,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -181,9 +182,14 @@ class SqlStore:
         self._upsert(account_keys, values)
 
     def get_deployment(self, name: str) -> DeploymentRecord | None:
+        # Case-insensitive, as Azure's resource names are; the exact spelling wins when a store
+        # written before names were folded holds several.
+        same = func.lower(deployments.c.name) == name.lower()
         with self._engine.connect() as conn:
-            row = conn.execute(select(deployments).where(deployments.c.name == name)).first()
-        return None if row is None else _deployment(row._mapping)
+            rows = conn.execute(select(deployments).where(same)).all()
+        exact = [row for row in rows if row.name == name]
+        chosen = exact or rows
+        return _deployment(chosen[0]._mapping) if chosen else None
 
     def list_deployments(self) -> list[DeploymentRecord]:
         with self._engine.connect() as conn:
@@ -203,7 +209,10 @@ class SqlStore:
         self._upsert(deployments, values)
 
     def delete_deployment(self, name: str) -> bool:
-        return self._delete(deployments, name)
+        same = func.lower(deployments.c.name) == name.lower()
+        with self._engine.begin() as conn:
+            result = conn.execute(delete(deployments).where(same))
+        return bool(result.rowcount)
 
     def get_upstream(self, name: str) -> UpstreamRecord | None:
         with self._engine.connect() as conn:

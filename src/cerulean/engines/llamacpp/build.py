@@ -72,6 +72,7 @@ def _engine_options(settings: Settings) -> dict[str, Any]:
         "n_threads": settings.threads,
         "n_gpu_layers": settings.n_gpu_layers,
         "parallel": settings.parallel,
+        "fair_share": settings.fair_share,
         "n_batch": settings.n_batch,
         "queue_size": settings.queue_size,
         "queue_timeout": settings.queue_timeout,

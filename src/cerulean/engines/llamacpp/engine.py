@@ -84,6 +84,7 @@ class ModelSpec:
     cache_entries: int = 16
     cache_tokens: int | None = None  # budget of cached prefixes; default one slot's context
     swa_full: bool = False
+    fair_share: bool = True  # a request's choices beyond its share wait while others queue
 
 
 @dataclass(frozen=True)
@@ -144,39 +145,49 @@ class _Nothing(Generation):
 
 
 class _Waves(Generation):
-    """``n`` beyond the slots: each wave starts when the one before has finished.
+    """A request's choices in waves, each started when the one before has finished.
 
-    The first wave was admitted before this object exists (so its errors precede any output);
-    a later wave that finds the line full waits and retries for up to the queue timeout.
+    Waves are at most the slots; with fair sharing (:meth:`LlamaCppEngine.fair_share`) each is
+    at most the request's share when it starts, so other requests' choices get slots between
+    waves. Choice ``i`` has index ``i`` and seed ``seed + i`` whatever the waves' sizes. The
+    first wave was admitted before this object exists (so its errors precede any output); a
+    later wave that finds the line full waits and retries for up to the queue timeout.
     """
 
     def __init__(
         self,
         engine: LlamaCppEngine,
         first: Generation,
-        waves: list[GenerationRequest],
-        slots: int,
+        request: GenerationRequest,
+        first_size: int,
+        seed: int,
         *,
         keep_stops: bool = False,
     ) -> None:
         self._engine = engine
         self._keep_stops = keep_stops
         self._current: Generation | None = first
-        self._waves = waves
-        self._slots = slots
+        self._request = request
+        self._first_size = first_size
+        self._seed = seed
         self._closed = False
         self.prompt_tokens = first.prompt_tokens
 
     async def __aiter__(self) -> AsyncIterator[EngineChunk]:
-        for number, wave in enumerate(self._waves):
+        offset, size = 0, self._first_size
+        while offset < self._request.n:
             if self._closed:
                 return
-            generation = self._current if number == 0 else await self._start(wave)
-            self._current = generation
+            if offset > 0:
+                size = min(
+                    self._engine.wave_size(self._request.n - offset), self._request.n - offset
+                )
+                self._current = await self._start(_wave(self._request, offset, size, self._seed))
+            generation = self._current
             assert generation is not None
-            offset = number * self._slots
             async for chunk in generation:
                 yield replace(chunk, index=chunk.index + offset)
+            offset += size
 
     async def _start(self, wave: GenerationRequest) -> Generation:
         deadline = asyncio.get_running_loop().time() + self._engine.spec.queue_timeout
@@ -192,6 +203,11 @@ class _Waves(Generation):
         self._closed = True
         if self._current is not None:
             await self._current.aclose()
+
+
+def _wave(request: GenerationRequest, offset: int, size: int, seed: int) -> GenerationRequest:
+    """Choices ``offset`` to ``offset + size`` of ``request``, with their seeds."""
+    return replace(request, n=size, params=replace(request.params, seed=seed + offset))
 
 
 class _Calls(Generation):
@@ -431,23 +447,25 @@ class LlamaCppEngine(Engine):
 
     async def _start(self, prepared: _Prepared, admit: Admission | None) -> Generation:
         request, keep = prepared.request, prepared.keep_stops
-        slots = self._require_scheduler().slots
-        if request.n <= slots:
+        size = self.wave_size(request.n)
+        if request.n <= size:
             return await self._generate(request, admit, keep_stops=keep)
-        # More choices than slots: waves of at most ``slots`` choices, one after the other, with
-        # the seeds and indexes the choices would have had in one job.
+        # More choices than a wave: waves, with the seeds and indexes the choices would have had
+        # in one job. The whole request is admitted once, with the first wave.
         seed = request.params.seed if request.params.seed is not None else secrets.randbits(31)
-        waves = [
-            replace(
-                request,
-                n=min(slots, request.n - start),
-                params=replace(request.params, seed=seed + start),
-            )
-            for start in range(0, request.n, slots)
-        ]
-        # The whole request is admitted once, with the first wave.
-        first = await self._generate(waves[0], admit, keep_stops=keep)
-        return _Waves(self, first, waves, slots, keep_stops=keep)
+        first = await self._generate(_wave(request, 0, size, seed), admit, keep_stops=keep)
+        return _Waves(self, first, request, size, seed, keep_stops=keep)
+
+    def wave_size(self, choices: int) -> int:
+        """How many of a request's ``choices`` may start together now: at most the slots, and
+        with fair sharing at most ``slots // (requests in the engine + 1)`` (at least one)
+        while other requests run or wait (docs/engine.md, "Fair sharing")."""
+        scheduler = self._require_scheduler()
+        size = min(choices, scheduler.slots)
+        if not self._spec.fair_share:
+            return size
+        others = scheduler.requests()
+        return size if others == 0 else max(1, min(size, scheduler.slots // (others + 1)))
 
     async def _prepare(self, request: GenerationRequest) -> _Prepared:
         """The request as this engine runs it: the conversation as text (functions described

@@ -137,6 +137,11 @@ class Scheduler:
     def slots(self) -> int:
         return self._config.slots
 
+    def requests(self) -> int:
+        """Requests (jobs) running or waiting now."""
+        with self._cond:
+            return len(self._active) + len(self._waiting)
+
     def stats(self) -> SchedulerStats:
         with self._cond:
             return SchedulerStats(
