@@ -66,7 +66,7 @@ def test_models_add_list_remove(home: Path, gguf: Path) -> None:
     added = run(home, "models", "add", str(gguf), "--name", "qwen2.5-0.5b-instruct")
     assert added.exit_code == 0, added.output
     assert "Registered qwen2.5-0.5b-instruct" in added.output
-    assert "context 32768 tokens, its own chat template" in added.output
+    assert "context 32768 tokens, chat and completions, its own chat template" in added.output
     listed = run(home, "models", "list")
     assert listed.exit_code == 0
     rows = [line for line in listed.output.splitlines() if "qwen2.5" in line or "gemma" in line]

@@ -35,7 +35,14 @@ def test_kill_9_keeps_keys_and_deployments(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "home" / "cerulean.db") as db:
         digests = [row[0] for row in db.execute("SELECT digest FROM account_keys")]
         deployments = sorted(row[0] for row in db.execute("SELECT name FROM deployments"))
-    assert deployments == ["gpt-35-turbo", "gpt-4", "text-embedding-ada-002"]
+    assert deployments == [
+        "gpt-35-turbo",
+        "gpt-4",
+        "gpt-4o",
+        "gpt-4o-mini",
+        "text-embedding-3-small",
+        "text-embedding-ada-002",
+    ]
     assert len(digests) == 2 and all(d.startswith("sha256:") and key not in d for d in digests)
 
     second = Server(home=tmp_path / "home").start()

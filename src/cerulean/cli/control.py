@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from cerulean.cli.naming import command_name, name_commands
 from cerulean.errors import ControlError
 from cerulean.services import deployments as deployment_service
 from cerulean.services.keys import KEY_NAMES, keys_file, mask_key, readable_keys, regenerate_key
@@ -71,7 +72,7 @@ def _refusals(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ControlError as exc:
-            raise click.ClickException(exc.message) from None
+            raise click.ClickException(name_commands(exc.message)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -94,17 +95,22 @@ def models() -> None:
 @home_option
 @_refusals
 def models_add(path: Path, name: str, home: Path | None) -> None:
-    """Register the GGUF file PATH (chat and completions) under --name.
+    """Register the GGUF file PATH under --name: chat and completions, or embeddings for a
+    sentence-embedding model (told by its architecture and pooling).
 
-    The file stays where it is; its context length and chat template are read from its
+    The file stays where it is; its kind, context length and chat template are read from its
     metadata. Deploy it with: cerulean deployments create NAME --model MODEL
     """
     with _store(_settings(home)) as store:
         record = register_model(store, path, name)
-    template = "its own chat template" if record.chat_template else "no chat template"
+    if "embeddings" in record.capabilities:
+        kind = "an embedding model: embeddings only"
+    else:
+        template = "its own chat template" if record.chat_template else "no chat template"
+        kind = f"chat and completions, {template}"
     click.echo(
         f"Registered {record.name}: {record.path} (context {record.context_length or '?'} "
-        f"tokens, {template}).\nDeploy it: cerulean deployments create {record.name} "
+        f"tokens, {kind}).\nDeploy it: {command_name()} deployments create {record.name} "
         f"--model {record.name}"
     )
 
@@ -307,19 +313,37 @@ def deployments_show(name: str, home: Path | None) -> None:
 
 @deployments.command("update")
 @click.argument("name")
+@click.option("--model", default=None, help="Serve it by this catalog model from now on.")
 @click.option("--capacity", type=click.INT, default=None, help="Thousands of tokens per minute.")
 @click.option("--upstream", default=None, help="Serve it by these upstreams from now on (A,B).")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="With --model: wait until a server running on this data directory has loaded it.",
+)
 @home_option
 @_refusals
 def deployments_update(
-    name: str, capacity: int | None, upstream: str | None, home: Path | None
+    name: str,
+    model: str | None,
+    capacity: int | None,
+    upstream: str | None,
+    wait: bool,
+    home: Path | None,
 ) -> None:
-    """Change the capacity of deployment NAME (its rate limits change at once), or the
-    upstreams that serve it."""
-    if capacity is None and upstream is None:
-        raise click.UsageError("give --capacity K and/or --upstream A,B")
-    with _store(_settings(home)) as store:
+    """Re-point deployment NAME at another --model (built-ins too: a restart keeps it), change
+    its capacity (its rate limits change at once), or the upstreams that serve it."""
+    if capacity is None and upstream is None and model is None:
+        raise click.UsageError("give --model M, --capacity K and/or --upstream A,B")
+    if model is not None and upstream is not None:
+        raise click.UsageError("give --model or --upstream, not both")
+    settings = _settings(home)
+    with _store(settings) as store:
         upstreams = _upstream_names(upstream)
+        if model is not None:
+            record = deployment_service.update_model(store, name, model)
+            click.echo(f"Deployment {record.name}: model {record.model} from now on.")
         if upstreams is not None:
             record = deployment_service.update_upstreams(store, name, upstreams)
             click.echo(f"Deployment {record.name}: served by {', '.join(upstreams)}.")
@@ -328,6 +352,9 @@ def deployments_update(
             click.echo(
                 f"Deployment {record.name}: capacity {record.capacity} ({_limits(capacity)})."
             )
+        key = next(iter(readable_keys(store, settings).values()), None)
+    if model is not None and wait:
+        _wait_for_model(settings, model, key)
 
 
 @deployments.command("delete")
@@ -367,7 +394,7 @@ def keys_list(home: Path | None) -> None:
         elif name in stored:
             shown = "(stored as a hash only: not shown)"
         else:
-            shown = "(none yet: cerulean serve creates it)"
+            shown = f"(none yet: {command_name()} serve creates it)"
         table.add_row(name, shown)
     _console().print(table)
 

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from cerulean import __version__
 from cerulean.cli.control import deployments, keys, models, reset
+from cerulean.cli.naming import command_name
 from cerulean.cli.upstreams import upstreams
 from cerulean.settings import Settings, cli_fields
 from cerulean.state import AppState
@@ -137,7 +138,7 @@ def _check_port_free(host: str, port: int) -> None:
         except OSError as exc:
             raise click.ClickException(
                 f"cannot listen on {host}:{port} ({exc.strerror}); another server may be running "
-                "there. Stop it, or pick another port: cerulean serve --port 8001 "
+                f"there. Stop it, or pick another port: {command_name()} serve --port 8001 "
                 "(make run ARGS='--port 8001')"
             ) from exc
 

@@ -19,6 +19,7 @@ import click
 from rich.table import Table
 
 from cerulean.cli.control import _console, _refusals, _settings, _store, home_option
+from cerulean.cli.naming import command_name
 from cerulean.engines.remote.flavors import FLAVORS
 from cerulean.services import upstreams as upstream_service
 from cerulean.store.base import UpstreamRecord
@@ -91,7 +92,9 @@ def upstreams_add(
     what = f"Registered upstream {saved.name} ({saved.flavor} at {saved.url}"
     what += f", model {saved.model})" if saved.model else ")"
     click.echo(what + (f": {found.detail}." if found else " without probing it."))
-    click.echo(f"Serve a deployment from it: cerulean deployments create NAME --upstream {name}")
+    click.echo(
+        f"Serve a deployment from it: {command_name()} deployments create NAME --upstream {name}"
+    )
 
 
 @upstreams.command("list")
