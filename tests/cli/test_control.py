@@ -147,7 +147,6 @@ def provision(home: Path) -> dict[str, str]:
 
 
 def test_keys_list_and_regenerate(home: Path) -> None:
-    assert "none yet" in run(home, "keys", "list").output
     keys = provision(home)
     listed = run(home, "keys", "list").output
     assert f"{keys['key1'][:4]}****" in listed and keys["key1"] not in listed
@@ -160,6 +159,85 @@ def test_keys_list_and_regenerate(home: Path) -> None:
     assert f"{new[:4]}****" in run(home, "keys", "list").output
     bad = run(home, "keys", "regenerate", "key3")
     assert bad.exit_code == 2
+    shown = run(home, "keys", "list", "--show")
+    assert keys["key1"] in shown.output and new in shown.output
+    assert json.loads(run(home, "keys", "list", "--json").output) == {
+        "key1": f"{keys['key1'][:4]}****",
+        "key2": f"{new[:4]}****",
+    }
+    assert json.loads(run(home, "keys", "list", "--json", "--show").output)["key2"] == new
+
+
+READ_ONLY = [
+    ["models", "list"],
+    ["deployments", "list"],
+    ["deployments", "show", "gpt-4"],
+    ["keys", "list"],
+    ["upstreams", "list"],
+    ["upstreams", "show", "box"],
+]
+
+
+@pytest.mark.parametrize("command", READ_ONLY, ids=" ".join)
+def test_read_only_commands_never_create_a_home(home: Path, command: list[str]) -> None:
+    """Issue 13 item 4: a wrong --home is said, not answered with an empty table."""
+    result = run(home, *command)
+    assert result.exit_code == 1
+    assert f"no Cerulean data directory at {home.resolve()}" in result.output
+    assert "--home DIR or CERULEAN_HOME=DIR" in result.output
+    assert not home.exists()
+
+
+def test_a_missing_home_names_the_running_servers_home(home: Path, tmp_path: Path) -> None:
+    """The hint names the data directory of a `cerulean serve` running for this user."""
+    import subprocess
+    import sys
+
+    served = tmp_path / "served"
+    served.mkdir()
+    script = (
+        "import sys, time; from cerulean.cli.serverlock import ServerLock\n"
+        "with ServerLock(__import__('pathlib').Path(sys.argv[-1]), port=1):\n"
+        "    print('locked', flush=True); time.sleep(30)\n"
+    )
+    # A process whose command line reads like `cerulean serve --home DIR`.
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, "cerulean", "serve", "--home", str(served)],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"locked\n"
+        result = run(home, "deployments", "list")
+        assert result.exit_code == 1
+        assert f"A server is running with --home {served.resolve()}" in result.output
+        assert f"deployments list --home {served.resolve()}" in result.output
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_list_and_show_print_json(home: Path, gguf: Path) -> None:
+    assert run(home, "models", "add", str(gguf), "--name", "qwen").exit_code == 0
+    assert run(home, "deployments", "create", "chat-1", "--model", "qwen").exit_code == 0
+    models = json.loads(run(home, "models", "list", "--json").output)
+    assert {m["name"] for m in models} >= {"qwen", "gemma-3-270m"}
+    listed = json.loads(run(home, "deployments", "list", "--json").output)
+    assert [d["name"] for d in listed] == ["chat-1"]
+    shown = json.loads(run(home, "deployments", "show", "chat-1", "--json").output)
+    assert (shown["model"], shown["capacity"], shown["tokens_per_minute"]) == ("qwen", 120, 120000)
+    assert json.loads(run(home, "upstreams", "list", "--json").output) == []
+
+
+def test_update_model_repoints_a_deployment(home: Path, gguf: Path) -> None:
+    assert run(home, "models", "add", str(gguf), "--name", "qwen").exit_code == 0
+    run(home, "deployments", "create", "chat-1", "--model", "gemma-3-270m", "--capacity", "7")
+    updated = run(home, "deployments", "update", "chat-1", "--model", "qwen", "--no-wait")
+    assert updated.exit_code == 0, updated.output
+    assert "model qwen from now on" in updated.output
+    shown = json.loads(run(home, "deployments", "show", "chat-1", "--json").output)
+    assert (shown["model"], shown["capacity"]) == ("qwen", 7)
+    refused = run(home, "deployments", "update", "chat-1", "--model", "nope")
+    assert refused.exit_code == 1 and "not in the catalog" in refused.output
 
 
 def test_reset_asks_and_refuses_while_serving(home: Path) -> None:

@@ -50,11 +50,54 @@ def _settings(home: Path | None) -> Settings:
         raise click.UsageError(f"invalid setting: {problems}") from exc
 
 
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON instead of a table (for scripts)."
+)
+
+
+def _emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def _missing_home(settings: Settings) -> click.ClickException:
+    """Why a read-only command found nothing, where it looked, and how to point elsewhere."""
+    from cerulean.cli.serverlock import running_homes
+
+    lines = [
+        f"no Cerulean data directory at {settings.home} (no server has run there, and this "
+        "command does not create one).",
+        f"Point at the right one with --home DIR or CERULEAN_HOME=DIR (as given to "
+        f"{command_name()} serve).",
+    ]
+    others = [home for home in running_homes() if home != settings.home]
+    if others:
+        lines.append(
+            "A server is running with "
+            + ", ".join(f"--home {home}" for home in others)
+            + f": {command_name()} {' '.join(_invoked())} --home {others[0]}"
+        )
+    return click.ClickException("\n".join(lines))
+
+
+def _invoked() -> list[str]:
+    """The subcommand words of this invocation (``deployments list``), without --home."""
+    context = click.get_current_context(silent=True)
+    words: list[str] = []
+    while context is not None and context.parent is not None:
+        words.insert(0, context.info_name or "")
+        context = context.parent
+    return words
+
+
 @contextmanager
-def _store(settings: Settings) -> Iterator[Store]:
+def _store(settings: Settings, *, read_only: bool = False) -> Iterator[Store]:
+    """The data directory's store. ``read_only`` commands never create a data directory: a
+    missing one ends the command with where it looked (:func:`_missing_home`)."""
     from cerulean.services.models import embedded_model_records
     from cerulean.store.sql import SqlStore
 
+    if read_only and not settings.database_url and not (settings.home / "cerulean.db").exists():
+        raise _missing_home(settings)
     settings.home.mkdir(parents=True, exist_ok=True)
     store = SqlStore(settings.store_url)
     try:
@@ -116,11 +159,15 @@ def models_add(path: Path, name: str, home: Path | None) -> None:
 
 
 @models.command("list")
+@json_option
 @home_option
-def models_list(home: Path | None) -> None:
+def models_list(as_json: bool, home: Path | None) -> None:
     """Show the catalog: name, capabilities, context, chat template, file."""
-    with _store(_settings(home)) as store:
+    with _store(_settings(home), read_only=True) as store:
         records = store.list_models()
+    if as_json:
+        _emit_json([_model_json(record) for record in records])
+        return
     table = Table("name", "capabilities", "context", "template", "path")
     for record in records:
         table.add_row(
@@ -131,6 +178,17 @@ def models_list(home: Path | None) -> None:
             record.path or "(embedded)",
         )
     _console().print(table)
+
+
+def _model_json(record: Any) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "capabilities": list(record.capabilities),
+        "context_length": record.context_length,
+        "chat_template": bool(record.chat_template),
+        "path": record.path,
+        "created_at": record.created_at.isoformat(timespec="seconds"),
+    }
 
 
 @models.command("remove")
@@ -272,11 +330,15 @@ def _loaded_models(url: str, key: str) -> set[str]:
 
 
 @deployments.command("list")
+@json_option
 @home_option
-def deployments_list(home: Path | None) -> None:
+def deployments_list(as_json: bool, home: Path | None) -> None:
     """Show every deployment: model, version, SKU, capacity and the limits it gives."""
-    with _store(_settings(home)) as store:
+    with _store(_settings(home), read_only=True) as store:
         records = store.list_deployments()
+    if as_json:
+        _emit_json([_deployment_json(record) for record in records])
+        return
     table = Table("name", "model", "version", "sku", "capacity", "tokens/min", "requests/min")
     for record in records:
         table.add_row(*_row(record))
@@ -295,14 +357,33 @@ def _row(record: DeploymentRecord) -> list[str]:
     ]
 
 
+def _deployment_json(record: DeploymentRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "model": record.model,
+        "version": record.version,
+        "sku": record.sku,
+        "capacity": record.capacity,
+        "tokens_per_minute": record.capacity * 1000,
+        "requests_per_minute": record.capacity * 6,
+        "upstreams": list(record.upstreams),
+        "builtin": record.builtin,
+        "created_at": record.created_at.isoformat(timespec="seconds"),
+    }
+
+
 @deployments.command("show")
 @click.argument("name")
+@json_option
 @home_option
 @_refusals
-def deployments_show(name: str, home: Path | None) -> None:
+def deployments_show(name: str, as_json: bool, home: Path | None) -> None:
     """Show deployment NAME."""
-    with _store(_settings(home)) as store:
+    with _store(_settings(home), read_only=True) as store:
         record = deployment_service.get_deployment(store, name)
+    if as_json:
+        _emit_json(_deployment_json(record))
+        return
     table = Table("field", "value")
     fields = ("name", "model", "version", "sku", "capacity", "tokens/min", "requests/min")
     for field, value in zip(fields, _row(record), strict=True):
@@ -380,22 +461,33 @@ def keys() -> None:
 
 
 @keys.command("list")
+@click.option("--show", is_flag=True, help="Show the keys in full, as the portal's Show keys.")
+@json_option
 @home_option
-def keys_list(home: Path | None) -> None:
-    """Show both keys, masked (first four characters)."""
+def keys_list(show: bool, as_json: bool, home: Path | None) -> None:
+    """Show both keys, masked (first four characters) unless --show."""
     settings = _settings(home)
-    with _store(settings) as store:
+    with _store(settings, read_only=True) as store:
         known = readable_keys(store, settings)
         stored = store.key_digests()
-    table = Table("name", "key")
+    shown: dict[str, str | None] = {}
+    notes: dict[str, str] = {}
     for name in KEY_NAMES:
         if name in known:
-            shown = mask_key(known[name])
-        elif name in stored:
-            shown = "(stored as a hash only: not shown)"
+            shown[name] = known[name] if show else mask_key(known[name])
         else:
-            shown = f"(none yet: {command_name()} serve creates it)"
-        table.add_row(name, shown)
+            shown[name] = None
+            notes[name] = (
+                "(stored as a hash only: not shown)"
+                if name in stored
+                else f"(none yet: {command_name()} serve creates it)"
+            )
+    if as_json:
+        _emit_json(shown)
+        return
+    table = Table("name", "key")
+    for name in KEY_NAMES:
+        table.add_row(name, shown[name] or notes[name])
     _console().print(table)
 
 
