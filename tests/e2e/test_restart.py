@@ -65,6 +65,9 @@ def test_keys_from_environment_and_no_keys_file(tmp_path: Path) -> None:
         assert ask(server, "a" * 32) == 200 and ask(server, "b" * 32) == 200
         assert ask(server, "c" * 32) == 401
         assert not (tmp_path / "home" / "keys.json").exists()
+        # Issue 12 item 6: a pinned key is masked in the banner (it lands in service logs).
+        assert "a" * 32 not in server.output() and "b" * 32 not in server.output()
+        assert 'export AZURE_OPENAI_KEY="$CERULEAN_KEY1"  # aaaa****' in server.output()
     finally:
         server.stop()
 

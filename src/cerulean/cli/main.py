@@ -16,6 +16,7 @@ from cerulean import __version__
 from cerulean.cli.control import deployments, keys, models, reset
 from cerulean.cli.naming import command_name
 from cerulean.cli.upstreams import upstreams
+from cerulean.services.keys import mask_key
 from cerulean.settings import Settings, cli_fields
 from cerulean.state import AppState
 
@@ -144,29 +145,55 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def _print_banner(settings: Settings, state: AppState) -> None:
+    click.echo("\n".join(banner_lines(settings, state)))
+    sys.stdout.flush()
+
+
+def _served_by(state: AppState, models: dict[str, Any]) -> str:
+    names = [d.name for d in state.store.list_deployments() if d.model in models]
+    return ", ".join(names) or "no deployment yet"
+
+
+def banner_lines(settings: Settings, state: AppState) -> list[str]:
+    """What ``serve`` prints once ready: the endpoint and key lines to paste into a shell.
+
+    A key pinned by ``CERULEAN_KEY1``/``KEY2`` (from a secret store) is printed masked: the
+    user has it already, and the banner lands in service logs. A generated key is printed in
+    full, as before (it is also in ``keys.json``, mode 0600).
+    """
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
     host = f"[{host}]" if ":" in host else host
     endpoint = f"http://{host}:{settings.port}/"
     models = ", ".join(state.engines)
-    lines = ["", f"Cerulean is ready: {models} behind deployments gpt-35-turbo and gpt-4."]
+    lines = ["", f"Cerulean is ready: {models} behind {_served_by(state, state.engines)}."]
     if not state.engines:
         lines = ["", "Cerulean is ready as a gateway: deployments backed by upstreams."]
     if state.embedders:
         embedders = ", ".join(state.embedders)
-        lines.append(f"Embeddings: {embedders} behind deployment text-embedding-ada-002.")
+        lines.append(f"Embeddings: {embedders} behind {_served_by(state, state.embedders)}.")
     lines += [
         "Paste these lines into your shell, then run your Azure OpenAI code unchanged:",
         "",
         f"export AZURE_OPENAI_ENDPOINT={endpoint}",
     ]
     key = state.shown_keys.get("key1")
-    if key is not None:
+    pinned = settings.key1.get_secret_value() if settings.key1 is not None else None
+    if key is not None and key == pinned:
+        lines += [
+            "# key1 is CERULEAN_KEY1's value (not printed: you have it):",
+            f'export AZURE_OPENAI_KEY="$CERULEAN_KEY1"  # {mask_key(key)}',
+            'export AZURE_OPENAI_API_KEY="$CERULEAN_KEY1"',
+        ]
+    elif key is not None:
         lines += [f"export AZURE_OPENAI_KEY={key}", f"export AZURE_OPENAI_API_KEY={key}"]
     else:
         lines += [
             "# key1 is stored only as a hash and cannot be shown again;",
             "# set CERULEAN_KEY1 to choose it, or delete the data directory for new keys.",
         ]
-    lines.append("")
-    click.echo("\n".join(lines))
-    sys.stdout.flush()
+    # The api-version AzureOpenAI() and LangChain read when the code names none (GA 2024-10-21).
+    lines += [f"export OPENAI_API_VERSION={BANNER_API_VERSION}", ""]
+    return lines
+
+
+BANNER_API_VERSION = "2024-10-21"
