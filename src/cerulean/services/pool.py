@@ -272,7 +272,10 @@ class EnginePool:
                 if model == EMBEDDING_MODEL_NAME:
                     why += " (this one was started with --no-embeddings or --no-embedded)"
             else:
-                why = "neither a registered GGUF file (cerulean models add) nor a model this server was started with"
+                why = (
+                    "neither a registered GGUF file (cerulean models add) nor a model this "
+                    "server was started with"
+                )
             message = f"The model {model} is not available on this server: it is {why}."
             self._failed[model] = (self._clock(), message)
             # Said once per model: the reconciler retries every 30 s, and the cause does not
