@@ -72,9 +72,7 @@ def main() -> None:
 def serve(**overrides: Any) -> None:
     """Serve the Azure OpenAI data plane (default: the embedded Gemma 3 270M on 127.0.0.1:8000)."""
     settings = load_settings(overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     _check_port_free(settings.host, settings.port)
     if not settings.embedded:  # a pure gateway: no local model, no llama.cpp
         _run_server(settings, None, "", None)
@@ -117,7 +115,13 @@ def _run_server(
     models = ", ".join([*engines, *embedders]) or "no local model (a gateway)"
     click.echo(f">> loading {models}; the endpoint follows once it answers")
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on"
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        log_config=None,  # uvicorn's lines go through configure_logging's format
+        access_log=False,  # cerulean.access writes a richer line per request
     )
     with ServerLock(
         settings.home, host=settings.host, port=settings.port
@@ -127,6 +131,24 @@ def _run_server(
 
 for _command in (models, deployments, upstreams, keys, reset):
     main.add_command(_command)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    """One format with timestamps for Cerulean's, uvicorn's and the libraries' lines.
+
+    Alembic's and the GGUF writer's INFO lines are kept for ``--log-level debug``.
+    """
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, force=True)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
+    quiet = logging.DEBUG if level == "debug" else logging.WARNING
+    for chatty in ("alembic", "gguf"):  # a line per migration step, per file written
+        logging.getLogger(chatty).setLevel(quiet)
 
 
 def _check_port_free(host: str, port: int) -> None:

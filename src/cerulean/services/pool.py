@@ -31,6 +31,7 @@ from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.errors import DeploymentNotFound, OperationNotSupported, ServiceUnavailable
 from cerulean.packaged import EMBEDDING_MODEL_NAME
 from cerulean.protocol.capabilities import NAMES, Capability
+from cerulean.services import accounting
 from cerulean.services.gateway import Gateway
 from cerulean.store.base import DeploymentRecord, ModelRecord, Store
 
@@ -142,6 +143,8 @@ class EnginePool:
         record = await run_in_threadpool(self._store.get_deployment, name)
         if record is None:
             raise DeploymentNotFound()
+        accounting.current().deployment = record.name
+        accounting.current().operation = needs
         if record.upstreams:
             if self.gateway is None:
                 raise ServiceUnavailable("This server does not route to upstreams.")
