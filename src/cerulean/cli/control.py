@@ -7,6 +7,7 @@ running server follows the store (docs/deployments.md).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 import urllib.request
@@ -156,6 +157,71 @@ def models_add(path: Path, name: str, home: Path | None) -> None:
         f"tokens, {kind}).\nDeploy it: {command_name()} deployments create {record.name} "
         f"--model {record.name}"
     )
+
+
+@models.command("pull")
+@click.argument("url")
+@click.option("--name", default=None, help="Catalog name [default: the file's name, lowercased].")
+@click.option("--sha256", default=None, help="The file's SHA-256: a mismatch deletes it.")
+@home_option
+@_refusals
+def models_pull(url: str, name: str | None, sha256: str | None, home: Path | None) -> None:
+    """Download the GGUF at URL into the data directory and register it (resumable).
+
+    URL is http(s)://… or hf://ORG/REPO/FILE.gguf (Hugging Face; hf://ORG/REPO@REVISION/… for
+    another revision). An interrupted pull resumes where it stopped when run again.
+    """
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from cerulean.cli.pull import PullError, pull, resolve_url, target_name
+
+    settings = _settings(home)
+    try:
+        resolved = resolve_url(url)
+        file_name = target_name(resolved)
+    except PullError as exc:
+        raise click.ClickException(str(exc)) from None
+    name = name or _default_model_name(file_name)
+    with _store(settings) as store:
+        if store.get_model(name) is not None:
+            raise click.ClickException(
+                f"a model called '{name}' is already in the catalog; pick another --name"
+            )
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress("[progress.description]{task.description}", *columns) as bar:
+        task = bar.add_task(f"pulling {file_name}", total=None)
+
+        def show(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            pulled = pull(
+                resolved, settings.home / "models" / "pulled", sha256=sha256, progress=show
+            )
+        except PullError as exc:
+            raise click.ClickException(str(exc)) from None
+    resumed = f", resumed at {pulled.resumed_from:,} bytes" if pulled.resumed_from else ""
+    click.echo(
+        f"Downloaded {pulled.path} ({pulled.size:,} bytes{resumed}; sha256 {pulled.sha256})."
+    )
+    with _store(settings) as store:
+        record = register_model(store, pulled.path, name)
+    click.echo(
+        f"Registered {record.name}. Serve it: {command_name()} deployments update gpt-4 "
+        f"--model {record.name}"
+    )
+
+
+def _default_model_name(file_name: str) -> str:
+    stem = file_name[: -len(".gguf")] if file_name.lower().endswith(".gguf") else file_name
+    cleaned = re.sub(r"[^A-Za-z0-9._:-]+", "-", stem.lower()).strip("-._:")
+    return cleaned[:128] or "pulled-model"
 
 
 @models.command("list")
