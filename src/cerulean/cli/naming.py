@@ -27,6 +27,11 @@ def _same_file(a: str | Path, b: str | Path) -> bool:
         return False
 
 
+def _run_as_module() -> bool:
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec is not None and spec.name in ("cerulean", "cerulean.__main__")
+
+
 def command_name(argv0: str | None = None, executable: str | None = None) -> str:
     """``cerulean``, or what to type instead when that is not this program on ``PATH``."""
     argv0 = sys.argv[0] if argv0 is None else argv0
@@ -36,7 +41,7 @@ def command_name(argv0: str | None = None, executable: str | None = None) -> str
         if on_path is not None and _same_file(on_path, argv0):
             return "cerulean"
         return argv0
-    if argv0.endswith(("__main__.py", "-m")):  # python -m cerulean
+    if _run_as_module():  # python -m cerulean
         if on_path is not None and _same_file(Path(on_path).parent / "python", executable):
             return "cerulean"
         python = os.path.relpath(executable) if executable.startswith(os.getcwd()) else executable
