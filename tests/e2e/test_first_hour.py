@@ -86,6 +86,36 @@ def test_the_first_hour(tmp_path: Path) -> None:
         assert json.loads(ok(home, "deployments", "show", "gpt-4o", "--json"))["builtin"]
         vectors = client(again).embeddings.create(model="emb", input="still here")
         assert len(vectors.data[0].embedding) == 384
+        check_chat_and_status(home, again)
     finally:
         again.stop()
     assert "not available on this server" not in server.output() + again.output()  # item 2
+
+
+def check_chat_and_status(home: Path, server: Server) -> None:
+    """Item 8: `cerulean chat` streams answers, keeps the conversation, /reset forgets it;
+    `cerulean status` names the server, its models, slots and deployments."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CERULEAN_", "AZURE_"))}
+    script = "/system You answer briefly.\nSay hello.\nAnd again.\n/reset\nOne more.\n/bye\n"
+    done = subprocess.run(
+        [sys.executable, "-m", "cerulean", "chat", "gpt-4o", "--max-tokens", "8"]
+        + ["--home", str(home)],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "(system message set; conversation reset)" in done.stderr
+    assert "(conversation reset)" in done.stderr
+    answers = [line for line in done.stdout.splitlines() if line.strip()]
+    assert len(answers) >= 2  # three questions, answers of up to 8 tokens each
+    assert "error" not in done.stderr.lower()
+    status = json.loads(ok(home, "status", "--json"))
+    assert status["endpoint"] == server.endpoint
+    assert status["pid"] == server.process.pid  # type: ignore[union-attr]
+    assert {"gemma-3-270m", "all-minilm-l6-v2"} <= set(status["loaded_models"])
+    assert status["slots"]["gemma-3-270m"][1] >= 1
+    assert status["deployments"]["gpt-4"] == "my-gemma"

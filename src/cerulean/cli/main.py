@@ -13,6 +13,7 @@ import click
 from pydantic import ValidationError
 
 from cerulean import __version__
+from cerulean.cli.chat import chat, status
 from cerulean.cli.control import deployments, keys, models, reset
 from cerulean.cli.naming import command_name
 from cerulean.cli.upstreams import upstreams
@@ -129,7 +130,7 @@ def _run_server(
         uvicorn.Server(config).run()
 
 
-for _command in (models, deployments, upstreams, keys, reset):
+for _command in (models, deployments, upstreams, keys, reset, chat, status):
     main.add_command(_command)
 
 
@@ -215,6 +216,8 @@ def banner_lines(settings: Settings, state: AppState) -> list[str]:
         ]
     # The api-version AzureOpenAI() and LangChain read when the code names none (GA 2024-10-21).
     lines += [f"export OPENAI_API_VERSION={BANNER_API_VERSION}", ""]
+    if state.engines:
+        lines += [f"Chat with it here: {command_name()} chat gpt-4o", ""]
     return lines
 
 
