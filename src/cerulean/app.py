@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from cerulean import __version__
 from cerulean.api import chat, completions, embeddings, health, management, metrics, models, v1
+from cerulean.api.access import AccessMiddleware, RequestMetrics
 from cerulean.api.middleware import (
     AuthMiddleware,
     BodyLimitMiddleware,
@@ -130,6 +131,7 @@ def create_app(
     for module in (health, chat, embeddings, completions, metrics, models, v1, management):
         app.include_router(module.router)
     _install_error_handlers(app)
+    app.state.request_metrics = RequestMetrics()
     _install_middleware(app, settings)
     return app
 
@@ -192,17 +194,19 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
     async def refresh(failed: bool) -> bool:
         return await state().keyring.refresh(failed=failed)
 
-    # Added innermost first: requests pass RequestContext → NormalizePath → Auth → BodyLimit.
+    # Added innermost first: requests pass Access → RequestContext → NormalizePath → Auth →
+    # BodyLimit.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(
         AuthMiddleware,
         verifier=lambda: state().keyring.verifier,
         public=health.PUBLIC_PATHS,
         refresh=refresh,
-        own_auth=(management.PREFIX,),
+        own_auth=(management.PREFIX, metrics.PATH),  # /metrics: a key or the metrics token
     )
     app.add_middleware(NormalizePathMiddleware)
     app.add_middleware(RequestContextMiddleware, region=settings.region)
+    app.add_middleware(AccessMiddleware, metrics=app.state.request_metrics)
 
 
 def _open_store(settings: Settings) -> Store:
@@ -227,9 +231,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, APIError)
         return error_response(exc)
 
-    async def http_error(_request: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code in (404, 405):
+            logger.debug(
+                "404 for %s %s: no such route (%s)",
+                request.method,
+                request.url.path,
+                "the path exists for other methods" if exc.status_code == 405 else "unknown path",
+            )
             return error_response(ResourceNotFound())
         if exc.status_code == 413:
             return error_response(RequestTooLarge(0))

@@ -115,6 +115,8 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         lifespan="on",
         http=protocol_with_timeout(settings.header_timeout),
         timeout_keep_alive=max(1, round(settings.keep_alive_timeout)),
+        log_config=None,  # uvicorn's lines go through configure_logging's format
+        access_log=False,  # cerulean.access writes a richer line per request
     )
 
 

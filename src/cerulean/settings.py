@@ -168,6 +168,11 @@ class Settings(BaseSettings):
         "print them again, as the portal does.",
         json_schema_extra=_CLI,
     )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token that opens GET /metrics only (a Prometheus scrape), besides "
+        "the account keys (env only).",
+    )
     database_url: str | None = Field(
         None,
         description="SQLAlchemy URL of the store (default: SQLite in the data directory); "

@@ -169,7 +169,7 @@ def test_create_get_list_update_delete(admin: TestClient) -> None:
     }
     assert admin.get(url).json() == body
     names = [d["name"] for d in admin.get(f"{ACCOUNT}/deployments{V}").json()["value"]]
-    assert names == ["gpt-35-turbo", "gpt-4", "my-dep"]
+    assert names == ["gpt-35-turbo", "gpt-4", "gpt-4o", "gpt-4o-mini", "my-dep"]
     updated = admin.put(url, json=deployment_body(capacity=30))
     assert updated.status_code == 200
     assert updated.json()["sku"]["capacity"] == 30

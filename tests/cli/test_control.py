@@ -38,6 +38,7 @@ def gguf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 COMMANDS = [
     ["models"],
     ["models", "add"],
+    ["models", "pull"],
     ["models", "list"],
     ["models", "remove"],
     ["deployments"],
@@ -50,6 +51,8 @@ COMMANDS = [
     ["keys", "list"],
     ["keys", "regenerate"],
     ["reset"],
+    ["chat"],
+    ["status"],
 ]
 
 
@@ -58,7 +61,7 @@ def test_help(command: list[str]) -> None:
     result = CliRunner().invoke(main, [*command, "--help"])
     assert result.exit_code == 0
     assert "Usage: main " + " ".join(command) in result.output
-    if len(command) > 1 and command != ["reset"]:
+    if len(command) > 1 or command in (["chat"], ["status"]):
         assert "--home" in result.output
 
 
@@ -66,7 +69,7 @@ def test_models_add_list_remove(home: Path, gguf: Path) -> None:
     added = run(home, "models", "add", str(gguf), "--name", "qwen2.5-0.5b-instruct")
     assert added.exit_code == 0, added.output
     assert "Registered qwen2.5-0.5b-instruct" in added.output
-    assert "context 32768 tokens, its own chat template" in added.output
+    assert "context 32768 tokens, chat and completions, its own chat template" in added.output
     listed = run(home, "models", "list")
     assert listed.exit_code == 0
     rows = [line for line in listed.output.splitlines() if "qwen2.5" in line or "gemma" in line]
@@ -147,7 +150,6 @@ def provision(home: Path) -> dict[str, str]:
 
 
 def test_keys_list_and_regenerate(home: Path) -> None:
-    assert "none yet" in run(home, "keys", "list").output
     keys = provision(home)
     listed = run(home, "keys", "list").output
     assert f"{keys['key1'][:4]}****" in listed and keys["key1"] not in listed
@@ -160,6 +162,86 @@ def test_keys_list_and_regenerate(home: Path) -> None:
     assert f"{new[:4]}****" in run(home, "keys", "list").output
     bad = run(home, "keys", "regenerate", "key3")
     assert bad.exit_code == 2
+    shown = run(home, "keys", "list", "--show")
+    assert keys["key1"] in shown.output and new in shown.output
+    assert json.loads(run(home, "keys", "list", "--json").output) == {
+        "key1": f"{keys['key1'][:4]}****",
+        "key2": f"{new[:4]}****",
+    }
+    assert json.loads(run(home, "keys", "list", "--json", "--show").output)["key2"] == new
+
+
+READ_ONLY = [
+    ["models", "list"],
+    ["deployments", "list"],
+    ["deployments", "show", "gpt-4"],
+    ["keys", "list"],
+    ["upstreams", "list"],
+    ["upstreams", "show", "box"],
+]
+
+
+@pytest.mark.parametrize("command", READ_ONLY, ids=" ".join)
+def test_read_only_commands_never_create_a_home(home: Path, command: list[str]) -> None:
+    """Issue 13 item 4: a wrong --home is said, not answered with an empty table."""
+    result = run(home, *command)
+    assert result.exit_code == 1
+    assert f"no Cerulean data directory at {home.resolve()}" in result.output
+    assert "--home DIR or CERULEAN_HOME=DIR" in result.output
+    assert not home.exists()
+
+
+def test_a_missing_home_names_the_running_servers_home(home: Path, tmp_path: Path) -> None:
+    """The hint names the data directory of a `cerulean serve` running for this user."""
+    import subprocess
+    import sys
+
+    served = tmp_path / "served"
+    served.mkdir()
+    script = (
+        "import sys, time; from cerulean.cli.serverlock import ServerLock\n"
+        "with ServerLock(__import__('pathlib').Path(sys.argv[-1]), port=1):\n"
+        "    print('locked', flush=True); time.sleep(30)\n"
+    )
+    # A process whose command line reads like `cerulean serve --home DIR`.
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, "cerulean", "serve", "--home", str(served)],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"locked\n"
+        result = run(home, "deployments", "list")
+        assert result.exit_code == 1
+        assert "A server is running with --home " in result.output
+        assert f"--home {served.resolve()}" in result.output  # (other servers may run too)
+        assert "cerulean deployments list --home " in result.output
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_list_and_show_print_json(home: Path, gguf: Path) -> None:
+    assert run(home, "models", "add", str(gguf), "--name", "qwen").exit_code == 0
+    assert run(home, "deployments", "create", "chat-1", "--model", "qwen").exit_code == 0
+    models = json.loads(run(home, "models", "list", "--json").output)
+    assert {m["name"] for m in models} >= {"qwen", "gemma-3-270m"}
+    listed = json.loads(run(home, "deployments", "list", "--json").output)
+    assert [d["name"] for d in listed] == ["chat-1"]
+    shown = json.loads(run(home, "deployments", "show", "chat-1", "--json").output)
+    assert (shown["model"], shown["capacity"], shown["tokens_per_minute"]) == ("qwen", 120, 120000)
+    assert json.loads(run(home, "upstreams", "list", "--json").output) == []
+
+
+def test_update_model_repoints_a_deployment(home: Path, gguf: Path) -> None:
+    assert run(home, "models", "add", str(gguf), "--name", "qwen").exit_code == 0
+    run(home, "deployments", "create", "chat-1", "--model", "gemma-3-270m", "--capacity", "7")
+    updated = run(home, "deployments", "update", "chat-1", "--model", "qwen", "--no-wait")
+    assert updated.exit_code == 0, updated.output
+    assert "model qwen from now on" in updated.output
+    shown = json.loads(run(home, "deployments", "show", "chat-1", "--json").output)
+    assert (shown["model"], shown["capacity"]) == ("qwen", 7)
+    refused = run(home, "deployments", "update", "chat-1", "--model", "nope")
+    assert refused.exit_code == 1 and "not in the catalog" in refused.output
 
 
 def test_reset_asks_and_refuses_while_serving(home: Path) -> None:

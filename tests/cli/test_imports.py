@@ -30,8 +30,8 @@ def test_store_commands_run_without_llama_cpp(tmp_path: Path) -> None:
         f"""
         from click.testing import CliRunner
         from cerulean.cli import main
-        for args in (["--help"], ["deployments", "list"], ["models", "list"], ["keys", "list"],
-                     ["deployments", "create", "mine", "--model", "gemma-3-270m"],
+        for args in (["--help"], ["deployments", "create", "mine", "--model", "gemma-3-270m"],
+                     ["deployments", "list"], ["models", "list"], ["keys", "list"],
                      ["deployments", "show", "mine"]):
             result = CliRunner().invoke(main, [*args, *([] if args == ["--help"] else
                                                          ["--home", {str(home)!r}])])

@@ -35,7 +35,14 @@ def test_kill_9_keeps_keys_and_deployments(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "home" / "cerulean.db") as db:
         digests = [row[0] for row in db.execute("SELECT digest FROM account_keys")]
         deployments = sorted(row[0] for row in db.execute("SELECT name FROM deployments"))
-    assert deployments == ["gpt-35-turbo", "gpt-4", "text-embedding-ada-002"]
+    assert deployments == [
+        "gpt-35-turbo",
+        "gpt-4",
+        "gpt-4o",
+        "gpt-4o-mini",
+        "text-embedding-3-small",
+        "text-embedding-ada-002",
+    ]
     assert len(digests) == 2  # keyed with the server secret (docs/operations.md)
     assert all(d.startswith("hmac-sha256:") and key not in d for d in digests)
     secret = tmp_path / "home" / "key.secret"
@@ -63,6 +70,9 @@ def test_keys_from_environment_and_no_keys_file(tmp_path: Path) -> None:
         assert ask(server, "a" * 32) == 200 and ask(server, "b" * 32) == 200
         assert ask(server, "c" * 32) == 401
         assert not (tmp_path / "home" / "keys.json").exists()
+        # Issue 12 item 6: a pinned key is masked in the banner (it lands in service logs).
+        assert "a" * 32 not in server.output() and "b" * 32 not in server.output()
+        assert 'export AZURE_OPENAI_KEY="$CERULEAN_KEY1"  # aaaa****' in server.output()
     finally:
         server.stop()
 

@@ -119,6 +119,47 @@ def test_update_and_delete(store: SqlStore) -> None:
         assert caught.value.reason == "not_found"
 
 
+def test_builtins_are_seeded_once_and_a_users_change_sticks(store: SqlStore) -> None:
+    """Issue 13 item 1: a restart never undoes a user's re-pointing or deletion of a built-in."""
+    svc.ensure_builtin_deployments(store, "embedded", "1")
+    assert {d.name for d in store.list_deployments()} == set(svc.BUILTIN_DEPLOYMENTS)
+    assert all(d.builtin for d in store.list_deployments())
+    svc.delete_deployment(store, "gpt-4")
+    svc.create_deployment(store, "gpt-4", "local")  # delete + create of the same name
+    svc.update_model(store, "gpt-35-turbo", "local")  # or update --model
+    svc.update_capacity(store, "gpt-4o", 50)  # a capacity change keeps it a built-in
+    svc.delete_deployment(store, "gpt-4o-mini")
+    for _restart in range(2):
+        svc.ensure_builtin_deployments(store, "embedded", "1")
+    assert store.get_deployment("gpt-4").model == "local"  # type: ignore[union-attr]
+    assert store.get_deployment("gpt-35-turbo").model == "local"  # type: ignore[union-attr]
+    assert store.get_deployment("gpt-4o-mini") is None  # deleting it lasts
+    # A built-in nobody re-pointed follows the model a server runs (serve --model).
+    svc.ensure_builtin_deployments(store, "other", "2")
+    followed = store.get_deployment("gpt-4o")
+    assert followed is not None and (followed.model, followed.capacity) == ("other", 50)
+    assert store.get_deployment("gpt-4").model == "local"  # type: ignore[union-attr]
+
+
+def test_update_model_checks_the_catalog(store: SqlStore) -> None:
+    svc.create_deployment(store, "chat", "local", capacity=9)
+    record = svc.update_model(store, "chat", "embedded")
+    assert (record.model, record.capacity, record.builtin) == ("embedded", 9, False)
+    with pytest.raises(ControlError, match="not in the catalog"):
+        svc.update_model(store, "chat", "nope")
+
+
+@pytest.mark.parametrize("model", ["openai/gpt-4o", "my model", "-x"])
+def test_unknown_model_hint_only_suggests_commands_that_work(store: SqlStore, model: str) -> None:
+    """Issue 12 item 12: the hint never names a `models add --name` that would be refused."""
+    with pytest.raises(ControlError) as caught:
+        svc.create_deployment(store, "chat", model)
+    assert f"--name {model}" not in caught.value.message
+    assert "--name NAME" in caught.value.message
+    with pytest.raises(ControlError, match="not a valid model name"):
+        catalog.check_model_name(model)
+
+
 # -- the model catalog ----------------------------------------------------------------------
 
 

@@ -176,3 +176,53 @@ def test_redeploying_while_draining_keeps_the_engine(store: SqlStore) -> None:
         await pool.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_model_this_server_does_not_run_is_warned_about_once(
+    store: SqlStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 13 item 2: no warning every 30 s for a deployment of another server's model."""
+    store.put_model(ModelRecord("all-minilm-l6-v2", None, ("embeddings",), None, None, NOW))
+    deploy(store, "text-embedding-ada-002", "all-minilm-l6-v2")
+    now = [0.0]
+
+    async def scenario() -> None:
+        pool = make_pool(store, Factory(), clock=lambda: now[0])  # type: ignore[arg-type]
+        for _ in range(4):
+            await pool.reconcile()
+            await asyncio.sleep(0.05)
+            now[0] += 31  # past the retry interval each time
+        with pytest.raises(ServiceUnavailable, match="another server runs by itself"):
+            await pool.resolve("text-embedding-ada-002", "embeddings")
+
+    with caplog.at_level("WARNING", logger="cerulean.services.pool"):
+        asyncio.run(scenario())
+    warnings = [r for r in caplog.records if "not available on this server" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "--no-embeddings" in warnings[0].getMessage()
+
+
+def test_a_registered_embedding_model_loads_as_an_embedder(store: SqlStore) -> None:
+    """Issue 13 item 3: embeddings from a registered embedding GGUF, chat refused."""
+    from cerulean.engines.fake_embeddings import FakeEmbedder
+    from cerulean.errors import OperationNotSupported
+
+    store.put_model(ModelRecord("minilm", "/m/minilm.gguf", ("embeddings",), 512, None, NOW))
+    deploy(store, "emb", "minilm")
+
+    def factory(record: ModelRecord) -> FakeEmbedder:
+        return FakeEmbedder(name=record.name)
+
+    async def scenario() -> None:
+        resident = FakeEngine(name="resident")
+        resident.load()
+        pool = EnginePool({"resident": resident}, store, factory)
+        resolved = await pool.resolve("emb", "embeddings")
+        assert resolved.embedder.info.name == "minilm"
+        with pytest.raises(OperationNotSupported):
+            await pool.resolve("emb", "chat_completion")
+        store.delete_deployment("emb")
+        await pool.reconcile()
+        assert "minilm" not in pool.embedders  # unloaded with its last deployment
+
+    asyncio.run(scenario())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
@@ -10,7 +11,12 @@ from fastapi import Depends, Path, Request
 from cerulean.engines.base import Engine
 from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.errors import ResourceNotFound, UnsupportedApiVersion
-from cerulean.protocol.apiversions import ApiVersion, parse_api_version, parse_v1_api_version
+from cerulean.protocol.apiversions import (
+    KNOWN_API_VERSIONS,
+    ApiVersion,
+    parse_api_version,
+    parse_v1_api_version,
+)
 from cerulean.protocol.capabilities import Capability
 from cerulean.services.admission import Quota
 from cerulean.services.answers import InferenceCall
@@ -18,6 +24,7 @@ from cerulean.services.pool import ResolvedDeployment
 from cerulean.state import AppState
 
 E = TypeVar("E", Engine, EmbeddingEngine)
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "ApiVersionDep",
@@ -41,8 +48,17 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 def get_api_version(request: Request) -> ApiVersion:
     """The request's ``api-version``; missing or unknown ones get Azure's 404 (§1.5)."""
-    version = parse_api_version(request.query_params.get("api-version"))
+    text = request.query_params.get("api-version")
+    version = parse_api_version(text)
     if version is None:
+        logger.debug(
+            "404 for %s %s: %s; this route serves api-version %s to %s",
+            request.method,
+            request.url.path,
+            "no api-version given" if text is None else f"api-version {text!r} is not known",
+            KNOWN_API_VERSIONS[0],
+            KNOWN_API_VERSIONS[-1],
+        )
         raise ResourceNotFound()
     return version
 

@@ -1,4 +1,8 @@
-"""``GET /metrics``: the engines' and upstreams' metrics in Prometheus' text format (needs a key).
+"""``GET /metrics``: the engines', deployments' and upstreams' metrics in Prometheus' text format.
+
+It needs an account key, or ``Authorization: Bearer <CERULEAN_METRICS_TOKEN>`` (a token for a
+Prometheus scrape that opens nothing else). The per-deployment request metrics are described in
+:mod:`cerulean.api.access`.
 
 Operators and the soak test read it to see that no slot leaks: after the load stops,
 ``cerulean_engine_slots_busy`` and ``cerulean_engine_requests_waiting`` return to 0.
@@ -6,9 +10,10 @@ Operators and the soak test read it to see that no slot leaks: after the load st
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -16,8 +21,11 @@ from prometheus_client.registry import Collector
 
 from cerulean.api.deps import StateDep
 from cerulean.engines.base import Engine
+from cerulean.errors import InvalidSubscriptionKey, MissingCredentials
+from cerulean.services.auth import check_credentials
+from cerulean.state import AppState
 
-__all__ = ["router"]
+__all__ = ["PATH", "router"]
 
 router = APIRouter()
 
@@ -56,11 +64,32 @@ class _EngineCollector(Collector):
             yield family
 
 
-@router.get("/metrics")
-async def metrics(state: StateDep) -> Response:
+PATH = "/metrics"
+
+
+async def _authorize(request: Request, state: AppState) -> None:
+    """The metrics token (constant-time compare), else an account key as on every route."""
+    token = state.settings.metrics_token
+    header = request.headers.get("authorization", "")
+    if token is not None and token.get_secret_value() and header[:7].lower() == "bearer ":
+        presented = header[7:].strip().encode()
+        if hmac.compare_digest(presented, token.get_secret_value().encode()):
+            return
+    await state.keyring.refresh()
+    verdict = check_credentials(request.headers, state.keyring.verifier)
+    if not verdict.ok and await state.keyring.refresh(failed=True):
+        verdict = check_credentials(request.headers, state.keyring.verifier)
+    if not verdict.ok:
+        raise InvalidSubscriptionKey() if verdict.api_key_sent else MissingCredentials()
+
+
+@router.get(PATH)
+async def metrics(request: Request, state: StateDep) -> Response:
+    await _authorize(request, state)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_EngineCollector(state.engines))
     text = generate_latest(registry)
+    text += generate_latest(request.app.state.request_metrics.registry)
     if state.pool.gateway is not None:  # per upstream: in flight, requests, errors, latency
         text += generate_latest(state.pool.gateway.stats.registry)
     return Response(text, media_type=CONTENT_TYPE_LATEST)

@@ -7,6 +7,7 @@ running server follows the store (docs/deployments.md).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 import urllib.request
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from cerulean.cli.naming import command_name, name_commands
 from cerulean.errors import ControlError
 from cerulean.services import deployments as deployment_service
 from cerulean.services.keys import KEY_NAMES, keys_file, mask_key, readable_keys, regenerate_key
@@ -49,11 +51,54 @@ def _settings(home: Path | None) -> Settings:
         raise click.UsageError(f"invalid setting: {problems}") from exc
 
 
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON instead of a table (for scripts)."
+)
+
+
+def _emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def _missing_home(settings: Settings) -> click.ClickException:
+    """Why a read-only command found nothing, where it looked, and how to point elsewhere."""
+    from cerulean.cli.serverlock import running_homes
+
+    lines = [
+        f"no Cerulean data directory at {settings.home} (no server has run there, and this "
+        "command does not create one).",
+        f"Point at the right one with --home DIR or CERULEAN_HOME=DIR (as given to "
+        f"{command_name()} serve).",
+    ]
+    others = [home for home in running_homes() if home != settings.home]
+    if others:
+        lines.append(
+            "A server is running with "
+            + ", ".join(f"--home {home}" for home in others)
+            + f": {command_name()} {' '.join(_invoked())} --home {others[0]}"
+        )
+    return click.ClickException("\n".join(lines))
+
+
+def _invoked() -> list[str]:
+    """The subcommand words of this invocation (``deployments list``), without --home."""
+    context = click.get_current_context(silent=True)
+    words: list[str] = []
+    while context is not None and context.parent is not None:
+        words.insert(0, context.info_name or "")
+        context = context.parent
+    return words
+
+
 @contextmanager
-def _store(settings: Settings) -> Iterator[Store]:
+def _store(settings: Settings, *, read_only: bool = False) -> Iterator[Store]:
+    """The data directory's store. ``read_only`` commands never create a data directory: a
+    missing one ends the command with where it looked (:func:`_missing_home`)."""
     from cerulean.services.models import embedded_model_records
     from cerulean.store.home import open_store
 
+    if read_only and not settings.database_url and not (settings.home / "cerulean.db").exists():
+        raise _missing_home(settings)
     store = open_store(settings)  # the home 0700, the SQLite file 0600
     try:
         ensure_models(store, embedded_model_records(settings))
@@ -70,7 +115,7 @@ def _refusals(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ControlError as exc:
-            raise click.ClickException(exc.message) from None
+            raise click.ClickException(name_commands(exc.message)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -93,27 +138,101 @@ def models() -> None:
 @home_option
 @_refusals
 def models_add(path: Path, name: str, home: Path | None) -> None:
-    """Register the GGUF file PATH (chat and completions) under --name.
+    """Register the GGUF file PATH under --name: chat and completions, or embeddings for a
+    sentence-embedding model (told by its architecture and pooling).
 
-    The file stays where it is; its context length and chat template are read from its
+    The file stays where it is; its kind, context length and chat template are read from its
     metadata. Deploy it with: cerulean deployments create NAME --model MODEL
     """
     with _store(_settings(home)) as store:
         record = register_model(store, path, name)
-    template = "its own chat template" if record.chat_template else "no chat template"
+    if "embeddings" in record.capabilities:
+        kind = "an embedding model: embeddings only"
+    else:
+        template = "its own chat template" if record.chat_template else "no chat template"
+        kind = f"chat and completions, {template}"
     click.echo(
         f"Registered {record.name}: {record.path} (context {record.context_length or '?'} "
-        f"tokens, {template}).\nDeploy it: cerulean deployments create {record.name} "
+        f"tokens, {kind}).\nDeploy it: {command_name()} deployments create {record.name} "
         f"--model {record.name}"
     )
 
 
-@models.command("list")
+@models.command("pull")
+@click.argument("url")
+@click.option("--name", default=None, help="Catalog name [default: the file's name, lowercased].")
+@click.option("--sha256", default=None, help="The file's SHA-256: a mismatch deletes it.")
 @home_option
-def models_list(home: Path | None) -> None:
+@_refusals
+def models_pull(url: str, name: str | None, sha256: str | None, home: Path | None) -> None:
+    """Download the GGUF at URL into the data directory and register it (resumable).
+
+    URL is http(s)://… or hf://ORG/REPO/FILE.gguf (Hugging Face; hf://ORG/REPO@REVISION/… for
+    another revision). An interrupted pull resumes where it stopped when run again.
+    """
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from cerulean.cli.pull import PullError, pull, resolve_url, target_name
+
+    settings = _settings(home)
+    try:
+        resolved = resolve_url(url)
+        file_name = target_name(resolved)
+    except PullError as exc:
+        raise click.ClickException(str(exc)) from None
+    name = name or _default_model_name(file_name)
+    with _store(settings) as store:
+        if store.get_model(name) is not None:
+            raise click.ClickException(
+                f"a model called '{name}' is already in the catalog; pick another --name"
+            )
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress("[progress.description]{task.description}", *columns) as bar:
+        task = bar.add_task(f"pulling {file_name}", total=None)
+
+        def show(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            pulled = pull(
+                resolved, settings.home / "models" / "pulled", sha256=sha256, progress=show
+            )
+        except PullError as exc:
+            raise click.ClickException(str(exc)) from None
+    resumed = f", resumed at {pulled.resumed_from:,} bytes" if pulled.resumed_from else ""
+    click.echo(
+        f"Downloaded {pulled.path} ({pulled.size:,} bytes{resumed}; sha256 {pulled.sha256})."
+    )
+    with _store(settings) as store:
+        record = register_model(store, pulled.path, name)
+    click.echo(
+        f"Registered {record.name}. Serve it: {command_name()} deployments update gpt-4 "
+        f"--model {record.name}"
+    )
+
+
+def _default_model_name(file_name: str) -> str:
+    stem = file_name[: -len(".gguf")] if file_name.lower().endswith(".gguf") else file_name
+    cleaned = re.sub(r"[^A-Za-z0-9._:-]+", "-", stem.lower()).strip("-._:")
+    return cleaned[:128] or "pulled-model"
+
+
+@models.command("list")
+@json_option
+@home_option
+def models_list(as_json: bool, home: Path | None) -> None:
     """Show the catalog: name, capabilities, context, chat template, file."""
-    with _store(_settings(home)) as store:
+    with _store(_settings(home), read_only=True) as store:
         records = store.list_models()
+    if as_json:
+        _emit_json([_model_json(record) for record in records])
+        return
     table = Table("name", "capabilities", "context", "template", "path")
     for record in records:
         table.add_row(
@@ -124,6 +243,17 @@ def models_list(home: Path | None) -> None:
             record.path or "(embedded)",
         )
     _console().print(table)
+
+
+def _model_json(record: Any) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "capabilities": list(record.capabilities),
+        "context_length": record.context_length,
+        "chat_template": bool(record.chat_template),
+        "path": record.path,
+        "created_at": record.created_at.isoformat(timespec="seconds"),
+    }
 
 
 @models.command("remove")
@@ -265,11 +395,15 @@ def _loaded_models(url: str, key: str) -> set[str]:
 
 
 @deployments.command("list")
+@json_option
 @home_option
-def deployments_list(home: Path | None) -> None:
+def deployments_list(as_json: bool, home: Path | None) -> None:
     """Show every deployment: model, version, SKU, capacity and the limits it gives."""
-    with _store(_settings(home)) as store:
+    with _store(_settings(home), read_only=True) as store:
         records = store.list_deployments()
+    if as_json:
+        _emit_json([_deployment_json(record) for record in records])
+        return
     table = Table("name", "model", "version", "sku", "capacity", "tokens/min", "requests/min")
     for record in records:
         table.add_row(*_row(record))
@@ -288,14 +422,33 @@ def _row(record: DeploymentRecord) -> list[str]:
     ]
 
 
+def _deployment_json(record: DeploymentRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "model": record.model,
+        "version": record.version,
+        "sku": record.sku,
+        "capacity": record.capacity,
+        "tokens_per_minute": record.capacity * 1000,
+        "requests_per_minute": record.capacity * 6,
+        "upstreams": list(record.upstreams),
+        "builtin": record.builtin,
+        "created_at": record.created_at.isoformat(timespec="seconds"),
+    }
+
+
 @deployments.command("show")
 @click.argument("name")
+@json_option
 @home_option
 @_refusals
-def deployments_show(name: str, home: Path | None) -> None:
+def deployments_show(name: str, as_json: bool, home: Path | None) -> None:
     """Show deployment NAME."""
-    with _store(_settings(home)) as store:
+    with _store(_settings(home), read_only=True) as store:
         record = deployment_service.get_deployment(store, name)
+    if as_json:
+        _emit_json(_deployment_json(record))
+        return
     table = Table("field", "value")
     fields = ("name", "model", "version", "sku", "capacity", "tokens/min", "requests/min")
     for field, value in zip(fields, _row(record), strict=True):
@@ -306,19 +459,37 @@ def deployments_show(name: str, home: Path | None) -> None:
 
 @deployments.command("update")
 @click.argument("name")
+@click.option("--model", default=None, help="Serve it by this catalog model from now on.")
 @click.option("--capacity", type=click.INT, default=None, help="Thousands of tokens per minute.")
 @click.option("--upstream", default=None, help="Serve it by these upstreams from now on (A,B).")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="With --model: wait until a server running on this data directory has loaded it.",
+)
 @home_option
 @_refusals
 def deployments_update(
-    name: str, capacity: int | None, upstream: str | None, home: Path | None
+    name: str,
+    model: str | None,
+    capacity: int | None,
+    upstream: str | None,
+    wait: bool,
+    home: Path | None,
 ) -> None:
-    """Change the capacity of deployment NAME (its rate limits change at once), or the
-    upstreams that serve it."""
-    if capacity is None and upstream is None:
-        raise click.UsageError("give --capacity K and/or --upstream A,B")
-    with _store(_settings(home)) as store:
+    """Re-point deployment NAME at another --model (built-ins too: a restart keeps it), change
+    its capacity (its rate limits change at once), or the upstreams that serve it."""
+    if capacity is None and upstream is None and model is None:
+        raise click.UsageError("give --model M, --capacity K and/or --upstream A,B")
+    if model is not None and upstream is not None:
+        raise click.UsageError("give --model or --upstream, not both")
+    settings = _settings(home)
+    with _store(settings) as store:
         upstreams = _upstream_names(upstream)
+        if model is not None:
+            record = deployment_service.update_model(store, name, model)
+            click.echo(f"Deployment {record.name}: model {record.model} from now on.")
         if upstreams is not None:
             record = deployment_service.update_upstreams(store, name, upstreams)
             click.echo(f"Deployment {record.name}: served by {', '.join(upstreams)}.")
@@ -327,6 +498,9 @@ def deployments_update(
             click.echo(
                 f"Deployment {record.name}: capacity {record.capacity} ({_limits(capacity)})."
             )
+        key = next(iter(readable_keys(store, settings).values()), None)
+    if model is not None and wait:
+        _wait_for_model(settings, model, key)
 
 
 @deployments.command("delete")
@@ -352,22 +526,33 @@ def keys() -> None:
 
 
 @keys.command("list")
+@click.option("--show", is_flag=True, help="Show the keys in full, as the portal's Show keys.")
+@json_option
 @home_option
-def keys_list(home: Path | None) -> None:
-    """Show both keys, masked (first four characters)."""
+def keys_list(show: bool, as_json: bool, home: Path | None) -> None:
+    """Show both keys, masked (first four characters) unless --show."""
     settings = _settings(home)
-    with _store(settings) as store:
+    with _store(settings, read_only=True) as store:
         known = readable_keys(store, settings)
         stored = store.key_digests()
-    table = Table("name", "key")
+    shown: dict[str, str | None] = {}
+    notes: dict[str, str] = {}
     for name in KEY_NAMES:
         if name in known:
-            shown = mask_key(known[name])
-        elif name in stored:
-            shown = "(stored as a hash only: not shown)"
+            shown[name] = known[name] if show else mask_key(known[name])
         else:
-            shown = "(none yet: cerulean serve creates it)"
-        table.add_row(name, shown)
+            shown[name] = None
+            notes[name] = (
+                "(stored as a hash only: not shown)"
+                if name in stored
+                else f"(none yet: {command_name()} serve creates it)"
+            )
+    if as_json:
+        _emit_json(shown)
+        return
+    table = Table("name", "key")
+    for name in KEY_NAMES:
+        table.add_row(name, shown[name] or notes[name])
     _console().print(table)
 
 

@@ -13,8 +13,11 @@ import click
 from pydantic import ValidationError
 
 from cerulean import __version__
+from cerulean.cli.chat import chat, status
 from cerulean.cli.control import deployments, keys, models, reset
+from cerulean.cli.naming import command_name
 from cerulean.cli.upstreams import upstreams
+from cerulean.services.keys import mask_key
 from cerulean.settings import Settings, cli_fields
 from cerulean.state import AppState
 
@@ -70,9 +73,7 @@ def main() -> None:
 def serve(**overrides: Any) -> None:
     """Serve the Azure OpenAI data plane (default: the embedded Gemma 3 270M on 127.0.0.1:8000)."""
     settings = load_settings(overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     _check_port_free(settings.host, settings.port)
     if not settings.embedded:  # a pure gateway: no local model, no llama.cpp
         _run_server(settings, None, "", None)
@@ -123,8 +124,26 @@ def _run_server(
         uvicorn.Server(config).run()
 
 
-for _command in (models, deployments, upstreams, keys, reset):
+for _command in (models, deployments, upstreams, keys, reset, chat, status):
     main.add_command(_command)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    """One format with timestamps for Cerulean's, uvicorn's and the libraries' lines.
+
+    Alembic's and the GGUF writer's INFO lines are kept for ``--log-level debug``.
+    """
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, force=True)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
+    quiet = logging.DEBUG if level == "debug" else logging.WARNING
+    for chatty in ("alembic", "gguf"):  # a line per migration step, per file written
+        logging.getLogger(chatty).setLevel(quiet)
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -137,35 +156,63 @@ def _check_port_free(host: str, port: int) -> None:
         except OSError as exc:
             raise click.ClickException(
                 f"cannot listen on {host}:{port} ({exc.strerror}); another server may be running "
-                "there. Stop it, or pick another port: cerulean serve --port 8001 "
+                f"there. Stop it, or pick another port: {command_name()} serve --port 8001 "
                 "(make run ARGS='--port 8001')"
             ) from exc
 
 
 def _print_banner(settings: Settings, state: AppState) -> None:
+    click.echo("\n".join(banner_lines(settings, state)))
+    sys.stdout.flush()
+
+
+def _served_by(state: AppState, models: dict[str, Any]) -> str:
+    names = [d.name for d in state.store.list_deployments() if d.model in models]
+    return ", ".join(names) or "no deployment yet"
+
+
+def banner_lines(settings: Settings, state: AppState) -> list[str]:
+    """What ``serve`` prints once ready: the endpoint and key lines to paste into a shell.
+
+    A key pinned by ``CERULEAN_KEY1``/``KEY2`` (from a secret store) is printed masked: the
+    user has it already, and the banner lands in service logs. A generated key is printed in
+    full, as before (it is also in ``keys.json``, mode 0600).
+    """
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
     host = f"[{host}]" if ":" in host else host
     endpoint = f"http://{host}:{settings.port}/"
     models = ", ".join(state.engines)
-    lines = ["", f"Cerulean is ready: {models} behind deployments gpt-35-turbo and gpt-4."]
+    lines = ["", f"Cerulean is ready: {models} behind {_served_by(state, state.engines)}."]
     if not state.engines:
         lines = ["", "Cerulean is ready as a gateway: deployments backed by upstreams."]
     if state.embedders:
         embedders = ", ".join(state.embedders)
-        lines.append(f"Embeddings: {embedders} behind deployment text-embedding-ada-002.")
+        lines.append(f"Embeddings: {embedders} behind {_served_by(state, state.embedders)}.")
     lines += [
         "Paste these lines into your shell, then run your Azure OpenAI code unchanged:",
         "",
         f"export AZURE_OPENAI_ENDPOINT={endpoint}",
     ]
     key = state.shown_keys.get("key1")
-    if key is not None:
+    pinned = settings.key1.get_secret_value() if settings.key1 is not None else None
+    if key is not None and key == pinned:
+        lines += [
+            "# key1 is CERULEAN_KEY1's value (not printed: you have it):",
+            f'export AZURE_OPENAI_KEY="$CERULEAN_KEY1"  # {mask_key(key)}',
+            'export AZURE_OPENAI_API_KEY="$CERULEAN_KEY1"',
+        ]
+    elif key is not None:
         lines += [f"export AZURE_OPENAI_KEY={key}", f"export AZURE_OPENAI_API_KEY={key}"]
     else:
         lines += [
             "# key1 is stored only as a hash and cannot be shown again;",
             "# set CERULEAN_KEY1 to choose it, or delete the data directory for new keys.",
         ]
-    lines.append("")
-    click.echo("\n".join(lines))
-    sys.stdout.flush()
+    # The api-version AzureOpenAI() and LangChain read when the code names none (GA 2024-10-21).
+    lines += [f"export OPENAI_API_VERSION={BANNER_API_VERSION}", ""]
+    if state.engines:
+        lines += [f"Chat with it here: {command_name()} chat gpt-4o", ""]
+    return lines
+
+
+BANNER_API_VERSION = "2024-10-21"

@@ -19,7 +19,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["ServerLock", "lock_path", "running_server"]
+__all__ = ["ServerLock", "lock_path", "running_homes", "running_server"]
 
 
 def lock_path(home: Path) -> Path:
@@ -74,3 +74,45 @@ def running_server(home: Path) -> dict[str, Any] | None:
         return None
     finally:
         os.close(fd)
+
+
+def _serve_home(cmdline: list[str], environ: dict[str, str]) -> Path | None:
+    """The data directory of a ``cerulean serve`` command line, or None for another program."""
+    if "serve" not in cmdline or not any(Path(a).name == "cerulean" for a in cmdline):
+        return None
+    for index, arg in enumerate(cmdline):
+        if arg == "--home" and index + 1 < len(cmdline):
+            return Path(cmdline[index + 1])
+        if arg.startswith("--home="):
+            return Path(arg.split("=", 1)[1])
+    return Path(environ.get("CERULEAN_HOME", "~/.cerulean"))
+
+
+def running_homes() -> list[Path]:
+    """The data directories of the ``cerulean serve`` processes of this user (read from
+    ``/proc``; empty where there is none), each checked against its lock file."""
+    homes: list[Path] = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return homes
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            environ = dict(
+                item.split("=", 1)
+                for item in (entry / "environ").read_bytes().decode(errors="replace").split("\0")
+                if "=" in item
+            )
+            cwd = Path(os.readlink(entry / "cwd"))
+        except OSError:  # another user's process, or one that just ended
+            continue
+        home = _serve_home(cmdline, environ)
+        if home is None:
+            continue
+        home = home.expanduser()
+        home = (home if home.is_absolute() else cwd / home).resolve()
+        if home not in homes and running_server(home) is not None:
+            homes.append(home)
+    return sorted(homes)

@@ -18,7 +18,16 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from cerulean.cli.control import _console, _refusals, _settings, _store, home_option
+from cerulean.cli.control import (
+    _console,
+    _emit_json,
+    _refusals,
+    _settings,
+    _store,
+    home_option,
+    json_option,
+)
+from cerulean.cli.naming import command_name
 from cerulean.engines.remote.flavors import FLAVORS
 from cerulean.services import upstreams as upstream_service
 from cerulean.store.base import UpstreamRecord
@@ -91,19 +100,28 @@ def upstreams_add(
     what = f"Registered upstream {saved.name} ({saved.flavor} at {saved.url}"
     what += f", model {saved.model})" if saved.model else ")"
     click.echo(what + (f": {found.detail}." if found else " without probing it."))
-    click.echo(f"Serve a deployment from it: cerulean deployments create NAME --upstream {name}")
+    click.echo(
+        f"Serve a deployment from it: {command_name()} deployments create NAME --upstream {name}"
+    )
 
 
 @upstreams.command("list")
+@json_option
 @home_option
-def upstreams_list(home: Path | None) -> None:
+def upstreams_list(as_json: bool, home: Path | None) -> None:
     """Show every upstream: URL, flavor, model, weight, concurrency, the last probe."""
-    with _store(_settings(home)) as store:
+    with _store(_settings(home), read_only=True) as store:
         records = store.list_upstreams()
         users = {
             r.name: [d.name for d in store.list_deployments() if r.name in d.upstreams]
             for r in records
         }
+        described = [upstream_service.describe(record) for record in records]
+    if as_json:
+        _emit_json(
+            [{**d, "deployments": users[r.name]} for d, r in zip(described, records, strict=True)]
+        )
+        return
     table = Table("name", "flavor", "url", "model", "weight", "max", "deployments", "probe")
     for record in records:
         probe = json.loads(record.profile) if record.profile else None
@@ -122,12 +140,16 @@ def upstreams_list(home: Path | None) -> None:
 
 @upstreams.command("show")
 @click.argument("name")
+@json_option
 @home_option
 @_refusals
-def upstreams_show(name: str, home: Path | None) -> None:
+def upstreams_show(name: str, as_json: bool, home: Path | None) -> None:
     """Show upstream NAME (its credential masked)."""
-    with _store(_settings(home)) as store:
+    with _store(_settings(home), read_only=True) as store:
         described = upstream_service.describe(upstream_service.get_upstream(store, name))
+    if as_json:
+        _emit_json(described)
+        return
     table = Table("field", "value")
     for field, value in described.items():
         shown = (

@@ -15,6 +15,7 @@ from cerulean.engines.base import ModelInfo
 from cerulean.errors import InvalidRequest, RateLimited, ServiceUnavailable
 from cerulean.protocol.capabilities import NAMES, Capability
 from cerulean.quota.base import Limits, QuotaBackendError, RateLimiter, estimate_tokens
+from cerulean.services import accounting
 from cerulean.services.deployments import BUILTIN_CAPACITY
 from cerulean.store.base import DeploymentRecord
 
@@ -76,6 +77,8 @@ class Quota:
         Raises :class:`RateLimited` (429) over a limit, :class:`ServiceUnavailable` (503) when the
         shared limiter's Redis is unreachable (refusing is safer than serving over budget).
         """
+        accounting.current().deployment = record.name
+        accounting.current().operation = capability
         limits = Limits.for_capacity(record.capacity)
         try:
             decision = await self._limiter.charge(record.name, limits, tokens, self._clock())
@@ -94,6 +97,7 @@ class Quota:
             retryable=decision.retryable,
         )
         error.headers.update(decision.headers())
+        accounting.current().rate_limited = True
         raise error
 
     async def settle(self, record: DeploymentRecord, *, charged: int, used: int) -> None:

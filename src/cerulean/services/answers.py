@@ -19,6 +19,7 @@ from cerulean.errors import APIError, EngineError, InternalServerError, InvalidR
 from cerulean.protocol.apiversions import ApiVersion
 from cerulean.protocol.ids import completion_id
 from cerulean.protocol.sse import DONE, encode_event, error_event
+from cerulean.services import accounting
 from cerulean.services.admission import Quota
 from cerulean.store.base import DeploymentRecord
 
@@ -124,6 +125,10 @@ class Meter:
         return sum(self._prompts.values()) + self._completion + cut
 
     async def settle(self, call: InferenceCall[Any]) -> None:
+        record = accounting.current()
+        cut = sum((chars + 3) // 4 for chars in self._unfinished.values())
+        record.prompt_tokens = sum(self._prompts.values())
+        record.completion_tokens = self._completion + cut
         await call.quota.settle(call.deployment, charged=self.charged, used=self.used)
 
 

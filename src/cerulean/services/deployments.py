@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from cerulean.errors import ControlError
+from cerulean.services.models import valid_model_name
 from cerulean.store.base import DeploymentRecord, Store
 
 __all__ = [
@@ -31,12 +32,14 @@ __all__ = [
     "get_deployment",
     "put_deployment",
     "update_capacity",
+    "update_model",
     "update_upstreams",
     "upstream_model",
 ]
 
-BUILTIN_DEPLOYMENTS = ("gpt-35-turbo", "gpt-4")
-BUILTIN_EMBEDDING_DEPLOYMENTS = ("text-embedding-ada-002",)
+# The names Azure's samples use, so they run unchanged (docs/deployments.md).
+BUILTIN_DEPLOYMENTS = ("gpt-35-turbo", "gpt-4", "gpt-4o", "gpt-4o-mini")
+BUILTIN_EMBEDDING_DEPLOYMENTS = ("text-embedding-ada-002", "text-embedding-3-small")
 # Thousands of tokens per minute; far beyond what one machine generates, so never throttles.
 BUILTIN_CAPACITY = 100_000
 DEFAULT_CAPACITY = 120  # Azure's default for a new Standard deployment: 120K TPM
@@ -51,21 +54,36 @@ _DEPLOYMENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{2,64}$")
 def ensure_builtin_deployments(
     store: Store, model: str, version: str, names: tuple[str, ...] = BUILTIN_DEPLOYMENTS
 ) -> None:
-    """Create the default deployments ``names``, or re-bind them to the model being served."""
+    """Seed the built-in deployments ``names`` once, bound to ``model``.
+
+    A name is created only the first time a server starts on the store (deleting it lasts);
+    a built-in nobody has re-pointed follows the model the server runs (``serve --model``),
+    while one a user re-pointed (``deployments update --model``, a create after a delete, an
+    ARM PUT of another model) keeps the user's model.
+    """
+    seeded = store.seeded_names()
     for name in names:
         existing = store.get_deployment(name)
-        if existing is None:
-            store.put_deployment(
-                DeploymentRecord(
-                    name=name,
-                    model=model,
-                    version=version,
-                    capacity=BUILTIN_CAPACITY,
-                    sku=DEFAULT_SKU,
-                    created_at=datetime.now(timezone.utc),
+        if name not in seeded:
+            if existing is None:
+                store.put_deployment(
+                    DeploymentRecord(
+                        name=name,
+                        model=model,
+                        version=version,
+                        capacity=BUILTIN_CAPACITY,
+                        sku=DEFAULT_SKU,
+                        created_at=datetime.now(timezone.utc),
+                        builtin=True,
+                    )
                 )
-            )
-        elif not existing.upstreams and (existing.model, existing.version) != (model, version):
+            store.mark_seeded(name)
+        elif (
+            existing is not None
+            and existing.builtin
+            and not existing.upstreams
+            and (existing.model, existing.version) != (model, version)
+        ):
             store.put_deployment(replace(existing, model=model, version=version))
 
 
@@ -119,9 +137,18 @@ def get_deployment(store: Store, name: str) -> DeploymentRecord:
 def _check_model(store: Store, model: str) -> None:
     if store.get_model(model) is None:
         known = ", ".join(m.name for m in store.list_models()) or "none yet"
+        if valid_model_name(model):
+            hint = (
+                f"Register a GGUF file under that name first: cerulean models add ./file.gguf "
+                f"--name {model}"
+            )
+        else:  # `models add` would refuse this name: suggest only what works
+            hint = (
+                "Use one of those, or register a GGUF file under a name of letters, digits, "
+                "'.', '_', ':' or '-': cerulean models add ./file.gguf --name NAME"
+            )
         raise ControlError(
-            f"model '{model}' is not in the catalog (known: {known}). Register a GGUF file "
-            f"under that name first: cerulean models add ./file.gguf --name {model}",
+            f"model '{model}' is not in the catalog (known: {known}). {hint}",
             reason="invalid",
             code="DeploymentModelNotSupported",
         )
@@ -195,6 +222,10 @@ def put_deployment(
         sku=check_sku(sku) if sku else (existing.sku if existing else DEFAULT_SKU),
         created_at=existing.created_at if existing else datetime.now(timezone.utc),
         upstreams=upstreams,
+        # a built-in keeps following the served model only while nobody re-points it
+        builtin=existing is not None
+        and existing.builtin
+        and (model, upstreams) == (existing.model, existing.upstreams),
     )
     store.put_deployment(record)
     return record, existing is None
@@ -214,8 +245,8 @@ def create_deployment(
     check_deployment_name(name)
     if store.get_deployment(name) is not None:
         raise ControlError(
-            f"a deployment called '{name}' already exists; change its capacity with "
-            f"cerulean deployments update {name} --capacity K, or delete it first",
+            f"a deployment called '{name}' already exists; change it with cerulean deployments "
+            f"update {name} --model M (or --capacity K), or delete it first",
             reason="conflict",
             code="Conflict",
         )
@@ -229,7 +260,27 @@ def update_upstreams(store: Store, name: str, upstreams: tuple[str, ...]) -> Dep
     """Serve deployment ``name`` by ``upstreams`` from now on (its model name is kept)."""
     existing = get_deployment(store, name)
     _check_upstreams(store, upstreams)
-    record = replace(existing, upstreams=upstreams)
+    record = replace(existing, upstreams=upstreams, builtin=False)
+    store.put_deployment(record)
+    return record
+
+
+def update_model(
+    store: Store, name: str, model: str, *, version: str | None = None
+) -> DeploymentRecord:
+    """Re-point deployment ``name`` at catalog model ``model`` (capacity and SKU are kept).
+
+    The change is the user's: a restart never binds the deployment back (built-ins included).
+    """
+    existing = get_deployment(store, name)
+    _check_model(store, model)
+    record = replace(
+        existing,
+        model=model,
+        version=version or (existing.version if model == existing.model else DEFAULT_VERSION),
+        upstreams=(),
+        builtin=False,
+    )
     store.put_deployment(record)
     return record
 

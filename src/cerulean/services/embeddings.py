@@ -21,6 +21,7 @@ from cerulean.engines.base import ModelInfo
 from cerulean.engines.embedding import EmbeddingEngine, EmbeddingInput, Embeddings
 from cerulean.errors import InvalidRequest
 from cerulean.protocol.embeddings import MAX_INPUTS, CreateEmbeddingRequest
+from cerulean.services import accounting
 from cerulean.services.answers import Answer, InferenceCall
 
 __all__ = [
@@ -153,6 +154,7 @@ async def create_embeddings(
 
     async def collect() -> dict[str, Any]:
         result = await call.engine.embed(texts)
+        accounting.current().prompt_tokens = result.prompt_tokens
         return embedding_body(result, model=info.name, encoding=body.encoding_format)
 
     async def nothing() -> None:

@@ -37,8 +37,25 @@ __all__ = [
     "register_model",
     "remove_model",
     "resident_records",
+    "valid_model_name",
 ]
 
+# llama.cpp's encoder-only (sentence-embedding) architectures: they cannot generate text.
+ENCODER_ARCHITECTURES = frozenset(
+    {
+        "bert",
+        "nomic-bert",
+        "nomic-bert-moe",
+        "jina-bert-v2",
+        "jina-bert-v3",
+        "modern-bert",
+        "neo-bert",
+        "gemma-embedding",
+    }
+)
+# llama.cpp's pooling types that make one vector per input: mean, CLS, last token (0 is none,
+# 4 is a reranker's score, neither an embedding).
+_EMBEDDING_POOLING = frozenset({1, 2, 3})
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _GGUF_MAGIC = b"GGUF"
 
@@ -50,6 +67,20 @@ class GgufFacts:
     architecture: str | None
     context_length: int | None
     chat_template: str | None
+    pooling_type: int | None = None  # <arch>.pooling_type: set by sentence-embedding models
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """What the model serves: embeddings for an encoder or a pooled model, else chat and
+        completions."""
+        if self.architecture in ENCODER_ARCHITECTURES or self.pooling_type in _EMBEDDING_POOLING:
+            return EMBEDDING_CAPABILITIES
+        return CHAT_CAPABILITIES
+
+
+def valid_model_name(name: str) -> bool:
+    """Whether ``models add --name`` accepts ``name``."""
+    return bool(_MODEL_NAME.match(name))
 
 
 def check_model_name(name: str) -> None:
@@ -104,10 +135,12 @@ def inspect_gguf(path: Path) -> GgufFacts:
         model.close()
     architecture = metadata.get("general.architecture")
     context = metadata.get(f"{architecture}.context_length") if architecture else None
+    pooling = metadata.get(f"{architecture}.pooling_type") if architecture else None
     return GgufFacts(
         architecture=architecture,
         context_length=int(context) if context and context.isdigit() else None,
         chat_template=metadata.get("tokenizer.chat_template") or None,
+        pooling_type=int(pooling) if pooling and pooling.isdigit() else None,
     )
 
 
@@ -127,7 +160,8 @@ def _quiet_llama() -> Iterator[None]:
 
 
 def register_model(store: Store, path: Path, name: str) -> ModelRecord:
-    """Add the GGUF file at ``path`` to the catalog as ``name`` (chat and completions)."""
+    """Add the GGUF file at ``path`` to the catalog as ``name``: chat and completions, or
+    embeddings when its metadata says it is a sentence-embedding model (:class:`GgufFacts`)."""
     check_model_name(name)
     if store.get_model(name) is not None:
         raise ControlError(
@@ -141,7 +175,7 @@ def register_model(store: Store, path: Path, name: str) -> ModelRecord:
     record = ModelRecord(
         name=name,
         path=str(resolved),
-        capabilities=tuple(sorted(CHAT_CAPABILITIES)),
+        capabilities=tuple(sorted(facts.capabilities)),
         context_length=facts.context_length,
         chat_template=facts.chat_template,
         created_at=datetime.now(timezone.utc),

@@ -29,15 +29,19 @@ from starlette.concurrency import run_in_threadpool
 from cerulean.engines.base import Engine
 from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.errors import DeploymentNotFound, OperationNotSupported, ServiceUnavailable
+from cerulean.packaged import EMBEDDING_MODEL_NAME
 from cerulean.protocol.capabilities import NAMES, Capability
+from cerulean.services import accounting
 from cerulean.services.gateway import Gateway
 from cerulean.store.base import DeploymentRecord, ModelRecord, Store
 
-__all__ = ["EngineFactory", "EnginePool", "ResolvedDeployment"]
+__all__ = ["EngineFactory", "EnginePool", "ResolvedDeployment", "Served"]
 
 logger = logging.getLogger(__name__)
 
-EngineFactory = Callable[[ModelRecord], Engine]
+Served = Engine | EmbeddingEngine
+# Builds the engine of a registered GGUF: a generator, or an embedder for an embedding model.
+EngineFactory = Callable[[ModelRecord], Served]
 
 # Seconds a request waits for its model to load before the 503 (a small GGUF loads in ~1 s).
 LOAD_WAIT_S = 5.0
@@ -78,7 +82,9 @@ def _check(served: Engine | EmbeddingEngine, needs: Capability) -> None:
         raise OperationNotSupported(NAMES[needs].operation, served.info.name)
 
 
-def _busy(engine: Engine) -> bool:
+def _busy(engine: Served) -> bool:
+    if not isinstance(engine, Engine):
+        return False  # an embedding call is short: the grace period covers it
     stats = engine.stats()
     return bool(stats.get("slots_busy", 0) or stats.get("waiting", 0))
 
@@ -105,16 +111,17 @@ class EnginePool:
         self.engines = engines
         self.embedders = embedders if embedders is not None else {}
         self.gateway = gateway
-        self.resident = frozenset(engines)
+        self.resident = frozenset(engines) | frozenset(self.embedders)
         self._store = store
         self._factory = factory
         self._load_wait = load_wait
         self._drain_grace = drain_grace
         self._drain_timeout = drain_timeout
         self._clock = clock
-        self._loading: dict[str, asyncio.Task[Engine]] = {}
-        self._draining: dict[str, tuple[Engine, asyncio.Task[None]]] = {}
+        self._loading: dict[str, asyncio.Task[Served]] = {}
+        self._draining: dict[str, tuple[Served, asyncio.Task[None]]] = {}
         self._failed: dict[str, tuple[float, str]] = {}
+        self._warned: set[str] = set()  # models whose unavailability was logged as a warning
 
     @property
     def loading(self) -> frozenset[str]:
@@ -136,18 +143,20 @@ class EnginePool:
         record = await run_in_threadpool(self._store.get_deployment, name)
         if record is None or record.name != name:  # the data plane matches names exactly (§10)
             raise DeploymentNotFound()
+        accounting.current().deployment = record.name
+        accounting.current().operation = needs
         if record.upstreams:
             if self.gateway is None:
                 raise ServiceUnavailable("This server does not route to upstreams.")
             remote = await self.gateway.engine_for(record)
             _check(remote, needs)
             return ResolvedDeployment(record, remote)
-        served: Engine | EmbeddingEngine | None = self.embedders.get(record.model)
+        served: Served | None = self.embedders.get(record.model)
         if served is None:
             served = self.engines.get(record.model)
         if served is not None:
             _check(served, needs)
-        if served is None or isinstance(served, Engine):
+        if served is None or record.model not in self.resident:
             # Loads the model of a deployment created since the server started.
             served = await self.engine_for(record.model, deployment=record.name)
             _check(served, needs)
@@ -155,9 +164,9 @@ class EnginePool:
             raise ServiceUnavailable(retry_after=1)
         return ResolvedDeployment(record, served)
 
-    async def engine_for(self, model: str, *, deployment: str) -> Engine:
+    async def engine_for(self, model: str, *, deployment: str) -> Served:
         """The loaded engine of ``model``; loads it if needed (503 + retry-after while it does)."""
-        engine = self.engines.get(model)
+        engine: Served | None = self.engines.get(model) or self.embedders.get(model)
         if engine is None and model in self._draining:
             engine = self._revive(model)
         if engine is not None:
@@ -188,19 +197,20 @@ class EnginePool:
 
     def prefetch(self, model: str, *, reason: str) -> None:
         """Start loading ``model`` if it is not loaded (a deployment was just created)."""
-        if model not in self.engines and model not in self._draining:
+        if not self._loaded(model) and model not in self._draining:
             self._load_task(model, reason=reason)
+
+    def _loaded(self, model: str) -> bool:
+        return model in self.engines or model in self.embedders
 
     async def reconcile(self) -> None:
         """Load deployed models that are not loaded; unload loaded ones no deployment uses."""
         deployments = await run_in_threadpool(self._store.list_deployments)
         deployed = {d.model: d.name for d in deployments if not d.upstreams}
         for model, name in deployed.items():
-            if model in self.embedders:  # resident: never loaded or unloaded here
-                continue
-            if model not in self.engines and not self._failed_recently(model):
+            if not self._loaded(model) and not self._failed_recently(model):
                 self.prefetch(model, reason=f"deployment {name}")
-        for model in list(self.engines):
+        for model in [*self.engines, *self.embedders]:
             if model not in self.resident and model not in deployed:
                 self._unload(model)
 
@@ -228,7 +238,7 @@ class EnginePool:
         failed = self._failed.get(model)
         return failed is not None and self._clock() - failed[0] < RETRY_FAILED_AFTER_S
 
-    def _load_task(self, model: str, *, reason: str) -> asyncio.Task[Engine]:
+    def _load_task(self, model: str, *, reason: str) -> asyncio.Task[Served]:
         # No await between the lookup and the insert: one load per model, however many ask.
         task = self._loading.get(model)
         if task is None:
@@ -237,7 +247,7 @@ class EnginePool:
             self._loading[model] = task
         return task
 
-    async def _load(self, model: str, reason: str) -> Engine:
+    async def _load(self, model: str, reason: str) -> Served:
         try:
             failed = self._failed.get(model)
             if failed is not None and self._failed_recently(model):
@@ -257,40 +267,59 @@ class EnginePool:
                 self._failed[model] = (self._clock(), message)
                 raise ServiceUnavailable(message, retry_after=RETRY_FAILED_AFTER_S) from None
             self._failed.pop(model, None)
-            self.engines[model] = engine
+            self._warned.discard(model)
+            self._put(model, engine)
             logger.info("loaded model %s in %.1f s", model, time.perf_counter() - started)
             return engine
         finally:
             self._loading.pop(model, None)
 
-    def _build(self, model: str, record: ModelRecord | None) -> Engine:
+    def _put(self, model: str, engine: Served) -> None:
+        if isinstance(engine, Engine):
+            self.engines[model] = engine
+        else:
+            self.embedders[model] = engine
+
+    def _build(self, model: str, record: ModelRecord | None) -> Served:
         if record is None or record.path is None or self._factory is None:
-            message = (
-                f"The model {model} is not available on this server: it is neither a registered "
-                "GGUF file (cerulean models add) nor a model this server was started with."
-            )
+            if record is not None and record.path is None:  # another server's resident model
+                why = "a model another server runs by itself, not this one"
+                if model == EMBEDDING_MODEL_NAME:
+                    why += " (this one was started with --no-embeddings or --no-embedded)"
+            else:
+                why = (
+                    "neither a registered GGUF file (cerulean models add) nor a model this "
+                    "server was started with"
+                )
+            message = f"The model {model} is not available on this server: it is {why}."
             self._failed[model] = (self._clock(), message)
-            logger.warning("%s", message)
+            # Said once per model: the reconciler retries every 30 s, and the cause does not
+            # change by itself (each refused request still gets the message in its 503).
+            log = logger.debug if model in self._warned else logger.warning
+            self._warned.add(model)
+            log("%s", message)
             raise ServiceUnavailable(message, retry_after=RETRY_FAILED_AFTER_S)
         return self._factory(record)
 
     # -- unloading ----------------------------------------------------------------------------
 
     def _unload(self, model: str) -> None:
-        engine = self.engines.pop(model)
+        engine: Served = (
+            self.engines.pop(model) if model in self.engines else self.embedders.pop(model)
+        )
         logger.info("unloading model %s: no deployment uses it any more", model)
         task = asyncio.create_task(self._drain(model, engine))
         task.add_done_callback(_retrieve)
         self._draining[model] = (engine, task)
 
-    def _revive(self, model: str) -> Engine:
+    def _revive(self, model: str) -> Served:
         engine, task = self._draining.pop(model)
         task.cancel()
-        self.engines[model] = engine
+        self._put(model, engine)
         logger.info("keeping model %s loaded: a deployment uses it again", model)
         return engine
 
-    async def _drain(self, model: str, engine: Engine) -> None:
+    async def _drain(self, model: str, engine: Served) -> None:
         await asyncio.sleep(self._drain_grace)
         deadline = self._clock() + self._drain_timeout
         while _busy(engine) and self._clock() < deadline:

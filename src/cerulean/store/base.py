@@ -14,7 +14,8 @@ class DeploymentRecord:
     """A deployment: a name clients use, bound to a model.
 
     ``upstreams`` names the remote engines that serve it (in order of registration); empty, the
-    model is loaded in this process.
+    model is loaded in this process. ``builtin`` marks a deployment a server created that nobody
+    has re-pointed since: only such a deployment follows the model a server runs.
     """
 
     name: str
@@ -24,6 +25,7 @@ class DeploymentRecord:
     sku: str
     created_at: datetime
     upstreams: tuple[str, ...] = ()
+    builtin: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,14 @@ class Store(Protocol):
 
     def delete_deployment(self, name: str) -> bool:
         """Remove a deployment (``name`` matched case-insensitively); whether it existed."""
+        ...
+
+    def seeded_names(self) -> set[str]:
+        """The built-in deployment names a server has created once (never again)."""
+        ...
+
+    def mark_seeded(self, name: str) -> None:
+        """Record that built-in deployment ``name`` was created."""
         ...
 
     def get_upstream(self, name: str) -> UpstreamRecord | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    false,
     func,
     select,
 )
@@ -55,6 +57,14 @@ deployments = Table(
     Column("sku", String(32), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("upstreams", Text, nullable=True),  # comma-separated upstream names (migration 0004)
+    Column("builtin", Boolean, nullable=False, server_default=false()),  # migration 0005
+)
+
+seeded = Table(
+    "seeded",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("seeded_at", DateTime(timezone=True), nullable=False),
 )
 
 upstreams = Table(
@@ -205,8 +215,16 @@ class SqlStore:
             "sku": record.sku,
             "created_at": record.created_at,
             "upstreams": ",".join(record.upstreams) or None,
+            "builtin": record.builtin,
         }
         self._upsert(deployments, values)
+
+    def seeded_names(self) -> set[str]:
+        with self._engine.connect() as conn:
+            return {row[0] for row in conn.execute(select(seeded.c.name)).all()}
+
+    def mark_seeded(self, name: str) -> None:
+        self._upsert(seeded, {"name": name, "seeded_at": datetime.now(timezone.utc)})
 
     def delete_deployment(self, name: str) -> bool:
         same = func.lower(deployments.c.name) == name.lower()
@@ -331,6 +349,7 @@ def _deployment(row: Any) -> DeploymentRecord:
         sku=row["sku"],
         created_at=_aware(row["created_at"]),
         upstreams=tuple(n for n in (row["upstreams"] or "").split(",") if n),
+        builtin=bool(row["builtin"]),
     )
 
 

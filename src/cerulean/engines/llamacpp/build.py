@@ -79,10 +79,22 @@ def _engine_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def build_catalog_engine(settings: Settings, record: ModelRecord) -> LlamaCppEngine:
-    """The engine of a registered GGUF file (``cerulean models add``), sized like the others."""
+def build_catalog_engine(
+    settings: Settings, record: ModelRecord
+) -> LlamaCppEngine | LlamaCppEmbedder:
+    """The engine of a registered GGUF file (``cerulean models add``), sized like the others:
+    an embedder for an embedding model, else a generator."""
     if record.path is None:
         raise ValueError(f"model {record.name} has no file to load")
+    if "embeddings" in record.capabilities:
+        return LlamaCppEmbedder(
+            EmbedderSpec(
+                record.name,
+                Path(record.path),
+                n_threads=settings.threads,
+                n_gpu_layers=settings.n_gpu_layers,
+            )
+        )
     options = _engine_options(settings)
     if record.context_length:
         options["n_ctx"] = min(settings.n_ctx, record.context_length)
