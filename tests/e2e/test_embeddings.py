@@ -152,6 +152,10 @@ def test_embedding_model_flag(server: Server, tmp_path: Path) -> None:
     try:
         result = client(own).embeddings.create(model=DEPLOYMENT, input="hi")
         assert result.model == "all-minilm-l6-v2-f32" and len(result.data[0].embedding) == 384
-        assert "Embeddings: all-minilm-l6-v2-f32 behind deployment" in own.output()
+        banner = (
+            "Embeddings: all-minilm-l6-v2-f32 behind text-embedding-3-small, "
+            "text-embedding-ada-002."
+        )
+        assert banner in own.output()
     finally:
         own.stop()

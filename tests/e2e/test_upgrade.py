@@ -54,4 +54,8 @@ def test_server_adopts_a_pre_migration_home(tmp_path: Path) -> None:
         "gpt-4": 100_000,
         "text-embedding-ada-002": 100_000,
         "mine": 7,
+        # the names added in issue 13, seeded on the first start after the upgrade
+        "gpt-4o": 100_000,
+        "gpt-4o-mini": 100_000,
+        "text-embedding-3-small": 100_000,
     }

@@ -15,7 +15,7 @@ from sqlalchemy import inspect
 from cerulean.store import DeploymentRecord, SqlStore
 from cerulean.store.base import ModelRecord
 from cerulean.store.migrate import current_revision, head_revision, upgrade
-from cerulean.store.sql import create_store_engine, metadata, models, normalize_url
+from cerulean.store.sql import create_store_engine, deployments, metadata, models, normalize_url
 from tests.store.legacy import NOW, legacy_home
 
 
@@ -147,8 +147,9 @@ def test_a_home_from_before_migrations_is_adopted(db_url: str) -> None:
     try:
         assert store.key_digests() == {"key1": "sha256:old"}
         assert store.get_deployment("gpt-4") == DeploymentRecord(
-            "gpt-4", "m", "1", 100_000, "Standard", NOW
+            "gpt-4", "m", "1", 100_000, "Standard", NOW, builtin=True
         )
+        assert "gpt-4" in store.seeded_names()
         with store.engine.connect() as conn:
             assert current_revision(conn) == head_revision()
             assert {"models", "usage"} <= set(inspect(conn).get_table_names())
@@ -187,3 +188,37 @@ def test_migration_0003_repairs_the_old_capability_names(db_url: str) -> None:
         "new": ("chat_completion", "completion"),
         "emb": ("embeddings",),
     }
+
+
+def test_migration_0005_marks_built_ins_and_keeps_a_users_choice(db_url: str) -> None:
+    """Built-in names bound to a registered GGUF were a user's choice: not ``builtin``."""
+    engine = create_store_engine(db_url)
+    try:
+        upgrade(engine, "0004")
+        with engine.begin() as conn:
+            conn.execute(
+                models.insert().values(
+                    name="mine", path="/m/mine.gguf", capabilities="chat_completion", created_at=NOW
+                )
+            )
+            for name, model in (("gpt-4", "mine"), ("gpt-35-turbo", "gemma-3-270m"), ("x1", "m")):
+                conn.execute(
+                    deployments.insert().values(
+                        name=name,
+                        model=model,
+                        version="1",
+                        capacity=1,
+                        sku="Standard",
+                        created_at=NOW,
+                    )
+                )
+    finally:
+        engine.dispose()
+    store = SqlStore(db_url)
+    try:
+        assert store.get_deployment("gpt-4").builtin is False  # type: ignore[union-attr]
+        assert store.get_deployment("gpt-35-turbo").builtin is True  # type: ignore[union-attr]
+        assert store.get_deployment("x1").builtin is False  # type: ignore[union-attr]
+        assert store.seeded_names() == {"gpt-4", "gpt-35-turbo"}
+    finally:
+        store.close()

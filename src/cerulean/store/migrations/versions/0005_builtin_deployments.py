@@ -9,8 +9,8 @@ same name, and re-created them when deleted. Now:
 - ``seeded`` records each built-in name a server has created once; it is never created again
   (deleting it lasts).
 
-Existing built-in names are marked seeded; those still bound to a resident model (a catalog
-entry without a file) are marked ``builtin``, as the old code treated them.
+Existing built-in names are marked seeded; those not bound to a registered GGUF file (a resident
+model, or one a pre-catalog home names) are marked ``builtin``, as the old code treated them.
 
 Revision ID: 0005
 Revises: 0004
@@ -52,13 +52,13 @@ def upgrade() -> None:
     )
     models = sa.table("models", sa.column("name", sa.String), sa.column("path", sa.Text))
     connection = op.get_bind()
-    resident = sa.select(models.c.name).where(models.c.path.is_(None))
+    registered = sa.select(models.c.name).where(models.c.path.is_not(None))
     connection.execute(
         deployments.update()
         .where(
             deployments.c.name.in_(_OLD_BUILTINS),
             deployments.c.upstreams.is_(None),
-            deployments.c.model.in_(resident),
+            deployments.c.model.not_in(registered),
         )
         .values(builtin=True)
     )
