@@ -72,8 +72,10 @@ def gateway(home: Path, upstreams: list[ServerSpec], *, policy: str = "affinity"
     env = cerulean_env(home, policy)
 
     def cli(*args: str) -> None:
-        subprocess.run([sys.executable, "-m", "cerulean", *args], env=env, check=True,
-                       capture_output=True, timeout=120)  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "cerulean", *args], env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        if done.returncode != 0:
+            raise SystemExit(f"cerulean {' '.join(args)} failed:\n{done.stderr}")
 
     names = []
     for spec in upstreams:
@@ -185,16 +187,18 @@ async def part_routing(
             for _ in range(args.upstreams)
         ]
         upstreams = [RunningServer(spec, logs) for spec in specs]
-        home = Path(tempfile.mkdtemp(prefix=f"cerulean-gw-{policy}-")) / "home"
-        gw_spec = gateway(home, specs, policy=policy)
-        gw = RunningServer(gw_spec, logs)
+        gw: RunningServer | None = None
         try:
-            for upstream in upstreams:
+            for upstream in upstreams:  # `upstreams add` probes them: they must answer first
                 await upstream.wait_healthy(120)
+            home = Path(tempfile.mkdtemp(prefix=f"cerulean-gw-{policy}-")) / "home"
+            gw_spec = gateway(home, specs, policy=policy)
+            gw = RunningServer(gw_spec, logs)
             await gw.wait_healthy(120)
             stats = await measure(gw_spec, load, args)
         finally:
-            gw.stop()
+            if gw is not None:
+                gw.stop()
             for upstream in upstreams:
                 upstream.stop()
         _log(
