@@ -324,7 +324,12 @@ class Settings(BaseSettings):
     @property
     def store_url(self) -> str:
         """The database URL, defaulting to SQLite inside the data directory."""
-        return self.database_url or f"sqlite:///{self.home / 'cerulean.db'}"
+        return self.database_url or f"sqlite:///{self.sqlite_file}"
+
+    @property
+    def sqlite_file(self) -> Path:
+        """The SQLite database a store uses when no ``database_url`` is set."""
+        return self.home / "cerulean.db"
 
 
 def cli_fields() -> dict[str, Any]:

@@ -50,7 +50,7 @@ def _endpoint(settings: Settings, endpoint: str | None) -> tuple[str, dict[str, 
 
 
 def _key(settings: Settings) -> str:
-    if settings.home.exists() and (settings.home / "cerulean.db").exists():
+    if settings.sqlite_file.exists():
         with _store(settings, read_only=True) as store:
             known = readable_keys(store, settings)
         if known:
@@ -192,7 +192,7 @@ def status(as_json: bool, endpoint: str | None, home: Path | None) -> None:
         raise click.ClickException(f"the server answered {_error_message(exc)}") from None
     except urllib.error.URLError as exc:
         raise click.ClickException(f"the server at {base} does not answer ({exc.reason})") from None
-    if (settings.home / "cerulean.db").exists():
+    if settings.sqlite_file.exists():
         with _store(settings, read_only=True) as store:
             report["deployments"] = {d.name: d.model for d in store.list_deployments()}
     if as_json:

@@ -97,7 +97,7 @@ def _store(settings: Settings, *, read_only: bool = False) -> Iterator[Store]:
     from cerulean.services.models import embedded_model_records
     from cerulean.store.home import open_store
 
-    if read_only and not settings.database_url and not (settings.home / "cerulean.db").exists():
+    if read_only and not settings.database_url and not settings.sqlite_file.exists():
         raise _missing_home(settings)
     store = open_store(settings)  # the home 0700, the SQLite file 0600
     try:

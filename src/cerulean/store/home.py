@@ -38,7 +38,7 @@ def secure_home(settings: Settings) -> Path:
     home.mkdir(mode=HOME_MODE, parents=True, exist_ok=True)
     _narrow(home, HOME_MODE)
     if settings.database_url is None:  # the default SQLite file, created 0600 before SQLite does
-        database = home / "cerulean.db"
+        database = settings.sqlite_file
         fd = os.open(database, os.O_RDWR | os.O_CREAT, FILE_MODE)
         os.close(fd)
         for path in (database, home / "cerulean.db-wal", home / "cerulean.db-shm"):
