@@ -296,7 +296,7 @@ def _base(
     created: int,
 ) -> dict[str, Any]:
     """The response object before any output (``queued`` in the background)."""
-    return {
+    response: dict[str, Any] = {
         "id": completion_id("resp_"),
         "object": "response",
         "created_at": created,
@@ -319,10 +319,11 @@ def _base(
         "tools": echo_tools(tools),
         "top_p": 1.0 if body.top_p is None else body.top_p,
         "truncation": body.truncation or "disabled",
-        "usage": None,
-        "user": body.user,
         "metadata": dict(body.metadata or {}),
     }
+    if body.user is not None:
+        response["user"] = body.user
+    return response
 
 
 async def _history(
