@@ -197,7 +197,7 @@ def test_background_and_cancel(client: OpenAI) -> None:
     )
     assert started.status in ("queued", "in_progress") and started.background
     cancelled = client.responses.cancel(started.id)
-    assert cancelled.status in ("cancelled", "completed", "incomplete")
+    assert cancelled.status == "cancelled"
     assert client.responses.retrieve(started.id).status == cancelled.status
     done = client.responses.create(
         model="gpt-4", input="Say hi.", background=True, max_output_tokens=16, temperature=0

@@ -56,6 +56,10 @@ RESPONSE_ARGUMENTS = frozenset(
         "safety_identifier",
         "stream_options",
         "conversation",
+        "context_management",
+        "moderation",
+        "prompt_cache_options",
+        "prompt_cache_retention",
     }
 )
 
@@ -64,6 +68,8 @@ _UNSUPPORTED: dict[str, Any] = {
     "reasoning": lambda v: v is None or v == {} or v.get("effort") is None,
     "prompt": lambda v: v is None,
     "conversation": lambda v: v is None,
+    "context_management": lambda v: v is None,
+    "moderation": lambda v: v is None,
     "top_logprobs": lambda v: v in (None, 0),
     "include": lambda v: v in (None, []),
 }
