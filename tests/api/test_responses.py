@@ -6,6 +6,7 @@ Every body and stream event is validated against OpenAI's ``Response`` /
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from fastapi.testclient import TestClient
 from cerulean.app import create_app
 from cerulean.engines.base import GenerationRequest, ToolCallDelta
 from cerulean.engines.fake import FakeEngine, Piece
+from cerulean.services.responses import run_response_request
 from cerulean.settings import Settings
 from tests.conformance.recorder import record_responses
 from tests.conftest import KEY1
@@ -335,3 +337,20 @@ def test_background_stream_follows_the_run(api: TestClient) -> None:
     got = events(response.text)
     assert got[0]["response"]["status"] == "queued"
     assert got[-1]["type"] == "response.completed"
+
+
+def test_run_response_request_for_other_services(api: TestClient) -> None:
+    state = api.app.state.cerulean  # type: ignore[attr-defined]
+
+    def run(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        call = functools.partial(run_response_request, state, body, request_id="batch-1")
+        result: tuple[int, dict[str, Any]] = api.portal.call(call)  # type: ignore[union-attr]
+        return result
+
+    status, body = run({"model": "gpt-4", "input": "a batch line"})
+    assert status == 200 and body["output"][0]["content"][0]["text"] == "You said: a batch line"
+    assert api.get(f"{V1}/{body['id']}").json() == body
+    assert run({"model": "nope", "input": "x"})[0] == 404
+    status, error = run({"model": "gpt-4", "input": "x", "stream": True})
+    assert status == 400 and error["error"]["param"] == "stream"
+    assert run({"input": "x"}) == (400, run({"input": "y"})[1])

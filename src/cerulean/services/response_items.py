@@ -10,7 +10,7 @@ Responses API and chat refuse the same things.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from cerulean.engines.base import ChatMessage, ContentPart, ResponseFormat, ToolCall, Tools
@@ -317,7 +317,3 @@ def read_format(text: dict[str, Any] | None) -> tuple[ResponseFormat | None, dic
         param="text.format.type",
     )
 
-
-def conversation_text(messages: Sequence[ChatMessage]) -> str:
-    """All the text of ``messages`` (JSON mode's "mention JSON" rule reads it)."""
-    return "\n".join(message.text for message in messages)
