@@ -87,11 +87,15 @@ def test_create_retrieve_input_items_delete(client: OpenAI) -> None:
 
 def test_stream_helper_and_raw_events(client: OpenAI) -> None:
     with client.responses.stream(
-        model="gpt-4", input="Count to five.", temperature=0, max_output_tokens=16
+        model="gpt-4", input="Count to five.", temperature=0, max_output_tokens=48
     ) as stream:
-        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
-        final = stream.get_final_response()
-    assert "".join(deltas) == final.output_text and deltas
+        seen = list(stream)
+        final = seen[-1].response  # type: ignore[union-attr]
+        if final.status == "completed":  # the helper insists on response.completed
+            assert stream.get_final_response().output_text == final.output_text
+    deltas = [e for e in seen if e.type == "response.output_text.delta"]
+    assert deltas and deltas[-1].snapshot == final.output_text  # the helper's accumulation
+    assert "".join(e.delta for e in deltas) == final.output_text
     events = list(
         client.responses.create(
             model="gpt-4", input="Say hi.", temperature=0, max_output_tokens=16, stream=True
