@@ -10,6 +10,7 @@ import functools
 import json
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -20,6 +21,8 @@ from cerulean.engines.base import GenerationRequest, ToolCallDelta
 from cerulean.engines.fake import FakeEngine, Piece
 from cerulean.services.responses import run_response_request
 from cerulean.settings import Settings
+from cerulean.state import AppState
+from cerulean.store.base import DeploymentRecord
 from tests.conformance.recorder import record_responses
 from tests.conftest import KEY1
 
@@ -354,3 +357,18 @@ def test_run_response_request_for_other_services(api: TestClient) -> None:
     status, error = run({"model": "gpt-4", "input": "x", "stream": True})
     assert status == 400 and error["error"]["param"] == "stream"
     assert run({"input": "x"}) == (400, run({"input": "y"})[1])
+
+
+def test_rate_limits_are_chats(api: TestClient) -> None:
+    state: AppState = api.app.state.cerulean  # type: ignore[attr-defined]
+    created = datetime.now(timezone.utc)
+    state.store.put_deployment(DeploymentRecord("small", "fake-model", "1", 1, "Standard", created))
+    first = api.post(V1, json={"model": "small", "input": "hello there", "max_output_tokens": 16})
+    assert first.status_code == 200
+    assert first.headers["x-ratelimit-limit-tokens"] == "1000"
+    assert int(first.headers["x-ratelimit-remaining-tokens"]) == 1000 - (3 + 16)
+    assert first.headers["x-ratelimit-remaining-requests"] == "0"
+    again = api.post(V1, json={"model": "small", "input": "x"})
+    assert again.status_code == 429 and "retry-after" in again.headers
+    chat = "/openai/deployments/small/chat/completions?api-version=2024-10-21"
+    assert api.post(chat, json={"messages": [{"role": "user", "content": "x"}]}).status_code == 429
