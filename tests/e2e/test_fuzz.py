@@ -82,7 +82,7 @@ def capped_response(case: Case) -> Case:
     return case.with_body({**body, "max_output_tokens": 16})
 
 
-@fuzz_settings(12, env="FUZZ_E2E_EXAMPLES")
+@fuzz_settings(6, env="FUZZ_E2E_EXAMPLES")
 @given(case=spec_cases(OPERATIONS["responses"], "positive").map(capped_response))
 def test_real_server_responses_bodies_valid_for_the_spec(
     http: httpx.Client, server: Server, case: Case

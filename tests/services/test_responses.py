@@ -169,3 +169,32 @@ def test_startup_fails_this_servers_interrupted_runs_and_purges(tmp_path: Path) 
     assert other is not None and other.status == "queued"
     assert store.purge_responses(NOW + timedelta(days=2)) == 2  # resp_old was purged already
     store.close()
+
+
+def test_a_run_cancelled_before_it_starts_is_still_ended(tmp_path: Path) -> None:
+    from unittest.mock import AsyncMock, MagicMock
+
+    from cerulean.services.responses import _cancel_run, _Run
+
+    async def scenario() -> None:
+        store = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite'}")
+        runs = BackgroundRuns()
+        ctx = ResponsesContext(store, runs, timedelta(days=1), "me", clock=lambda: 0.0)
+        turn = MagicMock()
+        turn.ctx = ctx
+        turn.response = {"id": "resp_x"}
+        turn.close = AsyncMock()
+        turn.save = AsyncMock()
+        run = _Run(turn)
+        runs.runs["resp_x"] = run
+        run.task = asyncio.create_task(asyncio.sleep(10))  # never gets to run its ending
+        await runs.aclose()
+        assert run.finished and runs.runs == {}
+        turn.shaper.cancelled.assert_called_once()
+        turn.close.assert_awaited_once()
+        turn.save.assert_awaited_once()
+        await _cancel_run(run)  # idempotent
+        turn.close.assert_awaited_once()
+        store.close()
+
+    asyncio.run(scenario())

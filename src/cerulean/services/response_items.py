@@ -316,4 +316,3 @@ def read_format(text: dict[str, Any] | None) -> tuple[ResponseFormat | None, dic
         "'json_schema'.",
         param="text.format.type",
     )
-

@@ -125,11 +125,7 @@ class BackgroundRuns:
 
     async def aclose(self) -> None:
         """Cancel every run (the server stops); each is stored as cancelled."""
-        tasks = [run.task for run in self.runs.values() if run.task is not None]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=10)
+        await asyncio.gather(*(_cancel_run(run) for run in list(self.runs.values())))
 
 
 @dataclass(frozen=True)
@@ -539,9 +535,13 @@ async def delete_response(ctx: ResponsesContext, response_id: str) -> dict[str, 
 
 
 async def _cancel_run(run: _Run) -> None:
+    """Stop a run and wait until it is stored as cancelled (also one that never started)."""
     if run.task is not None and not run.task.done():
         run.task.cancel()
         await asyncio.wait([run.task])
+    if not run.finished:  # cancelled before its first step: nothing ran its ending
+        run.turn.shaper.cancelled()
+        await _end(run)
 
 
 async def cancel_response(ctx: ResponsesContext, response_id: str) -> dict[str, Any]:
