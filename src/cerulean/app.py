@@ -52,7 +52,7 @@ from cerulean.services.gateway import Gateway
 from cerulean.services.keys import KeyRing, provision_keys
 from cerulean.services.models import ensure_models, resident_records
 from cerulean.services.pool import EngineFactory, EnginePool
-from cerulean.services.responses import ResponsesContext, prepare_store, purge_periodically
+from cerulean.services.responses import ResponsesContext, prepare_store, upkeep
 from cerulean.settings import Settings
 from cerulean.state import AppState
 from cerulean.store.base import Store
@@ -126,11 +126,11 @@ def create_app(
         checker = asyncio.create_task(gateway.run(settings.upstream_health_interval))
         stored = ResponsesContext.of(state)
         await prepare_store(stored)
-        purger = asyncio.create_task(purge_periodically(stored, settings.response_purge_interval))
+        upkeeper = asyncio.create_task(upkeep(stored, settings.response_purge_interval))
         try:
             yield
         finally:
-            for task in (loader, reconciler, checker, purger):
+            for task in (loader, reconciler, checker, upkeeper):
                 task.cancel()
             await state.responses.aclose()
             await _close(state, served)

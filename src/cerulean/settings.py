@@ -278,6 +278,12 @@ class Settings(BaseSettings):
     response_purge_interval: float = Field(
         3600, gt=0, description="Seconds between purges of expired stored responses."
     )
+    response_heartbeat: float = Field(
+        10,
+        gt=0,
+        description="Seconds between the heartbeats of running background responses; one "
+        "silent for three heartbeats (its server died) is marked failed.",
+    )
     region: str = Field("local", description="Value of the x-ms-region response header.")
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted (bytes)."

@@ -372,3 +372,17 @@ def test_rate_limits_are_chats(api: TestClient) -> None:
     assert again.status_code == 429 and "retry-after" in again.headers
     chat = "/openai/deployments/small/chat/completions?api-version=2024-10-21"
     assert api.post(chat, json={"messages": [{"role": "user", "content": "x"}]}).status_code == 429
+
+
+def test_resume_a_running_background_stream(settings: Settings) -> None:
+    engine = FakeEngine(lambda _r: ["tick "] * 8, context_length=256, delay=0.05)
+    with TestClient(create_app(settings, {"fake-model": engine})) as api:
+        record_responses(api)
+        api.headers["api-key"] = KEY1
+        queued = create(api, input="go", background=True)
+        _wait(api, queued["id"], "in_progress")
+        live = api.get(f"{V1}/{queued['id']}", params={"stream": "true", "starting_after": 1})
+        got = events(live.text)
+        assert [e["sequence_number"] for e in got] == list(range(2, 2 + len(got)))
+        assert got[-1]["type"] == "response.completed"
+        assert got[-1]["response"]["output"][0]["content"][0]["text"] == "tick " * 8

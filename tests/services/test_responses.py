@@ -4,6 +4,7 @@ the entry point other services call (docs/responses.md)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,6 +21,7 @@ from cerulean.services.responses import (
     BackgroundRuns,
     ResponsesContext,
     _drop_oldest,
+    get_response,
     prepare_store,
 )
 from cerulean.store.base import ResponseRecord
@@ -142,22 +144,22 @@ def test_truncation_keeps_system_and_the_last_message() -> None:
     assert not _drop_oldest(messages)
 
 
-def _record(response_id: str, status: str, runner: str) -> ResponseRecord:
-    body = {"id": response_id, "status": status, "background": True}
+def _record(response_id: str, status: str, beat: datetime) -> ResponseRecord:
+    body = {"id": response_id, "status": status, "background": True, "output": []}
     return ResponseRecord(
         response_id, "gpt-4", status, NOW, NOW + timedelta(days=1), json.dumps(body), "[]", "[]",
-        runner=runner,
+        runner="a server", heartbeat=beat,
     )  # fmt: skip
 
 
-def test_startup_fails_this_servers_interrupted_runs_and_purges(tmp_path: Path) -> None:
+def test_startup_fails_interrupted_runs_and_purges(tmp_path: Path) -> None:
     store = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite'}")
     ctx = ResponsesContext(
-        store, BackgroundRuns(), timedelta(days=30), "me", clock=lambda: NOW.timestamp()
+        store, BackgroundRuns(), timedelta(days=30), "me", lambda: NOW.timestamp(), heartbeat=10
     )
-    store.put_response(_record("resp_mine", "in_progress", "me"))
-    store.put_response(_record("resp_other", "queued", "another server"))
-    expired = _record("resp_old", "completed", "me")
+    store.put_response(_record("resp_mine", "in_progress", NOW - timedelta(seconds=31)))
+    store.put_response(_record("resp_other", "queued", NOW - timedelta(seconds=20)))
+    expired = _record("resp_old", "completed", NOW)
     store.put_response(
         ResponseRecord(**{**expired.__dict__, "expires_at": NOW - timedelta(seconds=1)})
     )
@@ -166,7 +168,9 @@ def test_startup_fails_this_servers_interrupted_runs_and_purges(tmp_path: Path) 
     assert mine is not None and mine.status == "failed"
     assert json.loads(mine.body)["error"]["code"] == "server_error"
     other = store.get_response("resp_other", NOW)
-    assert other is not None and other.status == "queued"
+    assert other is not None and other.status == "queued"  # its server still beats
+    later = dataclasses.replace(ctx, clock=lambda: NOW.timestamp() + 15)
+    assert asyncio.run(get_response(later, "resp_other"))["status"] == "failed"  # it stopped
     assert store.purge_responses(NOW + timedelta(days=2)) == 2  # resp_old was purged already
     store.close()
 

@@ -227,7 +227,7 @@ def test_migration_0005_marks_built_ins_and_keeps_a_users_choice(db_url: str) ->
 
 def _response(
     response_id: str, status: str, expires: datetime, runner: str | None = None
-) -> ResponseRecord:
+) -> ResponseRecord:  # a heartbeat at NOW when it has a runner
     return ResponseRecord(
         id=response_id,
         deployment="gpt-4",
@@ -239,6 +239,7 @@ def _response(
         conversation="[]",
         events=None,
         runner=runner,
+        heartbeat=NOW if runner else None,
     )
 
 
@@ -252,10 +253,15 @@ def test_responses_expire_purge_and_delete(store: SqlStore) -> None:
     assert store.get_response("resp_old", NOW + timedelta(seconds=2)) is None
     assert store.purge_responses(NOW + timedelta(seconds=2)) == 1
     assert store.get_response("resp_old", NOW) is None
-    assert [r.id for r in store.unfinished_responses("me")] == ["resp_bg"]
-    assert store.unfinished_responses("someone else") == []
+    soon = NOW + timedelta(seconds=30)
+    assert [r.id for r in store.stale_responses(soon)] == ["resp_bg"]
+    assert store.touch_responses("someone else", soon) == 0
+    assert store.touch_responses("me", soon) == 1
+    assert store.stale_responses(soon) == []
+    beaten = store.get_response("resp_bg", NOW)
+    assert beaten is not None and beaten.heartbeat == soon
     store.put_response(_response("resp_bg", "completed", later, runner="me"))
-    assert store.unfinished_responses("me") == []
+    assert store.stale_responses(later) == []
     assert store.delete_response("resp_a") is True
     assert store.delete_response("resp_a") is False
     assert store.get_response("resp_a", NOW) is None

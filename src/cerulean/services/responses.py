@@ -16,7 +16,9 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import socket
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -67,14 +69,15 @@ __all__ = [
     "get_response",
     "list_input_items",
     "prepare_store",
-    "purge_periodically",
     "resume_stream",
     "run_response_request",
+    "upkeep",
 ]
 
 logger = logging.getLogger(__name__)
 
 _FINISHED = frozenset({"completed", "incomplete", "failed", "cancelled"})
+_RUNNING = frozenset({"queued", "in_progress"})
 _CONTINUABLE = frozenset({"completed", "incomplete"})
 
 
@@ -117,11 +120,17 @@ class _Run:
                 return
 
 
+def _runner_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
 @dataclass
 class BackgroundRuns:
-    """The background responses this process is running, by id."""
+    """The background responses this process is running, by id; ``runner`` names the process
+    in the store (its heartbeats keep its runs alive there)."""
 
     runs: dict[str, _Run] = field(default_factory=dict)
+    runner: str = field(default_factory=_runner_name)
 
     async def aclose(self) -> None:
         """Cancel every run (the server stops); each is stored as cancelled."""
@@ -135,8 +144,9 @@ class ResponsesContext:
     store: Store
     runs: BackgroundRuns
     retention: timedelta
-    runner: str  # this server: host, port and home (a restart finds its interrupted runs)
+    runner: str  # this process (host, pid and a random part)
     clock: Callable[[], float]
+    heartbeat: float = 10.0  # seconds between heartbeats; three missed: the run died
 
     @classmethod
     def of(cls, state: AppState) -> ResponsesContext:
@@ -145,8 +155,9 @@ class ResponsesContext:
             store=state.store,
             runs=state.responses,
             retention=timedelta(days=settings.response_retention_days),
-            runner=f"{socket.gethostname()}:{settings.port}:{settings.home}",
+            runner=state.responses.runner,
             clock=state.clock,
+            heartbeat=settings.response_heartbeat,
         )
 
     def now(self) -> datetime:
@@ -220,6 +231,7 @@ class _Turn:
             conversation=json.dumps([*self.context, *output]),
             events=None if events is None else json.dumps(events),
             runner=self.ctx.runner if self.response["background"] else None,
+            heartbeat=self.ctx.now() if self.response["background"] else None,
         )
         await asyncio.to_thread(self.ctx.store.put_response, record)
 
@@ -487,8 +499,32 @@ async def get_response(ctx: ResponsesContext, response_id: str) -> dict[str, Any
     record = await _record(ctx, response_id)
     if run is not None:
         return run.turn.shaper.snapshot()
+    if _stale(ctx, record):
+        record = await _fail(ctx, record)
     body: dict[str, Any] = json.loads(record.body)
     return body
+
+
+def _stale(ctx: ResponsesContext, record: ResponseRecord) -> bool:
+    """Whether a queued or running response's server stopped beating (it died)."""
+    if record.status not in _RUNNING or record.id in ctx.runs.runs:
+        return False
+    beat = record.heartbeat or record.created_at
+    return beat < ctx.now() - timedelta(seconds=3 * ctx.heartbeat)
+
+
+async def _fail(ctx: ResponsesContext, record: ResponseRecord) -> ResponseRecord:
+    """Record an interrupted run as failed (its server stopped during the run)."""
+    body = json.loads(record.body)
+    body["status"] = "failed"
+    body["error"] = {"code": "server_error", "message": "The server stopped during the run."}
+    for item in body.get("output", []):
+        if item.get("status") == "in_progress":
+            item["status"] = "incomplete"
+    failed = dataclasses.replace(record, status="failed", body=json.dumps(body))
+    await asyncio.to_thread(ctx.store.put_response, failed)
+    logger.info("background response %s was interrupted: marked failed", record.id)
+    return failed
 
 
 async def resume_stream(
@@ -557,9 +593,13 @@ async def cancel_response(ctx: ResponsesContext, response_id: str) -> dict[str, 
     if run is not None:
         await _cancel_run(run)
         return run.turn.shaper.snapshot()
+    if _stale(ctx, record):
+        record = await _fail(ctx, record)
     if record.status in _FINISHED:
-        return body
-    # Queued or running elsewhere (another replica) or interrupted: recorded as cancelled.
+        finished: dict[str, Any] = json.loads(record.body)
+        return finished
+    # Running on another replica: recorded as cancelled, which that replica reads at its next
+    # heartbeat and stops the run (upkeep).
     body["status"] = "cancelled"
     await asyncio.to_thread(
         ctx.store.put_response,
@@ -612,15 +652,24 @@ async def list_input_items(
 
 
 async def prepare_store(ctx: ResponsesContext) -> None:
-    """At startup: purge expired responses, and mark the background responses this server was
-    running when it stopped as failed (they can never finish)."""
+    """At startup: purge expired responses, and mark interrupted background runs failed."""
     await purge(ctx)
-    for record in await asyncio.to_thread(ctx.store.unfinished_responses, ctx.runner):
-        body = json.loads(record.body)
-        body["status"] = "failed"
-        body["error"] = {"code": "server_error", "message": "The server stopped during the run."}
-        updated = dataclasses.replace(record, status="failed", body=json.dumps(body))
-        await asyncio.to_thread(ctx.store.put_response, updated)
+    await _fail_stale(ctx)
+
+
+async def _fail_stale(ctx: ResponsesContext) -> None:
+    before = ctx.now() - timedelta(seconds=3 * ctx.heartbeat)
+    for record in await asyncio.to_thread(ctx.store.stale_responses, before):
+        if record.id not in ctx.runs.runs:
+            await _fail(ctx, record)
+
+
+async def _cancelled_elsewhere(ctx: ResponsesContext) -> None:
+    """Stop this process's runs that a cancel on another replica marked cancelled."""
+    for response_id, run in list(ctx.runs.runs.items()):
+        record = await asyncio.to_thread(ctx.store.get_response, response_id, ctx.now())
+        if record is None or record.status == "cancelled":
+            await _cancel_run(run)
 
 
 async def purge(ctx: ResponsesContext) -> int:
@@ -631,14 +680,22 @@ async def purge(ctx: ResponsesContext) -> int:
     return count
 
 
-async def purge_periodically(ctx: ResponsesContext, interval: float) -> None:
-    """Purge every ``interval`` seconds, for as long as the server runs."""
+async def upkeep(ctx: ResponsesContext, purge_interval: float) -> None:
+    """For as long as the server runs: beat for this process's background runs, mark runs
+    whose server stopped beating failed, and purge expired responses every ``purge_interval``."""
+    last_purge = ctx.clock()
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(ctx.heartbeat)
         try:
-            await purge(ctx)
+            if ctx.runs.runs:
+                await asyncio.to_thread(ctx.store.touch_responses, ctx.runner, ctx.now())
+                await _cancelled_elsewhere(ctx)
+            await _fail_stale(ctx)
+            if ctx.clock() - last_purge >= purge_interval:
+                last_purge = ctx.clock()
+                await purge(ctx)
         except Exception:
-            logger.exception("purge of expired responses failed")
+            logger.exception("upkeep of stored responses failed")
 
 
 # -- for other services ---------------------------------------------------------------------------

@@ -86,7 +86,8 @@ class ResponseRecord:
     ``body`` is the response object, ``input_items`` the items of its own input (with ids) and
     ``conversation`` every item the next turn's model reads (earlier turns, this input, this
     output), all JSON text. ``events`` are a background stream's events (for resumption);
-    ``runner`` names the server process running a background response.
+    ``runner`` names the server process running a background response, which refreshes
+    ``heartbeat`` while it runs (a run whose heartbeat stops was interrupted).
     """
 
     id: str
@@ -99,6 +100,7 @@ class ResponseRecord:
     conversation: str
     events: str | None = None
     runner: str | None = None
+    heartbeat: datetime | None = None
 
 
 class Store(Protocol):
@@ -205,8 +207,12 @@ class Store(Protocol):
         """Delete the responses expired by ``now``; how many."""
         ...
 
-    def unfinished_responses(self, runner: str) -> list[ResponseRecord]:
-        """The queued or in-progress responses that ``runner`` was running."""
+    def touch_responses(self, runner: str, now: datetime) -> int:
+        """Refresh the heartbeat of the queued or in-progress responses ``runner`` runs."""
+        ...
+
+    def stale_responses(self, before: datetime) -> list[ResponseRecord]:
+        """The queued or in-progress responses whose heartbeat is older than ``before``."""
         ...
 
     def close(self) -> None:

@@ -123,8 +123,10 @@ responses = Table(  # migration 0006
     Column("input_items", Text, nullable=False),
     Column("conversation", Text, nullable=False),
     Column("events", Text, nullable=True),
+    Column("heartbeat", DateTime(timezone=True), nullable=True),
 )
 
+_RUNNING = ("queued", "in_progress")
 _USAGE_COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "throttled")
 
 
@@ -352,6 +354,7 @@ class SqlStore:
             "input_items": record.input_items,
             "conversation": record.conversation,
             "events": record.events,
+            "heartbeat": record.heartbeat,
         }
         self._upsert(responses, values)
 
@@ -373,9 +376,16 @@ class SqlStore:
             result = conn.execute(delete(responses).where(responses.c.expires_at <= now))
         return int(result.rowcount or 0)
 
-    def unfinished_responses(self, runner: str) -> list[ResponseRecord]:
+    def touch_responses(self, runner: str, now: datetime) -> int:
+        running = responses.c.status.in_(_RUNNING)
+        query = responses.update().where(responses.c.runner == runner, running)
+        with self._engine.begin() as conn:
+            result = conn.execute(query.values(heartbeat=now))
+        return int(result.rowcount or 0)
+
+    def stale_responses(self, before: datetime) -> list[ResponseRecord]:
         query = select(responses).where(
-            responses.c.runner == runner, responses.c.status.in_(("queued", "in_progress"))
+            responses.c.status.in_(_RUNNING), responses.c.heartbeat < before
         )
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
@@ -464,4 +474,5 @@ def _response(row: Any) -> ResponseRecord:
         conversation=row["conversation"],
         events=row["events"],
         runner=row["runner"],
+        heartbeat=None if row["heartbeat"] is None else _aware(row["heartbeat"]),
     )

@@ -2,7 +2,8 @@
 
 One row per stored response: the response object, its input items and the conversation the
 next turn continues, as JSON text; ``expires_at`` drives the retention purge (30 days by
-default, as Azure); ``runner`` and ``events`` serve background responses.
+default, as Azure); ``runner``, ``heartbeat`` and ``events`` serve background responses (a run
+whose heartbeat stops was interrupted; its events let a client resume its stream).
 
 Revision ID: 0006
 Revises: 0005
@@ -33,6 +34,7 @@ def upgrade() -> None:
         sa.Column("input_items", sa.Text, nullable=False),
         sa.Column("conversation", sa.Text, nullable=False),
         sa.Column("events", sa.Text, nullable=True),
+        sa.Column("heartbeat", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_index("ix_responses_expires_at", "responses", ["expires_at"])
 
