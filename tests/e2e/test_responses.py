@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import openai
 import pytest
@@ -226,3 +227,33 @@ def test_old_api_version_is_refused(server: Server) -> None:
     )
     with pytest.raises(openai.BadRequestError, match="2025-03-01-preview and later"):
         old.responses.create(model="gpt-4", input="hi")
+
+
+def test_kill_9_keeps_stored_responses_and_fails_the_interrupted_run(tmp_path: Path) -> None:
+    env = {"CERULEAN_RESPONSE_HEARTBEAT": "0.5"}  # a silent run is dead after 1.5 s
+    first = Server(home=tmp_path / "home", env=env).start()
+    client = v1(first)
+    kept = client.responses.create(model="gpt-4", input="Say hi.", max_output_tokens=16)
+    running = client.responses.create(
+        model="gpt-4", input="Write a long story.", background=True, max_output_tokens=400
+    )
+    deadline = time.monotonic() + 60
+    while client.responses.retrieve(running.id).status == "queued":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    first.stop(kill=True)
+    second = Server(home=tmp_path / "home", env=env).start()
+    try:
+        client = v1(second)
+        assert client.responses.retrieve(kept.id).output_text == kept.output_text
+        time.sleep(1.5)
+        interrupted = client.responses.retrieve(running.id)
+        assert interrupted.status == "failed"
+        assert interrupted.error is not None and interrupted.error.code == "server_error"
+        follow = client.responses.create(
+            model="gpt-4", input="Again.", previous_response_id=kept.id, max_output_tokens=16
+        )
+        assert follow.usage is not None and kept.usage is not None
+        assert follow.usage.input_tokens > kept.usage.input_tokens
+    finally:
+        second.stop()
