@@ -202,3 +202,16 @@ def test_a_run_cancelled_before_it_starts_is_still_ended(tmp_path: Path) -> None
         store.close()
 
     asyncio.run(scenario())
+
+
+def test_tool_choice_without_tools() -> None:
+    from cerulean.services.response_items import read_response_tools
+
+    assert read_response_tools(None, "auto", None) is None
+    assert read_response_tools([], "none", None) is None
+    with pytest.raises(InvalidRequest, match="only allowed when 'tools'"):
+        read_response_tools(None, "required", None)
+    named = read_response_tools(
+        [{"type": "function", "name": "f"}], {"type": "function", "name": "f"}, None
+    )
+    assert named is not None and named.choice == "function" and named.function == "f"

@@ -249,8 +249,8 @@ def read_response_tools(
 ) -> Tools | None:
     """Function ``tools`` (the Responses API's flat shape) and ``tool_choice``, validated by
     chat's rules; other tool kinds (web search, file search...) are a 400."""
-    if tools is not None and not tools and tool_choice is None:
-        return None
+    if not tools and tool_choice in (None, "auto", "none"):
+        return None  # nothing to call (OpenAI accepts these choices without tools)
     chat_tools = None if tools is None else [_chat_tool(t, i) for i, t in enumerate(tools)]
     return read_tools(chat_tools, _chat_choice(tool_choice), None, None, parallel)
 

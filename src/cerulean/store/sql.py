@@ -115,7 +115,7 @@ responses = Table(  # migration 0006
     metadata,
     Column("id", String(64), primary_key=True),
     Column("deployment", String(64), nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", String(16), nullable=False, index=True),  # the upkeep's stale-run query
     Column("runner", String(256), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),

@@ -37,8 +37,10 @@ def upgrade() -> None:
         sa.Column("heartbeat", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_index("ix_responses_expires_at", "responses", ["expires_at"])
+    op.create_index("ix_responses_status", "responses", ["status"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_responses_status", "responses")
     op.drop_index("ix_responses_expires_at", "responses")
     op.drop_table("responses")
