@@ -215,3 +215,27 @@ def test_tool_choice_without_tools() -> None:
         [{"type": "function", "name": "f"}], {"type": "function", "name": "f"}, None
     )
     assert named is not None and named.choice == "function" and named.function == "f"
+
+
+def test_a_cancel_on_another_replica_stops_the_run_here(tmp_path: Path) -> None:
+    from unittest.mock import AsyncMock, MagicMock
+
+    from cerulean.services.responses import _cancelled_elsewhere, _Run
+
+    async def scenario() -> None:
+        store = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite'}")
+        ctx = ResponsesContext(store, BackgroundRuns(), timedelta(days=1), "me", lambda: 0.0)
+        running = dataclasses.replace(_record("resp_x", "in_progress", NOW), created_at=NOW)
+        store.put_response(running)
+        turn = MagicMock(ctx=ctx, response={"id": "resp_x"}, close=AsyncMock(), save=AsyncMock())
+        run = _Run(turn)
+        ctx.runs.runs["resp_x"] = run
+        run.task = asyncio.create_task(asyncio.sleep(10))
+        await _cancelled_elsewhere(dataclasses.replace(ctx, clock=NOW.timestamp))
+        assert not run.finished  # still in progress in the store: left running
+        store.put_response(dataclasses.replace(running, status="cancelled"))
+        await _cancelled_elsewhere(dataclasses.replace(ctx, clock=NOW.timestamp))
+        assert run.finished and run.task.cancelled() and ctx.runs.runs == {}
+        store.close()
+
+    asyncio.run(scenario())
