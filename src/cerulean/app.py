@@ -14,7 +14,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from cerulean import __version__
-from cerulean.api import chat, completions, embeddings, health, management, metrics, models, v1
+from cerulean.api import (
+    chat,
+    completions,
+    embeddings,
+    health,
+    management,
+    metrics,
+    models,
+    responses,
+    v1,
+)
 from cerulean.api.access import AccessMiddleware, RequestMetrics
 from cerulean.api.middleware import (
     AuthMiddleware,
@@ -42,6 +52,7 @@ from cerulean.services.gateway import Gateway
 from cerulean.services.keys import KeyRing, provision_keys
 from cerulean.services.models import ensure_models, resident_records
 from cerulean.services.pool import EngineFactory, EnginePool
+from cerulean.services.responses import ResponsesContext, prepare_store, upkeep
 from cerulean.settings import Settings
 from cerulean.state import AppState
 from cerulean.store.base import Store
@@ -113,11 +124,15 @@ def create_app(
         gateway = state.pool.gateway
         assert gateway is not None
         checker = asyncio.create_task(gateway.run(settings.upstream_health_interval))
+        stored = ResponsesContext.of(state)
+        await prepare_store(stored)
+        upkeeper = asyncio.create_task(upkeep(stored, settings.response_purge_interval))
         try:
             yield
         finally:
-            for task in (loader, reconciler, checker):
+            for task in (loader, reconciler, checker, upkeeper):
                 task.cancel()
+            await state.responses.aclose()
             await _close(state, served)
 
     app = FastAPI(
@@ -128,7 +143,8 @@ def create_app(
         redoc_url=None,
         redirect_slashes=False,  # never a Host-built redirect (NormalizePathMiddleware)
     )
-    for module in (health, chat, embeddings, completions, metrics, models, v1, management):
+    modules = (health, chat, embeddings, completions, metrics, models, v1, responses, management)
+    for module in modules:
         app.include_router(module.router)
     _install_error_handlers(app)
     app.state.request_metrics = RequestMetrics()

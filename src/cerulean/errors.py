@@ -11,6 +11,7 @@ exact Azure body (see ``shared/reference/azure-openai-wire.md`` §2.2, §5)::
     │   ├── InvalidSubscriptionKey      401 wrong api-key
     │   ├── MissingCredentials          401 APIM body (no "error" wrapper), no/invalid bearer
     │   ├── InvalidRequest              400 invalid_request_error (message/type/param/code)
+    │   │   ├── ObjectNotFound          404 the same shape: an unknown (or deleted) stored object
     │   │   ├── ContextLengthExceeded   400 context_length_exceeded
     │   │   └── InputTooLong            400 an embeddings input beyond the model's context
     │   ├── OperationNotSupported       400 e.g. embeddings on a chat model's deployment
@@ -46,6 +47,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidSubscriptionKey",
     "MissingCredentials",
+    "ObjectNotFound",
     "OperationNotSupported",
     "RateLimited",
     "RequestTooLarge",
@@ -182,6 +184,17 @@ class InvalidRequest(APIError):
                 "code": self.code,
             }
         }
+
+
+class ObjectNotFound(InvalidRequest):
+    """A stored object (a response...) that does not exist, was deleted or has expired: OpenAI's
+    404 body, which openai-python raises as ``NotFoundError``."""
+
+    status_code = 404
+
+    def __init__(self, kind: str, object_id: str) -> None:
+        shown = object_id if len(object_id) <= 100 else object_id[:97] + "..."
+        super().__init__(f"{kind} with id '{shown}' not found.")
 
 
 class ContextLengthExceeded(InvalidRequest):
