@@ -39,6 +39,7 @@ from cerulean.services.deployments import (
     ensure_builtin_deployments,
 )
 from cerulean.services.gateway import Gateway
+from cerulean.services.identity import build_entra
 from cerulean.services.keys import KeyRing, provision_keys
 from cerulean.services.models import ensure_models, resident_records
 from cerulean.services.pool import EngineFactory, EnginePool
@@ -159,11 +160,15 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
         embedders=served.embedders,
         gateway=Gateway(store, settings),
     )
+    keyring = KeyRing(keys.verifier, store, ttl=settings.key_cache_seconds)
+    await keyring.reload()  # the account's disableLocalAuth too
+    entra = await asyncio.to_thread(build_entra, settings, store)
     return AppState(
         settings=settings,
         store=store,
         pool=pool,
-        keyring=KeyRing(keys.verifier, store, ttl=settings.key_cache_seconds),
+        keyring=keyring,
+        entra=entra,
         limiter=build_limiter(
             settings.redis_url,
             prefix=settings.redis_prefix,
@@ -181,6 +186,8 @@ async def _close(state: AppState, served: Served) -> None:
     for engine in list(state.engines.values()):
         await engine.aclose()
     await state.limiter.aclose()
+    if state.entra is not None:
+        await state.entra.aclose()
     for embedder in state.embedders.values():
         await embedder.aclose()
     state.store.close()
@@ -201,6 +208,8 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
         AuthMiddleware,
         verifier=lambda: state().keyring.verifier,
         public=health.PUBLIC_PATHS,
+        entra=lambda: state().entra,
+        local_auth_disabled=lambda: state().keyring.local_auth_disabled,
         refresh=refresh,
         own_auth=(management.PREFIX, metrics.PATH),  # /metrics: a key or the metrics token
     )

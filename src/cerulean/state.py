@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from cerulean.engines.base import Engine
 from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.quota.base import RateLimiter
+from cerulean.services.identity import EntraAuth
 from cerulean.services.keys import KeyRing
 from cerulean.services.pool import EnginePool
 from cerulean.settings import Settings
@@ -30,6 +31,7 @@ class AppState:
     keyring: KeyRing  # the valid keys' digests, kept fresh from the store
     limiter: RateLimiter
     shown_keys: dict[str, str] = field(default_factory=dict)
+    entra: EntraAuth | None = None  # Entra ID sign-in (None: no issuer trusted, keys only)
     started_at: int = field(default_factory=lambda: int(time.time()))  # "created_at" of models
     clock: Callable[[], float] = time.time
 

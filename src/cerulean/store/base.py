@@ -6,7 +6,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-__all__ = ["DeploymentRecord", "ModelRecord", "Store", "UpstreamRecord", "UsageRecord"]
+__all__ = [
+    "DeploymentRecord",
+    "ModelRecord",
+    "RoleAssignmentRecord",
+    "Store",
+    "UpstreamRecord",
+    "UsageRecord",
+]
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,16 @@ class UsageRecord:
     prompt_tokens: int
     completion_tokens: int
     throttled: int
+
+
+@dataclass(frozen=True)
+class RoleAssignmentRecord:
+    """A built-in role (its Azure role definition id) held by a principal (a token's ``oid``,
+    lower case) on the account."""
+
+    principal_id: str
+    role_id: str
+    created_at: datetime
 
 
 class Store(Protocol):
@@ -158,6 +175,26 @@ class Store(Protocol):
 
     def usage(self, deployment: str, since: datetime) -> list[UsageRecord]:
         """``deployment``'s minutes from the one holding ``since`` on, oldest first."""
+        ...
+
+    def list_role_assignments(self) -> list[RoleAssignmentRecord]:
+        """Every role assignment, by principal then role."""
+        ...
+
+    def add_role_assignment(self, principal_id: str, role_id: str) -> bool:
+        """Give ``principal_id`` the role ``role_id``; whether it was new."""
+        ...
+
+    def remove_role_assignment(self, principal_id: str, role_id: str) -> bool:
+        """Take the role away; whether the principal held it."""
+        ...
+
+    def account_properties(self) -> dict[str, str]:
+        """The account's stored ARM properties (JSON text values), by name."""
+        ...
+
+    def set_account_property(self, name: str, value: str) -> None:
+        """Set one account property (``value`` is JSON text)."""
         ...
 
     def close(self) -> None:

@@ -33,7 +33,13 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from cerulean.store.base import DeploymentRecord, ModelRecord, UpstreamRecord, UsageRecord
+from cerulean.store.base import (
+    DeploymentRecord,
+    ModelRecord,
+    RoleAssignmentRecord,
+    UpstreamRecord,
+    UsageRecord,
+)
 
 __all__ = ["SqlStore", "create_store_engine", "metadata", "normalize_url"]
 
@@ -102,6 +108,22 @@ usage = Table(
     Column("prompt_tokens", BigInteger, nullable=False),
     Column("completion_tokens", BigInteger, nullable=False),
     Column("throttled", Integer, nullable=False),
+)
+
+role_assignments = Table(  # migration 0009
+    "role_assignments",
+    metadata,
+    Column("principal_id", String(128), primary_key=True),
+    Column("role_id", String(64), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+account_properties = Table(  # migration 0009
+    "account_properties",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 _USAGE_COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "throttled")
@@ -318,6 +340,46 @@ class SqlStore:
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
         return [_usage(row._mapping) for row in rows]
+
+    def list_role_assignments(self) -> list[RoleAssignmentRecord]:
+        query = select(role_assignments).order_by(
+            role_assignments.c.principal_id, role_assignments.c.role_id
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            RoleAssignmentRecord(row.principal_id, row.role_id, _aware(row.created_at))
+            for row in rows
+        ]
+
+    def add_role_assignment(self, principal_id: str, role_id: str) -> bool:
+        values = {
+            "principal_id": principal_id,
+            "role_id": role_id,
+            "created_at": datetime.now(timezone.utc),
+        }
+        stmt = self._insert(role_assignments).values(**values).on_conflict_do_nothing()
+        with self._engine.begin() as conn:
+            result = conn.execute(stmt)
+        return bool(result.rowcount)
+
+    def remove_role_assignment(self, principal_id: str, role_id: str) -> bool:
+        where = (role_assignments.c.principal_id == principal_id) & (
+            role_assignments.c.role_id == role_id
+        )
+        with self._engine.begin() as conn:
+            result = conn.execute(delete(role_assignments).where(where))
+        return bool(result.rowcount)
+
+    def account_properties(self) -> dict[str, str]:
+        query = select(account_properties.c.name, account_properties.c.value)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return {name: value for name, value in rows}
+
+    def set_account_property(self, name: str, value: str) -> None:
+        values = {"name": name, "value": value, "updated_at": datetime.now(timezone.utc)}
+        self._upsert(account_properties, values)
 
     def close(self) -> None:
         self._engine.dispose()
