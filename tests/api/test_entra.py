@@ -3,17 +3,22 @@ plane and the management API, roles, disableLocalAuth, and Azure's exact error b
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cerulean.app import create_app
 from cerulean.engines.fake import FakeEngine
 from cerulean.settings import Settings
 from cerulean.state import AppState
+from tests.conformance.fuzz import fuzz_settings
 from tests.conformance.recorder import record_responses
 from tests.conftest import KEY1
 from tests.entra_helpers import ISSUER, MANAGEMENT, Issuer, JwksServer, unsigned_token
@@ -200,3 +205,82 @@ def test_without_an_issuer_a_token_is_the_unwrapped_401(client: TestClient) -> N
     answer = client.post(CHAT, json=MESSAGE, headers=bearer(token))
     assert answer.status_code == 401
     assert answer.json() == UNAUTHORIZED
+
+
+# -- fuzz: hostile tokens and account bodies --------------------------------------------------
+
+
+def _segment(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@st.composite
+def hostile_tokens(draw: st.DrawFn) -> str:
+    """JWT-shaped credentials: headers and claims of any JSON (or none), any signature bytes."""
+    header = draw(st.dictionaries(st.sampled_from(["alg", "kid", "typ", "jku", "x5u"]), _JSON))
+    claims = draw(_JSON)
+    raw_header = json.dumps(header).encode() if draw(st.booleans()) else draw(st.binary())
+    raw_claims = json.dumps(claims).encode() if draw(st.booleans()) else draw(st.binary())
+    signature = draw(st.binary(max_size=300))
+    return f"eyJ{_segment(raw_header)}.{_segment(raw_claims)}.{_segment(signature)}"
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(tmp_path_factory: pytest.TempPathFactory, jwks: JwksServer) -> Iterator[TestClient]:
+    settings = Settings(
+        home=tmp_path_factory.mktemp("entra-fuzz") / "home",
+        key1=KEY1,  # type: ignore[arg-type]
+        entra_issuer=ISSUER,
+        entra_jwks_url=jwks.url,
+    )
+    app = create_app(settings, {"fake-model": FakeEngine()})
+    with TestClient(app, raise_server_exceptions=False) as client:
+        record_responses(client)
+        state: AppState = app.state.cerulean
+        state.store.add_role_assignment(ADMIN_ROLE, "25fbc0a9-bd7c-42a3-aa1a-3b75d497ee68")
+        yield client
+
+
+@fuzz_settings(150)
+@given(token=hostile_tokens())
+def test_hostile_tokens_get_the_unwrapped_401(fuzz_client: TestClient, token: str) -> None:
+    answer = fuzz_client.post(CHAT, json=MESSAGE, headers=bearer(token))
+    assert answer.status_code == 401, answer.text
+    assert answer.json() == UNAUTHORIZED
+    arm = fuzz_client.get(f"{ACCOUNT}/deployments{ARM}", headers=bearer(token))
+    assert arm.status_code == 401 and arm.json()["error"]["code"].startswith("Invalid")
+
+
+@fuzz_settings(100)
+@given(
+    body=_JSON
+    | st.fixed_dictionaries(
+        {
+            "properties": st.dictionaries(
+                st.sampled_from(["disableLocalAuth", "publicNetworkAccess", "customSubDomainName"]),
+                _JSON,
+            )
+        }
+    )
+)
+def test_account_bodies_get_200_or_arms_400(
+    fuzz_client: TestClient, issuer: Issuer, body: Any
+) -> None:
+    admin = bearer(issuer.token(ADMIN_ROLE, audience=MANAGEMENT))
+    answer = fuzz_client.patch(f"{ACCOUNT}{ARM}", content=json.dumps(body), headers=admin)
+    assert answer.status_code in (200, 400), answer.text
+    if answer.status_code == 400:
+        assert answer.json()["error"]["code"] == "InvalidRequestContent"
+    else:
+        assert isinstance(answer.json()["properties"]["disableLocalAuth"], bool)
+    reset = {"properties": {"disableLocalAuth": False}}
+    assert fuzz_client.patch(f"{ACCOUNT}{ARM}", json=reset, headers=admin).status_code == 200
