@@ -55,6 +55,20 @@ def test_keys(store: SqlStore) -> None:
     assert store.key_digests() == {"key1": "sha256:cc", "key2": "sha256:bb"}
 
 
+def test_role_assignments_and_account_properties(store: SqlStore) -> None:
+    assert store.add_role_assignment("p1", "r1")
+    assert not store.add_role_assignment("p1", "r1")  # already held
+    assert store.add_role_assignment("p1", "r2") and store.add_role_assignment("p0", "r1")
+    held = [(r.principal_id, r.role_id) for r in store.list_role_assignments()]
+    assert held == [("p0", "r1"), ("p1", "r1"), ("p1", "r2")]
+    assert store.remove_role_assignment("p1", "r1")
+    assert not store.remove_role_assignment("p1", "r1")
+    assert store.account_properties() == {}
+    store.set_account_property("disableLocalAuth", "true")
+    store.set_account_property("disableLocalAuth", "false")
+    assert store.account_properties() == {"disableLocalAuth": "false"}
+
+
 def test_deployments(store: SqlStore) -> None:
     store.put_deployment(deployment("b"))
     store.put_deployment(deployment("a", capacity=1))

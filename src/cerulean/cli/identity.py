@@ -202,13 +202,14 @@ def account_show(as_json: bool, home: Path | None) -> None:
 @click.option(
     "--disable-local-auth/--enable-local-auth",
     "disabled",
-    required=True,
     default=None,
     help="Refuse account keys (403 AuthenticationTypeDisabled), or accept them again.",
 )
 @home_option
-def account_update(disabled: bool, home: Path | None) -> None:
+def account_update(disabled: bool | None, home: Path | None) -> None:
     """Set disableLocalAuth, as the portal's Keys and Endpoint page or ARM's PATCH does."""
+    if disabled is None:
+        raise click.UsageError("say --disable-local-auth or --enable-local-auth")
     with _store(_settings(home)) as store:
         set_local_auth(store, disabled=disabled)
     click.echo(f"disableLocalAuth: {str(disabled).lower()}")

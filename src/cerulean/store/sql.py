@@ -358,10 +358,14 @@ class SqlStore:
             "role_id": role_id,
             "created_at": datetime.now(timezone.utc),
         }
-        stmt = self._insert(role_assignments).values(**values).on_conflict_do_nothing()
+        stmt = (
+            self._insert(role_assignments)
+            .values(**values)
+            .on_conflict_do_nothing()
+            .returning(role_assignments.c.principal_id)  # rowcount is -1 for psycopg here
+        )
         with self._engine.begin() as conn:
-            result = conn.execute(stmt)
-        return bool(result.rowcount)
+            return conn.execute(stmt).first() is not None
 
     def remove_role_assignment(self, principal_id: str, role_id: str) -> bool:
         where = (role_assignments.c.principal_id == principal_id) & (
