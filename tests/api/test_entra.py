@@ -155,6 +155,7 @@ def test_disable_local_auth_refuses_keys_with_403(app_client: TestClient, issuer
         app_client.post(CHAT, json=MESSAGE, headers=bearer(issuer.token(USER))).status_code == 200
     )
     assert app_client.post(CHAT, json=MESSAGE).json() == UNAUTHORIZED  # no credentials at all
+    assert app_client.get("/metrics", headers={"api-key": KEY1}).status_code == 403
     got = app_client.get(f"{ACCOUNT}{ARM}", headers=admin).json()
     assert got["properties"]["disableLocalAuth"] is True
     assert got["kind"] == "OpenAI"

@@ -213,6 +213,13 @@ def banner_lines(settings: Settings, state: AppState) -> list[str]:
     lines += [f"export OPENAI_API_VERSION={BANNER_API_VERSION}", ""]
     if state.engines:
         lines += [f"Chat with it here: {command_name()} chat gpt-4o", ""]
+    if settings.trust_local_issuer:
+        lines += [
+            "Entra ID: tokens of the local issuer are trusted (docs/entra-id.md):",
+            f'  {command_name()} roles assign <oid> "Cognitive Services OpenAI User"',
+            f"  {command_name()} tokens issue --principal <oid>",
+            "",
+        ]
     return lines
 
 
