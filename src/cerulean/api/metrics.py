@@ -77,8 +77,8 @@ async def _authorize(request: Request, state: AppState) -> None:
         if hmac.compare_digest(presented, token.get_secret_value().encode()):
             return
     await state.keyring.refresh()
-    presented = "api-key" in request.headers or "authorization" in request.headers
-    if presented and state.keyring.local_auth_disabled:
+    sent = "api-key" in request.headers or "authorization" in request.headers
+    if sent and state.keyring.local_auth_disabled:
         raise AuthenticationTypeDisabled()  # the metrics token still opens it
     verdict = check_credentials(request.headers, state.keyring.verifier)
     if not verdict.ok and await state.keyring.refresh(failed=True):
