@@ -113,7 +113,10 @@ class EntraAuth:
 
 
 def _utc(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%m/%d/%Y %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%m/%d/%Y %H:%M:%S")
+    except (OverflowError, ValueError, OSError):  # a signed but absurd exp
+        return str(timestamp)
 
 
 def build_entra(settings: Settings, store: Store) -> EntraAuth | None:
