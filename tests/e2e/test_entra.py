@@ -114,9 +114,7 @@ def test_token_provider_needs_the_role_then_is_served(entra: Server, issuer: Iss
         f"The principal `{USER}` lacks the required data action `Microsoft."
         in (body["error"]["message"])
     )
-    assert "cerulean-user" not in cli(entra, "roles", "list")
     cli(entra, "roles", "assign", USER, "Cognitive Services OpenAI User")
-    assert USER in cli(entra, "roles", "list")
     answer = ask(client)
     assert answer.choices[0].message.role == "assistant"
     assert len(calls) == 2  # the provider is asked on every request
@@ -230,7 +228,6 @@ def test_disable_local_auth_with_the_management_sdk(entra: Server, issuer: Issue
             }
         }
         assert ask(token).choices[0].message.role == "assistant"
-        assert "true" in cli(entra, "account", "show")
     finally:
         enable = Account(properties=AccountProperties(disable_local_auth=False))
         operator.accounts.begin_update("rg", "cerulean", enable, **HTTP).result()
