@@ -14,7 +14,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from cerulean import __version__
-from cerulean.api import chat, completions, embeddings, health, management, metrics, models, v1
+from cerulean.api import (
+    chat,
+    completions,
+    embeddings,
+    health,
+    issuer,
+    management,
+    metrics,
+    models,
+    v1,
+)
 from cerulean.api.access import AccessMiddleware, RequestMetrics
 from cerulean.api.middleware import (
     AuthMiddleware,
@@ -129,7 +139,7 @@ def create_app(
         redoc_url=None,
         redirect_slashes=False,  # never a Host-built redirect (NormalizePathMiddleware)
     )
-    for module in (health, chat, embeddings, completions, metrics, models, v1, management):
+    for module in (health, chat, embeddings, completions, metrics, models, v1, management, issuer):
         app.include_router(module.router)
     _install_error_handlers(app)
     app.state.request_metrics = RequestMetrics()
@@ -207,7 +217,7 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(
         AuthMiddleware,
         verifier=lambda: state().keyring.verifier,
-        public=health.PUBLIC_PATHS,
+        public=health.PUBLIC_PATHS | {issuer.PATH},  # a JWKS is public
         entra=lambda: state().entra,
         local_auth_disabled=lambda: state().keyring.local_auth_disabled,
         refresh=refresh,

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given
@@ -21,7 +22,7 @@ from cerulean.state import AppState
 from tests.conformance.fuzz import fuzz_settings
 from tests.conformance.recorder import record_responses
 from tests.conftest import KEY1
-from tests.entra_helpers import ISSUER, MANAGEMENT, Issuer, JwksServer, unsigned_token
+from tests.entra_helpers import AUDIENCE, ISSUER, MANAGEMENT, Issuer, JwksServer, unsigned_token
 
 USER = "11111111-1111-4111-8111-111111111111"
 NOBODY = "22222222-2222-4222-8222-222222222222"
@@ -285,3 +286,23 @@ def test_account_bodies_get_200_or_arms_400(
         assert isinstance(answer.json()["properties"]["disableLocalAuth"], bool)
     reset = {"properties": {"disableLocalAuth": False}}
     assert fuzz_client.patch(f"{ACCOUNT}{ARM}", json=reset, headers=admin).status_code == 200
+
+
+def test_the_local_issuer_keys_are_served_only_when_trusted(tmp_path: Path) -> None:
+    from cerulean.services.local_issuer import issue_token
+
+    for trusted in (False, True):
+        settings = Settings(home=tmp_path / str(trusted), trust_local_issuer=trusted)
+        app = create_app(settings, {"fake-model": FakeEngine()})
+        with TestClient(app, raise_server_exceptions=False) as client:
+            record_responses(client)
+            answer = client.get("/cerulean/local-issuer/keys")  # no credentials: public
+            if not trusted:
+                assert answer.status_code == 404
+                continue
+            assert answer.status_code == 200
+            (key,) = answer.json()["keys"]
+            assert key["kty"] == "EC" and "d" not in key  # the public half only
+            token = issue_token(settings, USER)
+            assert jwt.get_unverified_header(token)["kid"] == key["kid"]
+            jwt.decode(token, jwt.PyJWK(key).key, algorithms=["ES256"], audience=AUDIENCE)
