@@ -19,6 +19,7 @@ from cerulean.api import (
     completions,
     embeddings,
     health,
+    issuer,
     management,
     metrics,
     models,
@@ -49,6 +50,7 @@ from cerulean.services.deployments import (
     ensure_builtin_deployments,
 )
 from cerulean.services.gateway import Gateway
+from cerulean.services.identity import build_entra
 from cerulean.services.keys import KeyRing, provision_keys
 from cerulean.services.models import ensure_models, resident_records
 from cerulean.services.pool import EngineFactory, EnginePool
@@ -143,7 +145,9 @@ def create_app(
         redoc_url=None,
         redirect_slashes=False,  # never a Host-built redirect (NormalizePathMiddleware)
     )
-    modules = (health, chat, embeddings, completions, metrics, models, v1, responses, management)
+    modules = (
+        health, chat, embeddings, completions, metrics, models, v1, responses, management, issuer
+    )  # fmt: skip
     for module in modules:
         app.include_router(module.router)
     _install_error_handlers(app)
@@ -175,11 +179,15 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
         embedders=served.embedders,
         gateway=Gateway(store, settings),
     )
+    keyring = KeyRing(keys.verifier, store, ttl=settings.key_cache_seconds)
+    await keyring.reload()  # the account's disableLocalAuth too
+    entra = await asyncio.to_thread(build_entra, settings, store)
     return AppState(
         settings=settings,
         store=store,
         pool=pool,
-        keyring=KeyRing(keys.verifier, store, ttl=settings.key_cache_seconds),
+        keyring=keyring,
+        entra=entra,
         limiter=build_limiter(
             settings.redis_url,
             prefix=settings.redis_prefix,
@@ -197,6 +205,8 @@ async def _close(state: AppState, served: Served) -> None:
     for engine in list(state.engines.values()):
         await engine.aclose()
     await state.limiter.aclose()
+    if state.entra is not None:
+        await state.entra.aclose()
     for embedder in state.embedders.values():
         await embedder.aclose()
     state.store.close()
@@ -216,7 +226,9 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(
         AuthMiddleware,
         verifier=lambda: state().keyring.verifier,
-        public=health.PUBLIC_PATHS,
+        public=health.PUBLIC_PATHS | {issuer.PATH},  # a JWKS is public
+        entra=lambda: state().entra,
+        local_auth_disabled=lambda: state().keyring.local_auth_disabled,
         refresh=refresh,
         own_auth=(management.PREFIX, metrics.PATH),  # /metrics: a key or the metrics token
     )

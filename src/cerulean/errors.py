@@ -10,6 +10,8 @@ exact Azure body (see ``shared/reference/azure-openai-wire.md`` §2.2, §5)::
     │   ├── DeploymentNotFound          404 DeploymentNotFound
     │   ├── InvalidSubscriptionKey      401 wrong api-key
     │   ├── MissingCredentials          401 APIM body (no "error" wrapper), no/invalid bearer
+    │   ├── PermissionDenied            401 a valid Entra token whose principal lacks the role
+    │   ├── AuthenticationTypeDisabled  403 a key sent while the account disables local auth
     │   ├── InvalidRequest              400 invalid_request_error (message/type/param/code)
     │   │   ├── ObjectNotFound          404 the same shape: an unknown (or deleted) stored object
     │   │   ├── ContextLengthExceeded   400 context_length_exceeded
@@ -49,6 +51,8 @@ __all__ = [
     "MissingCredentials",
     "ObjectNotFound",
     "OperationNotSupported",
+    "PermissionDenied",
+    "AuthenticationTypeDisabled",
     "RateLimited",
     "RequestTooLarge",
     "ResourceNotFound",
@@ -162,6 +166,28 @@ class MissingCredentials(APIError):
 
     def body(self) -> dict[str, Any]:
         return {"statusCode": 401, "message": self.message}
+
+
+class PermissionDenied(_CodeMessageError):
+    """A valid Entra ID token whose principal lacks the operation's data action: Azure's 401
+    (not 403), naming the principal, the data action and the operation."""
+
+    status_code = 401
+    code = "PermissionDenied"
+
+    def __init__(self, principal: str, data_action: str, operation: str) -> None:
+        super().__init__(
+            f"The principal `{principal}` lacks the required data action `{data_action}` to "
+            f"perform `{operation}` operation."
+        )
+
+
+class AuthenticationTypeDisabled(_CodeMessageError):
+    """An account key (``api-key``, or a bearer key) while ``disableLocalAuth`` is set."""
+
+    status_code = 403
+    code = "AuthenticationTypeDisabled"
+    default_message = "Key based authentication is disabled for this resource."
 
 
 class InvalidRequest(APIError):

@@ -6,9 +6,11 @@ field marked ``cli=True`` in its ``json_schema_extra`` (see :func:`cli_fields`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -284,6 +286,53 @@ class Settings(BaseSettings):
         description="Seconds between the heartbeats of running background responses; one "
         "silent for three heartbeats (its server died) is marked failed.",
     )
+    entra_issuer: str | None = Field(
+        None,
+        description="Microsoft Entra ID: the accepted 'iss' of bearer tokens (several, "
+        "comma-separated), e.g. https://sts.windows.net/<tenant id>/; needs entra_jwks_url.",
+    )
+    entra_jwks_url: str | None = Field(
+        None,
+        description="Microsoft Entra ID: the issuer's JWKS (signing keys) URL, https (http only "
+        "on a loopback address), e.g. https://login.microsoftonline.com/<tenant "
+        "id>/discovery/v2.0/keys.",
+    )
+    entra_audience: str = Field(
+        "https://cognitiveservices.azure.com",
+        description="The 'aud' a data-plane bearer token must carry (with or without a "
+        "trailing /).",
+    )
+    entra_management_audience: str = Field(
+        "https://management.azure.com",
+        description="The 'aud' a management (ARM) API bearer token must carry (with or without "
+        "a trailing /; https://management.core.windows.net is accepted too).",
+    )
+    entra_clock_skew: float = Field(
+        60.0,
+        ge=0,
+        le=600,
+        description="Seconds of clock skew allowed on a token's exp and nbf.",
+    )
+    entra_jwks_cache_seconds: float = Field(
+        3600.0,
+        gt=0,
+        le=86400,
+        description="Seconds the issuer's keys are trusted before the JWKS is fetched again; "
+        "when it cannot be, tokens are refused (fail closed).",
+    )
+    entra_jwks_refresh_interval: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="Least seconds between two fetches of the JWKS (a token with an unknown "
+        "'kid' fetches it again, at most this often).",
+    )
+    trust_local_issuer: bool = Field(
+        False,
+        description="Accept bearer tokens signed by this home's local issuer "
+        "(cerulean tokens issue): Entra ID sign-in for development, offline.",
+        json_schema_extra=_CLI,
+    )
     region: str = Field("local", description="Value of the x-ms-region response header.")
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted (bytes)."
@@ -316,6 +365,27 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _entra(self) -> Settings:
+        if (self.entra_issuer is None) != (self.entra_jwks_url is None):
+            raise ValueError(
+                "CERULEAN_ENTRA_ISSUER and CERULEAN_ENTRA_JWKS_URL go together: set both (the "
+                "accepted 'iss' and where its signing keys are) or neither"
+            )
+        if self.entra_jwks_url is not None and not _safe_jwks_url(self.entra_jwks_url):
+            raise ValueError(
+                "CERULEAN_ENTRA_JWKS_URL must be an https:// URL (http:// only on a loopback "
+                "address such as 127.0.0.1, for development)"
+            )
+        return self
+
+    @property
+    def entra_issuers(self) -> tuple[str, ...]:
+        """The accepted 'iss' values of the configured issuer (empty: none configured)."""
+        if self.entra_issuer is None:
+            return ()
+        return tuple(i.strip() for i in self.entra_issuer.split(",") if i.strip())
+
     @field_validator("home", mode="after")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
@@ -346,6 +416,20 @@ class Settings(BaseSettings):
     def sqlite_file(self) -> Path:
         """The SQLite database a store uses when no ``database_url`` is set."""
         return self.home / "cerulean.db"
+
+
+def _safe_jwks_url(url: str) -> bool:
+    parsed = urlsplit(url)
+    if parsed.scheme == "https" and parsed.hostname:
+        return True
+    if parsed.scheme != "http" or not parsed.hostname:
+        return False
+    if parsed.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parsed.hostname).is_loopback
+    except ValueError:
+        return False
 
 
 def cli_fields() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from cerulean.engines.base import Engine
 from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.quota.base import RateLimiter
+from cerulean.services.identity import EntraAuth
 from cerulean.services.keys import KeyRing
 from cerulean.services.pool import EnginePool
 from cerulean.services.responses import BackgroundRuns
@@ -32,6 +33,7 @@ class AppState:
     limiter: RateLimiter
     shown_keys: dict[str, str] = field(default_factory=dict)
     responses: BackgroundRuns = field(default_factory=BackgroundRuns)  # background responses
+    entra: EntraAuth | None = None  # Entra ID sign-in (None: no issuer trusted, keys only)
     started_at: int = field(default_factory=lambda: int(time.time()))  # "created_at" of models
     clock: Callable[[], float] = time.time
 

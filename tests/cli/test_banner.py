@@ -46,3 +46,10 @@ def test_a_pinned_key_is_masked(state: Any, tmp_path: Path) -> None:
     assert PINNED not in text
     assert 'export AZURE_OPENAI_KEY="$CERULEAN_KEY1"  # pppp****' in text
     assert 'export AZURE_OPENAI_API_KEY="$CERULEAN_KEY1"' in text
+
+
+def test_the_local_issuer_is_announced_only_when_trusted(state: Any, tmp_path: Path) -> None:
+    plain = banner_lines(Settings(home=tmp_path / "h"), state)
+    assert not any("Entra ID" in line for line in plain)
+    trusting = banner_lines(Settings(home=tmp_path / "h", trust_local_issuer=True), state)
+    assert any("tokens issue --principal" in line for line in trusting)

@@ -56,6 +56,20 @@ def test_keys(store: SqlStore) -> None:
     assert store.key_digests() == {"key1": "sha256:cc", "key2": "sha256:bb"}
 
 
+def test_role_assignments_and_account_properties(store: SqlStore) -> None:
+    assert store.add_role_assignment("p1", "r1")
+    assert not store.add_role_assignment("p1", "r1")  # already held
+    assert store.add_role_assignment("p1", "r2") and store.add_role_assignment("p0", "r1")
+    held = [(r.principal_id, r.role_id) for r in store.list_role_assignments()]
+    assert held == [("p0", "r1"), ("p1", "r1"), ("p1", "r2")]
+    assert store.remove_role_assignment("p1", "r1")
+    assert not store.remove_role_assignment("p1", "r1")
+    assert store.account_properties() == {}
+    store.set_account_property("disableLocalAuth", "true")
+    store.set_account_property("disableLocalAuth", "false")
+    assert store.account_properties() == {"disableLocalAuth": "false"}
+
+
 def test_deployments(store: SqlStore) -> None:
     store.put_deployment(deployment("b"))
     store.put_deployment(deployment("a", capacity=1))
@@ -102,7 +116,7 @@ def test_usage_adds_up_per_minute(store: SqlStore) -> None:
 
 def test_schema_is_the_migrations_and_matches_the_tables(store: SqlStore) -> None:
     with store.engine.connect() as conn:
-        assert current_revision(conn) == head_revision() == "0006"
+        assert current_revision(conn) == head_revision() == "0009"
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
 

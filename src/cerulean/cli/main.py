@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from cerulean import __version__
 from cerulean.cli.chat import chat, status
 from cerulean.cli.control import deployments, keys, models, reset
+from cerulean.cli.identity import account, roles, tokens
 from cerulean.cli.naming import command_name
 from cerulean.cli.upstreams import upstreams
 from cerulean.services.keys import mask_key
@@ -124,7 +125,7 @@ def _run_server(
         uvicorn.Server(config).run()
 
 
-for _command in (models, deployments, upstreams, keys, reset, chat, status):
+for _command in (models, deployments, upstreams, keys, roles, tokens, account, reset, chat, status):
     main.add_command(_command)
 
 
@@ -212,6 +213,13 @@ def banner_lines(settings: Settings, state: AppState) -> list[str]:
     lines += [f"export OPENAI_API_VERSION={BANNER_API_VERSION}", ""]
     if state.engines:
         lines += [f"Chat with it here: {command_name()} chat gpt-4o", ""]
+    if settings.trust_local_issuer:
+        lines += [
+            "Entra ID: tokens of the local issuer are trusted (docs/entra-id.md):",
+            f'  {command_name()} roles assign <oid> "Cognitive Services OpenAI User"',
+            f"  {command_name()} tokens issue --principal <oid>",
+            "",
+        ]
     return lines
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "KEYED_PREFIX",
     "KeyVerifier",
     "Verdict",
+    "bearer_token",
     "check_credentials",
     "digest_matches",
     "generate_key",
@@ -113,7 +114,15 @@ def check_credentials(headers: Mapping[str, str], verifier: KeyVerifier) -> Verd
     api_key = headers.get("api-key")
     if api_key is not None:
         return Verdict(ok=verifier.verify(api_key.strip()), api_key_sent=True)
+    token = bearer_token(headers)
+    if token is not None:
+        return Verdict(ok=verifier.verify(token), api_key_sent=False)
+    return Verdict(ok=False, api_key_sent=False)
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The credential of ``Authorization: Bearer <credential>``, if any (stripped)."""
     scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        return Verdict(ok=verifier.verify(token.strip()), api_key_sent=False)
-    return Verdict(ok=False, api_key_sent=False)
+        return token.strip()
+    return None

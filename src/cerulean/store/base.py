@@ -10,6 +10,7 @@ __all__ = [
     "DeploymentRecord",
     "ModelRecord",
     "ResponseRecord",
+    "RoleAssignmentRecord",
     "Store",
     "UpstreamRecord",
     "UsageRecord",
@@ -101,6 +102,16 @@ class ResponseRecord:
     events: str | None = None
     runner: str | None = None
     heartbeat: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RoleAssignmentRecord:
+    """A built-in role (its Azure role definition id) held by a principal (a token's ``oid``,
+    lower case) on the account."""
+
+    principal_id: str
+    role_id: str
+    created_at: datetime
 
 
 class Store(Protocol):
@@ -213,6 +224,25 @@ class Store(Protocol):
 
     def stale_responses(self, before: datetime) -> list[ResponseRecord]:
         """The queued or in-progress responses whose heartbeat is older than ``before``."""
+
+    def list_role_assignments(self) -> list[RoleAssignmentRecord]:
+        """Every role assignment, by principal then role."""
+        ...
+
+    def add_role_assignment(self, principal_id: str, role_id: str) -> bool:
+        """Give ``principal_id`` the role ``role_id``; whether it was new."""
+        ...
+
+    def remove_role_assignment(self, principal_id: str, role_id: str) -> bool:
+        """Take the role away; whether the principal held it."""
+        ...
+
+    def account_properties(self) -> dict[str, str]:
+        """The account's stored ARM properties (JSON text values), by name."""
+        ...
+
+    def set_account_property(self, name: str, value: str) -> None:
+        """Set one account property (``value`` is JSON text)."""
         ...
 
     def close(self) -> None:

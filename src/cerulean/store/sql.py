@@ -37,6 +37,7 @@ from cerulean.store.base import (
     DeploymentRecord,
     ModelRecord,
     ResponseRecord,
+    RoleAssignmentRecord,
     UpstreamRecord,
     UsageRecord,
 )
@@ -127,6 +128,22 @@ responses = Table(  # migration 0006
 )
 
 _RUNNING = ("queued", "in_progress")
+role_assignments = Table(  # migration 0009
+    "role_assignments",
+    metadata,
+    Column("principal_id", String(128), primary_key=True),
+    Column("role_id", String(64), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+account_properties = Table(  # migration 0009
+    "account_properties",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 _USAGE_COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "throttled")
 
 
@@ -390,6 +407,50 @@ class SqlStore:
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
         return [_response(row._mapping) for row in rows]
+
+    def list_role_assignments(self) -> list[RoleAssignmentRecord]:
+        query = select(role_assignments).order_by(
+            role_assignments.c.principal_id, role_assignments.c.role_id
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            RoleAssignmentRecord(row.principal_id, row.role_id, _aware(row.created_at))
+            for row in rows
+        ]
+
+    def add_role_assignment(self, principal_id: str, role_id: str) -> bool:
+        values = {
+            "principal_id": principal_id,
+            "role_id": role_id,
+            "created_at": datetime.now(timezone.utc),
+        }
+        stmt = (
+            self._insert(role_assignments)
+            .values(**values)
+            .on_conflict_do_nothing()
+            .returning(role_assignments.c.principal_id)  # rowcount is -1 for psycopg here
+        )
+        with self._engine.begin() as conn:
+            return conn.execute(stmt).first() is not None
+
+    def remove_role_assignment(self, principal_id: str, role_id: str) -> bool:
+        where = (role_assignments.c.principal_id == principal_id) & (
+            role_assignments.c.role_id == role_id
+        )
+        with self._engine.begin() as conn:
+            result = conn.execute(delete(role_assignments).where(where))
+        return bool(result.rowcount)
+
+    def account_properties(self) -> dict[str, str]:
+        query = select(account_properties.c.name, account_properties.c.value)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return {name: value for name, value in rows}
+
+    def set_account_property(self, name: str, value: str) -> None:
+        values = {"name": name, "value": value, "updated_at": datetime.now(timezone.utc)}
+        self._upsert(account_properties, values)
 
     def close(self) -> None:
         self._engine.dispose()
