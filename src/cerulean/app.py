@@ -14,7 +14,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from cerulean import __version__
-from cerulean.api import chat, completions, embeddings, health, management, metrics, models, v1
+from cerulean.api import (
+    chat,
+    completions,
+    embeddings,
+    health,
+    management,
+    metrics,
+    models,
+    studio,
+    v1,
+)
 from cerulean.api.access import AccessMiddleware, RequestMetrics
 from cerulean.api.middleware import (
     AuthMiddleware,
@@ -42,6 +52,7 @@ from cerulean.services.gateway import Gateway
 from cerulean.services.keys import KeyRing, provision_keys
 from cerulean.services.models import ensure_models, resident_records
 from cerulean.services.pool import EngineFactory, EnginePool
+from cerulean.services.studio import StudioSessions, sign_in_secret
 from cerulean.settings import Settings
 from cerulean.state import AppState
 from cerulean.store.base import Store
@@ -130,7 +141,10 @@ def create_app(
     )
     for module in (health, chat, embeddings, completions, metrics, models, v1, management):
         app.include_router(module.router)
+    if settings.studio:
+        app.include_router(studio.router)
     _install_error_handlers(app)
+    studio.install(app)
     app.state.request_metrics = RequestMetrics()
     _install_middleware(app, settings)
     return app
@@ -171,7 +185,12 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
             fail_open=settings.redis_outage == "open",
         ),
         shown_keys=keys.shown,
+        studio=await asyncio.to_thread(_studio_sessions, settings) if settings.studio else None,
     )
+
+
+def _studio_sessions(settings: Settings) -> StudioSessions:
+    return StudioSessions(sign_in_secret(settings), lifetime=settings.studio_session_seconds)
 
 
 async def _close(state: AppState, served: Served) -> None:
@@ -202,7 +221,8 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
         verifier=lambda: state().keyring.verifier,
         public=health.PUBLIC_PATHS,
         refresh=refresh,
-        own_auth=(management.PREFIX, metrics.PATH),  # /metrics: a key or the metrics token
+        # /metrics: a key or the metrics token; /studio: its own session cookie
+        own_auth=(management.PREFIX, metrics.PATH, studio.PREFIX),
     )
     app.add_middleware(NormalizePathMiddleware)
     app.add_middleware(RequestContextMiddleware, region=settings.region)

@@ -201,6 +201,19 @@ class Settings(BaseSettings):
         description="Bearer token of the management (ARM) API; unset, that API is disabled "
         "(env only).",
     )
+    studio: bool = Field(
+        True,
+        description="Serve Cerulean Studio, the web portal, at /studio (sign in with the admin "
+        "token, or the generated <home>/studio.token when CERULEAN_ADMIN_TOKEN is unset).",
+        json_schema_extra=_CLI,
+    )
+    studio_session_seconds: float = Field(
+        8 * 3600.0,
+        gt=0,
+        le=30 * 24 * 3600,
+        description="Seconds a Studio sign-in lasts; past it the session is refused and the "
+        "browser signs in again.",
+    )
     account_name: str = Field(
         "cerulean",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{1,63}$",

@@ -11,6 +11,7 @@ from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.quota.base import RateLimiter
 from cerulean.services.keys import KeyRing
 from cerulean.services.pool import EnginePool
+from cerulean.services.studio import StudioSessions
 from cerulean.settings import Settings
 from cerulean.store.base import Store
 
@@ -30,6 +31,7 @@ class AppState:
     keyring: KeyRing  # the valid keys' digests, kept fresh from the store
     limiter: RateLimiter
     shown_keys: dict[str, str] = field(default_factory=dict)
+    studio: StudioSessions | None = None  # Cerulean Studio's sign-ins (None: the Studio is off)
     started_at: int = field(default_factory=lambda: int(time.time()))  # "created_at" of models
     clock: Callable[[], float] = time.time
 

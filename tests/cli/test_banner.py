@@ -25,7 +25,11 @@ def state(tmp_path: Path) -> Iterator[Any]:
     store = SqlStore(f"sqlite:///{tmp_path / 'b.db'}")
     ensure_builtin_deployments(store, "fake-model", "1")
     yield SimpleNamespace(
-        engines={"fake-model": FakeEngine()}, embedders={}, store=store, shown_keys={}
+        engines={"fake-model": FakeEngine()},
+        embedders={},
+        store=store,
+        shown_keys={},
+        studio=None,
     )
     store.close()
 

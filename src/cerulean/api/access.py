@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cerulean.services import accounting
+from cerulean.services.usage_view import RecentUsage
 
 __all__ = ["AccessMiddleware", "RequestMetrics"]
 
@@ -40,6 +41,7 @@ class RequestMetrics:
     """The per-deployment request metrics of one app, in their own registry."""
 
     def __init__(self) -> None:
+        self.recent = RecentUsage()  # per-minute, in memory: the Studio's usage charts
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ["deployment", "operation"]
         self.requests = Counter(
@@ -92,6 +94,13 @@ class RequestMetrics:
         self.requests.labels(deployment, operation, str(status)).inc()
         if record.deployment is None:
             return
+        self.recent.add(
+            deployment,
+            status=status,
+            prompt_tokens=record.prompt_tokens,
+            completion_tokens=record.completion_tokens,
+            duration_s=duration,
+        )
         self.duration.labels(deployment, operation).observe(duration)
         if ttft is not None:
             self.ttft.labels(deployment, operation).observe(ttft)

@@ -212,7 +212,21 @@ def banner_lines(settings: Settings, state: AppState) -> list[str]:
     lines += [f"export OPENAI_API_VERSION={BANNER_API_VERSION}", ""]
     if state.engines:
         lines += [f"Chat with it here: {command_name()} chat gpt-4o", ""]
-    return lines
+    return lines + studio_lines(endpoint, state)
+
+
+def studio_lines(endpoint: str, state: AppState) -> list[str]:
+    """Where the Studio is, and what signs in: a generated token is printed (like a generated
+    key; it is also in ``<home>/studio.token``, mode 0600), the admin token never is."""
+    if state.studio is None:
+        return []
+    secret = state.studio.secret
+    lines = [f"Open Cerulean Studio in your browser: {endpoint}studio"]
+    if secret.source == "admin-token":
+        lines.append("  sign in with the admin token (CERULEAN_ADMIN_TOKEN)")
+    else:
+        lines.append(f"  sign-in token: {secret.value}  (kept in {secret.path})")
+    return [*lines, ""]
 
 
 BANNER_API_VERSION = "2024-10-21"
