@@ -50,3 +50,24 @@ def test_a_pinned_key_is_masked(state: Any, tmp_path: Path) -> None:
     assert PINNED not in text
     assert 'export AZURE_OPENAI_KEY="$CERULEAN_KEY1"  # pppp****' in text
     assert 'export AZURE_OPENAI_API_KEY="$CERULEAN_KEY1"' in text
+
+
+def test_the_studio_address_and_a_generated_token_are_printed(state: Any, tmp_path: Path) -> None:
+    from cerulean.services.studio import StudioSessions, sign_in_secret
+
+    settings = Settings(home=tmp_path)
+    state.studio = StudioSessions(sign_in_secret(settings), lifetime=60)
+    text = "\n".join(banner_lines(settings, state))
+    assert "Open Cerulean Studio in your browser: http://127.0.0.1:8000/studio" in text
+    assert f"sign-in token: {state.studio.secret.value}" in text
+
+
+def test_the_admin_token_is_never_printed(state: Any, tmp_path: Path) -> None:
+    from cerulean.services.studio import StudioSessions, sign_in_secret
+
+    settings = Settings(home=tmp_path, admin_token=SecretStr("a" * 40))
+    state.studio = StudioSessions(sign_in_secret(settings), lifetime=60)
+    text = "\n".join(banner_lines(settings, state))
+    assert "/studio" in text and "CERULEAN_ADMIN_TOKEN" in text
+    assert "a" * 40 not in text
+    assert not (tmp_path / "studio.token").exists()

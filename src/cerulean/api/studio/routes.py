@@ -127,10 +127,10 @@ async def sign_in(request: Request, state: StateDep) -> Response:
         )
     _, cookie = studio.open()
     response = redirect("/playground")
+    # A browser-session cookie (no Max-Age): the server's expiry is what ends a sign-in.
     response.set_cookie(
         COOKIE_NAME,
         cookie,
-        max_age=int(studio.lifetime),
         path=PREFIX,
         httponly=True,
         samesite="strict",

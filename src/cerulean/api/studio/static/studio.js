@@ -40,6 +40,8 @@
   const status = document.getElementById("status");
   const send = document.getElementById("send");
   let history = JSON.parse(historyField.value || "[]");
+  // form.action would be the button named "action": read the attribute
+  const base = form.getAttribute("action").replace(/\/playground$/, "");
 
   function settings() {
     const value = (id) => document.getElementById(id).value;
@@ -96,9 +98,9 @@
     let usage = null;
     let reply = "";
     try {
-      const response = await post(form.action.replace(/\/playground$/, "/api/chat"), settings());
+      const response = await post(base + "/api/chat", settings());
       if (response.status === 401) {
-        window.location.assign(form.action.replace(/\/playground$/, "/sign-in?expired=1"));
+        window.location.assign(base + "/sign-in?expired=1");
         return;
       }
       if (!response.ok) {
@@ -159,7 +161,7 @@
   }
 
   async function viewCode() {
-    const response = await post(form.action.replace(/\/playground$/, "/api/code"), settings());
+    const response = await post(base + "/api/code", settings());
     if (!response.ok) {
       status.textContent = errorText(await response.text());
       return;
