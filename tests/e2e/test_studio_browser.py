@@ -27,6 +27,8 @@ CHROMIUM = Path(os.environ.get("CERULEAN_TEST_CHROMIUM") or "/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 _STRICT = bool(os.environ.get("CERULEAN_TEST_CHROMIUM") or os.environ.get("CI"))
 SCREENSHOTS = os.environ.get("CERULEAN_STUDIO_SCREENSHOTS")
+
+pytestmark = pytest.mark.slow
 WAIT_S = 90.0
 
 
@@ -116,6 +118,12 @@ def total(browser: Any, metric: str) -> float:
 
 
 # -- the shared real server (real model) ----------------------------------------------------
+
+
+def test_the_banner_prints_the_studio_address(server: Server) -> None:
+    output = server.output()
+    assert f"Open Cerulean Studio in your browser: {server.endpoint}studio\n" in output
+    assert f"sign-in token: {studio_token(server)}" in output
 
 
 def test_a_wrong_token_is_refused(browser: Any, server: Server) -> None:
