@@ -11,6 +11,8 @@ from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.quota.base import RateLimiter
 from cerulean.services.keys import KeyRing
 from cerulean.services.pool import EnginePool
+from cerulean.services.telemetry import Telemetry
+from cerulean.services.usage import UsageRecorder
 from cerulean.settings import Settings
 from cerulean.store.base import Store
 
@@ -32,6 +34,8 @@ class AppState:
     shown_keys: dict[str, str] = field(default_factory=dict)
     started_at: int = field(default_factory=lambda: int(time.time()))  # "created_at" of models
     clock: Callable[[], float] = time.time
+    usage: UsageRecorder | None = None  # None: usage accounting is off
+    telemetry: Telemetry | None = None  # None: no OTLP endpoint configured
 
     @property
     def engines(self) -> dict[str, Engine]:

@@ -73,7 +73,7 @@ def main() -> None:
 def serve(**overrides: Any) -> None:
     """Serve the Azure OpenAI data plane (default: the embedded Gemma 3 270M on 127.0.0.1:8000)."""
     settings = load_settings(overrides)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     _check_port_free(settings.host, settings.port)
     if not settings.embedded:  # a pure gateway: no local model, no llama.cpp
         _run_server(settings, None, "", None)
@@ -131,12 +131,18 @@ for _command in (models, deployments, upstreams, keys, reset, chat, status):
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def configure_logging(level: str) -> None:
-    """One format with timestamps for Cerulean's, uvicorn's and the libraries' lines.
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """One format with timestamps for Cerulean's, uvicorn's and the libraries' lines: text, or
+    one JSON object a line (:mod:`cerulean.logformat`).
 
     Alembic's and the GGUF writer's INFO lines are kept for ``--log-level debug``.
     """
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT, force=True)
+    if log_format == "json":
+        from cerulean.logformat import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
