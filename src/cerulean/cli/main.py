@@ -17,6 +17,7 @@ from cerulean.cli.chat import chat, status
 from cerulean.cli.control import deployments, keys, models, reset
 from cerulean.cli.naming import command_name
 from cerulean.cli.upstreams import upstreams
+from cerulean.cli.usage import usage
 from cerulean.services.keys import mask_key
 from cerulean.settings import Settings, cli_fields
 from cerulean.state import AppState
@@ -124,7 +125,7 @@ def _run_server(
         uvicorn.Server(config).run()
 
 
-for _command in (models, deployments, upstreams, keys, reset, chat, status):
+for _command in (models, deployments, upstreams, keys, usage, reset, chat, status):
     main.add_command(_command)
 
 

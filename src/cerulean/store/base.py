@@ -86,6 +86,10 @@ class UsageRecord:
     duration_sum: float = 0.0
     duration_max: float = 0.0
 
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
 
 class Store(Protocol):
     """Keys, deployments, the model catalog and usage.
