@@ -53,6 +53,8 @@ from cerulean.services.keys import KeyRing, provision_keys
 from cerulean.services.models import ensure_models, resident_records
 from cerulean.services.pool import EngineFactory, EnginePool
 from cerulean.services.studio import StudioSessions, sign_in_secret
+from cerulean.services.telemetry import Telemetry, build_telemetry
+from cerulean.services.usage import UsageRecorder
 from cerulean.settings import Settings
 from cerulean.state import AppState
 from cerulean.store.base import Store
@@ -124,11 +126,15 @@ def create_app(
         gateway = state.pool.gateway
         assert gateway is not None
         checker = asyncio.create_task(gateway.run(settings.upstream_health_interval))
+        recorder = None if state.usage is None else asyncio.create_task(state.usage.run())
         try:
             yield
         finally:
             for task in (loader, reconciler, checker):
                 task.cancel()
+            if recorder is not None:  # its last flush: what the final requests used
+                recorder.cancel()
+                await asyncio.gather(recorder, return_exceptions=True)
             await _close(state, served)
 
     app = FastAPI(
@@ -186,6 +192,16 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
         ),
         shown_keys=keys.shown,
         studio=await asyncio.to_thread(_studio_sessions, settings) if settings.studio else None,
+        usage=(
+            UsageRecorder(
+                store,
+                retention_days=settings.usage_retention_days,
+                interval=settings.usage_flush_interval,
+            )
+            if settings.usage_accounting
+            else None
+        ),
+        telemetry=build_telemetry(settings),
     )
 
 
@@ -194,6 +210,8 @@ def _studio_sessions(settings: Settings) -> StudioSessions:
 
 
 async def _close(state: AppState, served: Served) -> None:
+    if state.telemetry is not None:
+        await asyncio.to_thread(state.telemetry.shutdown)
     await state.pool.aclose()
     if state.pool.gateway is not None:
         await state.pool.gateway.aclose()
@@ -226,7 +244,12 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
     )
     app.add_middleware(NormalizePathMiddleware)
     app.add_middleware(RequestContextMiddleware, region=settings.region)
-    app.add_middleware(AccessMiddleware, metrics=app.state.request_metrics)
+
+    def observers() -> tuple[UsageRecorder | None, Telemetry | None]:
+        current: AppState | None = getattr(app.state, "cerulean", None)
+        return (None, None) if current is None else (current.usage, current.telemetry)
+
+    app.add_middleware(AccessMiddleware, metrics=app.state.request_metrics, observers=observers)
 
 
 def _open_store(settings: Settings) -> Store:

@@ -12,6 +12,8 @@ from cerulean.quota.base import RateLimiter
 from cerulean.services.keys import KeyRing
 from cerulean.services.pool import EnginePool
 from cerulean.services.studio import StudioSessions
+from cerulean.services.telemetry import Telemetry
+from cerulean.services.usage import UsageRecorder
 from cerulean.settings import Settings
 from cerulean.store.base import Store
 
@@ -34,6 +36,8 @@ class AppState:
     studio: StudioSessions | None = None  # Cerulean Studio's sign-ins (None: the Studio is off)
     started_at: int = field(default_factory=lambda: int(time.time()))  # "created_at" of models
     clock: Callable[[], float] = time.time
+    usage: UsageRecorder | None = None  # None: usage accounting is off
+    telemetry: Telemetry | None = None  # None: no OTLP endpoint configured
 
     @property
     def engines(self) -> dict[str, Engine]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -185,8 +186,12 @@ def test_the_playground_streams_with_usage(studio: TestClient, settings: Setting
     usage = chunks[-1]["usage"]
     assert isinstance(usage, dict)
     assert usage["completion_tokens"] > 0
-    usage_page = studio.get("/studio/usage?range=hour").text
-    assert "gpt-4" in usage_page
+    deadline = time.monotonic() + 10  # usage is written about once a second
+    while 'data-series="gpt-4"' not in studio.get("/studio/usage?range=hour").text:
+        assert time.monotonic() < deadline, "the answer never reached the usage chart"
+        time.sleep(0.2)
+    by_key = studio.get("/studio/usage?range=hour&by=key").text
+    assert 'data-series="studio"' in by_key  # the playground's caller
 
 
 def test_the_playground_refuses_an_unknown_deployment(

@@ -163,8 +163,12 @@ def test_sign_in_and_stream_an_answer(browser: Any, server: Server) -> None:
     assert "Say hello." in python and server.key1 not in python
     assert "$AZURE_OPENAI_API_KEY" in by(browser, "#code-curl").text
     shot(browser, "playground-code")
-    browser.get(f"{server.endpoint}studio/usage?range=hour")
-    assert total(browser, "requests") >= before + 1  # the chart counted the answer
+
+    def counted() -> bool:  # usage is written about once a second
+        browser.get(f"{server.endpoint}studio/usage?range=hour")
+        return total(browser, "requests") >= before + 1
+
+    wait_for(counted, timeout=15, what="the answer in the usage chart")
     assert total(browser, "completion_tokens") > 0
     assert "gpt-4o" in by(browser, ".legend").text
     shot(browser, "usage")
@@ -224,6 +228,13 @@ def test_regenerate_a_key_and_use_it(browser: Any, server: Server) -> None:
         model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
     )
     assert reply.choices[0].message.content is not None
+
+    def per_key() -> bool:  # the call counts under key2 on the usage page, per key
+        browser.get(f"{server.endpoint}studio/usage?range=hour&by=key")
+        return "key2" in by(browser, ".legend").text
+
+    wait_for(per_key, timeout=15, what="key2 in the usage chart")
+    assert "studio" in by(browser, ".legend").text  # the playground's answers
 
 
 def test_a_cross_site_form_post_is_refused(browser: Any, server: Server) -> None:

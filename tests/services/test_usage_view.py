@@ -1,12 +1,43 @@
-"""The Studio's usage charts: per-minute counts bucketed over a range, drawn as SVG."""
+"""The Studio's usage charts: per-minute counts bucketed over a range, drawn as SVG; the
+store's usage rows as their source."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from cerulean.services.usage_view import RecentUsage, build_charts
+from cerulean.services.usage_view import GroupBy, UsageMinute, build_charts
 
 NOW = datetime(2026, 1, 5, 12, 30, 20, tzinfo=timezone.utc)
+
+
+class RecentUsage:
+    """A usage source in memory: one row per request, its minute and deployment."""
+
+    description = "test rows"
+
+    def __init__(self) -> None:
+        self.rows: list[UsageMinute] = []
+
+    def add(
+        self,
+        deployment: str,
+        *,
+        status: int,
+        prompt_tokens: int,
+        completion_tokens: int,
+        duration_s: float,
+        now: datetime,
+    ) -> None:
+        minute = now.replace(second=0, microsecond=0)
+        errors = 1 if status >= 400 else 0
+        self.rows.append(
+            UsageMinute(
+                minute, deployment, 1, prompt_tokens, completion_tokens, errors, duration_s * 1000
+            )
+        )
+
+    def minutes(self, since: datetime, by: GroupBy) -> list[UsageMinute]:
+        return [r for r in self.rows if r.minute >= since]
 
 
 def charts(usage: RecentUsage, range_name: str = "hour") -> dict[str, object]:
@@ -58,3 +89,29 @@ def test_the_svg_is_accessible_and_escapes_names() -> None:
     assert "<title" in svg and "total 1" in svg
     assert "<b>" not in svg and "&lt;b&gt;" in svg
     assert svg.count('class="bar"') == 1
+
+
+def test_the_store_source_reads_the_usage_accounting_rows(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from cerulean.services.usage import Served, aggregate
+    from cerulean.services.usage_view import StoreUsage
+    from cerulean.store.sql import SqlStore
+
+    store = SqlStore(f"sqlite:///{Path(str(tmp_path)) / 'u.db'}")
+    at = NOW.timestamp() - 60
+    entries = [
+        Served(at, "gpt-4", "key1", "chat.completions", 200, 10, 5, 0.1, 0.5),
+        Served(at, "gpt-4", "key2", "chat.completions", 429, 0, 0, None, 0.01, throttled=True),
+        Served(at, "ada", "key1", "embeddings", 200, 7, 0, None, 0.2),
+    ]
+    store.add_usage(aggregate(entries))
+    source = StoreUsage(store, recording=True, retention_days=90)
+    by_key = {c.metric: c for c in build_charts(source, "hour", "key", now=NOW)}
+    assert by_key["requests"].series["key1"][-2] == 2
+    assert by_key["errors"].series["key2"][-2] == 1
+    by_deployment = {c.metric: c for c in build_charts(source, "hour", "deployment", now=NOW)}
+    assert by_deployment["prompt_tokens"].series["gpt-4"][-2] == 10
+    assert by_deployment["prompt_tokens"].total == 17
+    assert "kept 90 days" in source.description
+    store.close()

@@ -23,6 +23,7 @@ from cerulean.errors import (
     RequestTooLarge,
 )
 from cerulean.protocol.ids import request_id
+from cerulean.services import accounting
 from cerulean.services.auth import KeyVerifier, check_credentials
 
 __all__ = [
@@ -178,6 +179,7 @@ class AuthMiddleware:
         if not verdict.ok and presented and self.refresh is not None and await self.refresh(True):
             verdict = check_credentials(headers, self.verifier())
         if verdict.ok:
+            accounting.current().caller = verdict.caller
             await self.app(scope, receive, send)
             return
         error: APIError = InvalidSubscriptionKey() if verdict.api_key_sent else MissingCredentials()

@@ -30,6 +30,7 @@ __all__ = [
     "Generation",
     "GenerationRequest",
     "ModelInfo",
+    "Phases",
     "ResponseFormat",
     "Role",
     "SamplingParams",
@@ -38,6 +39,7 @@ __all__ = [
     "ToolCallDelta",
     "Tools",
     "TopLogprob",
+    "UpstreamCall",
 ]
 
 # ``tool_calls``: the answer is one or more calls (the service names it ``function_call`` for the
@@ -281,15 +283,42 @@ class ModelInfo:
         return room if cap is None else min(cap, room)
 
 
+@dataclass(slots=True)
+class UpstreamCall:
+    """One call a remote engine made to an upstream for a request (``time.perf_counter()``)."""
+
+    upstream: str
+    address: str  # host[:port] of its URL
+    started: float
+    first_byte: float | None = None
+    ended: float | None = None
+    error: str | None = None  # the failure's kind (timeout, server_error...), None if it served
+
+
+@dataclass(slots=True)
+class Phases:
+    """When a generation's stages happened (``time.perf_counter()`` readings), for its trace.
+
+    A local engine: ``queued`` (put in line for a slot) and ``admitted`` (took its slot: prompt
+    processing starts). A remote one: its ``calls`` to upstreams, failed ones included.
+    """
+
+    queued: float | None = None
+    admitted: float | None = None
+    calls: list[UpstreamCall] = field(default_factory=list)
+
+
 class Generation(abc.ABC):
     """A started generation: iterate it for chunks; ``aclose`` cancels it and frees its slot.
 
     ``prompt_filter_results`` are the prompt's filter results when the engine evaluated them (an
     Azure upstream), known once the first chunk has arrived; None: the edge's own.
+    ``phases`` (when the engine keeps them) say when it queued, took its slot or called out.
     """
 
     prompt_tokens: int
     prompt_filter_results: list[Any] | None = None
+    phases: Phases | None = None  # when its stages happened, if the engine tells
 
     @abc.abstractmethod
     def __aiter__(self) -> AsyncIterator[EngineChunk]: ...

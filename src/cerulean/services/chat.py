@@ -35,6 +35,7 @@ from cerulean.services.answers import (
     Meter,
     final_usage,
     guarded,
+    observe_request,
     prompt_filter_chunk,
     prompt_filter_results,
     sampling,
@@ -82,6 +83,11 @@ async def create_chat_completion(
 
     generation = await engine.generate(wanted, admit=admit)
     info = engine.info
+    observe_request(call, info.name, wanted.params, wanted.n, generation.phases)
+    if meter.record.capture:
+        meter.record.input_messages = [
+            {"role": str(m.role), "content": m.text} for m in wanted.messages
+        ]
     tools = wanted.tools
     ctx = ChatContext(
         model=info.name,

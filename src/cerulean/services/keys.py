@@ -175,7 +175,7 @@ def provision_keys(store: Store, settings: Settings) -> ProvisionedKeys:
                 store.set_key_digest(name, stored[name])
     for name, key in generated.items():
         shown.setdefault(name, key)
-    return ProvisionedKeys(KeyVerifier((stored[n] for n in KEY_NAMES), secret), shown)
+    return ProvisionedKeys(KeyVerifier({n: stored[n] for n in KEY_NAMES}, secret), shown)
 
 
 def readable_keys(store: Store, settings: Settings) -> dict[str, str]:
@@ -291,5 +291,5 @@ class KeyRing:
     async def _read(self) -> None:
         began = self._clock()
         digests = await run_in_threadpool(self._store.key_digests)
-        self.verifier.replace(digests[n] for n in KEY_NAMES if n in digests)
+        self.verifier.replace({n: digests[n] for n in KEY_NAMES if n in digests})
         self._read_at = began

@@ -1,14 +1,13 @@
 """The Studio's usage charts: per-minute usage, bucketed over an hour, a day or a week, drawn as
 inline SVG on the server (no script, no chart library).
 
-The charts read a :class:`UsageSource`. :class:`RecentUsage` is the one this module ships: what
-this process answered since it started, counted per minute in memory (fed by the access
-middleware, kept for a week). The page says which source it shows.
+The charts read a :class:`UsageSource`: :class:`StoreUsage`, the usage accounting's per-minute
+rows in the store (every process sharing the store, callers told apart). The page says which
+source it shows.
 """
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -16,12 +15,14 @@ from datetime import datetime, timedelta, timezone
 from html import escape
 from typing import Literal, Protocol
 
+from cerulean.store.base import Store
+
 __all__ = [
     "METRICS",
     "RANGES",
     "Chart",
     "GroupBy",
-    "RecentUsage",
+    "StoreUsage",
     "UsageMinute",
     "UsageSource",
     "build_charts",
@@ -30,7 +31,6 @@ __all__ = [
 ]
 
 GroupBy = Literal["deployment", "key"]
-_WEEK = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -59,67 +59,43 @@ class UsageSource(Protocol):
         ...
 
 
-class RecentUsage:
-    """Per-minute usage of this process, in memory (lost on restart), for the last week."""
+class StoreUsage:
+    """The usage accounting's per-minute rows in the store (:mod:`cerulean.services.usage`)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._rows: dict[tuple[datetime, str, str], list[float]] = {}
-        self.started = datetime.now(timezone.utc)
+    def __init__(self, store: Store, *, recording: bool, retention_days: float) -> None:
+        self._store = store
+        self._recording = recording
+        self._retention_days = retention_days
 
     @property
     def description(self) -> str:
-        since = self.started.strftime("%Y-%m-%d %H:%M UTC")
+        if not self._recording:
+            return (
+                "Usage accounting is off on this server (CERULEAN_USAGE_ACCOUNTING=false): "
+                "these are the minutes recorded before, if any."
+            )
         return (
-            f"Requests answered by this server process since it started ({since}), counted in "
-            "memory: a restart starts again from zero. Callers are not told apart here."
+            "Every data-plane request, recorded per minute in the store by usage accounting "
+            f"(written about once a second, kept {self._retention_days:g} days; the same "
+            "figures as cerulean usage). The playground's requests count as caller 'studio'."
         )
 
-    def add(
-        self,
-        deployment: str,
-        *,
-        caller: str = "all callers",
-        status: int,
-        prompt_tokens: int,
-        completion_tokens: int,
-        duration_s: float,
-        now: datetime | None = None,
-    ) -> None:
-        """Count one answered request."""
-        at = now or datetime.now(timezone.utc)
-        minute = at.replace(second=0, microsecond=0)
-        with self._lock:
-            row = self._rows.setdefault((minute, deployment, caller), [0, 0, 0, 0, 0.0])
-            row[0] += 1
-            row[1] += prompt_tokens
-            row[2] += completion_tokens
-            row[3] += 1 if status >= 400 else 0
-            row[4] += duration_s * 1000
-            if len(self._rows) % 256 == 0:
-                self._prune(at - _WEEK)
-
     def minutes(self, since: datetime, by: GroupBy) -> list[UsageMinute]:
-        with self._lock:
-            rows = [(k, list(v)) for k, v in self._rows.items() if k[0] >= since]
         out = []
-        for (minute, deployment, caller), (req, prompt, completion, errors, ms) in rows:
+        for row in self._store.usage(since):
+            name = row.deployment if by == "deployment" else (row.caller or "unknown")
             out.append(
                 UsageMinute(
-                    minute,
-                    deployment if by == "deployment" else caller,
-                    int(req),
-                    int(prompt),
-                    int(completion),
-                    int(errors),
-                    ms,
+                    row.minute,
+                    name,
+                    row.requests,
+                    row.prompt_tokens,
+                    row.completion_tokens,
+                    row.requests if row.status >= 400 else 0,
+                    row.duration_sum * 1000,
                 )
             )
-        return sorted(out, key=lambda m: (m.minute, m.series))
-
-    def _prune(self, before: datetime) -> None:
-        for key in [k for k in self._rows if k[0] < before]:
-            del self._rows[key]
+        return out
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from cerulean.errors import APIError, ControlError, StudioError
 from cerulean.protocol.apiversions import parse_api_version
 from cerulean.protocol.chat import parse_chat_request
 from cerulean.quota.base import Limits
+from cerulean.services import accounting
 from cerulean.services import chat as chat_service
 from cerulean.services import deployments as deployment_service
 from cerulean.services.keys import KEY_NAMES, mask_key, readable_keys, regenerate_key
@@ -42,7 +43,7 @@ from cerulean.services.snippets import (
 )
 from cerulean.services.studio import COOKIE_NAME
 from cerulean.services.upstreams import describe
-from cerulean.services.usage_view import RANGES, GroupBy, build_charts, colors
+from cerulean.services.usage_view import RANGES, GroupBy, StoreUsage, build_charts, colors
 from cerulean.state import AppState
 
 __all__ = ["PREFIX", "install", "router"]
@@ -50,6 +51,7 @@ __all__ = ["PREFIX", "install", "router"]
 router = APIRouter(prefix=PREFIX)
 _STATIC = {"studio.css": "text/css", "studio.js": "text/javascript"}
 _FAILED_SIGN_IN_DELAY_S = 0.5
+STUDIO_CALLER = "studio"  # the caller of the playground's requests in usage accounting
 
 
 def install(app: FastAPI) -> None:
@@ -250,6 +252,7 @@ async def playground_form(request: Request, state: StateDep) -> Response:
     error = ""
     if action == "send" and message:
         started = time.perf_counter()
+        accounting.current().caller = STUDIO_CALLER
         try:
             answer = await _start_chat(request, state, settings)
             completion = await answer.collect()
@@ -292,6 +295,7 @@ async def api_chat(request: Request, state: StateDep) -> Response:
     settings = _settings_from(
         {**body, "stream": True}, _messages(str(body.get("system") or ""), body.get("messages"))
     )
+    accounting.current().caller = STUDIO_CALLER  # its usage rows' caller
     answer = await _start_chat(request, state, settings)
     response = await respond(request, answer)
     response.headers.update({"cache-control": "no-store", "x-content-type-options": "nosniff"})
@@ -528,8 +532,12 @@ async def usage(request: Request, state: StateDep) -> Response:
     range_name = request.query_params.get("range", "hour")
     range_name = range_name if range_name in RANGES else "hour"
     by: GroupBy = "key" if request.query_params.get("by") == "key" else "deployment"
-    source = request.app.state.request_metrics.recent
-    charts = build_charts(source, range_name, by)
+    source = StoreUsage(
+        state.store,
+        recording=state.usage is not None,
+        retention_days=state.settings.usage_retention_days,
+    )
+    charts = await run_in_threadpool(build_charts, source, range_name, by)
     legend = colors(charts[0].series) if charts else {}
     return page(
         "usage.html",

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from cerulean.engines.base import (
     Generation,
     GenerationRequest,
     ModelInfo,
+    Phases,
     ToolCallDelta,
     Tools,
 )
@@ -102,11 +104,13 @@ class _Generation(Generation):
         engine: LlamaCppEngine,
         job: Job,
         queue: asyncio.Queue[list[EngineChunk | BaseException]],
+        phases: Phases,
     ):
         self._engine = engine
         self._job = job
         self._queue = queue
         self.prompt_tokens = len(job.prompt)
+        self.phases = phases
 
     async def __aiter__(self) -> AsyncIterator[EngineChunk]:
         finished = 0
@@ -172,6 +176,7 @@ class _Waves(Generation):
         self._seed = seed
         self._closed = False
         self.prompt_tokens = first.prompt_tokens
+        self.phases = first.phases  # the first wave's: when the request queued and started
 
     async def __aiter__(self) -> AsyncIterator[EngineChunk]:
         offset, size = 0, self._first_size
@@ -219,6 +224,7 @@ class _Calls(Generation):
         self._inner = inner
         self._allow_text = allow_text
         self.prompt_tokens = inner.prompt_tokens
+        self.phases = inner.phases
 
     async def __aiter__(self) -> AsyncIterator[EngineChunk]:
         readers: dict[int, calls.CallReader] = {}
@@ -539,8 +545,14 @@ class LlamaCppEngine(Engine):
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[list[EngineChunk | BaseException]] = asyncio.Queue()
         admitted: asyncio.Future[None] = loop.create_future()
+        phases = Phases(queued=time.perf_counter())
+
+        def on_admit() -> None:  # on the scheduler's thread, as the job takes its slot
+            phases.admitted = time.perf_counter()
+            loop.call_soon_threadsafe(_resolve, admitted)
+
         job.emit = lambda items: loop.call_soon_threadsafe(queue.put_nowait, items)
-        job.on_admit = lambda: loop.call_soon_threadsafe(_resolve, admitted)
+        job.on_admit = on_admit
         try:
             scheduler.submit(job)
         except QueueFull:
@@ -553,7 +565,7 @@ class LlamaCppEngine(Engine):
         except BaseException:
             scheduler.cancel(job)
             raise
-        return _Generation(self, job, queue)
+        return _Generation(self, job, queue, phases)
 
     def _echo_text(self, request: GenerationRequest) -> str:
         if isinstance(request.prompt, str):
