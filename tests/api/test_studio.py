@@ -286,3 +286,27 @@ def test_keys_show_and_regenerate(studio: TestClient, settings: Settings) -> Non
     assert pinned.status_code == 409  # the fixture pins both keys
     shown = studio.post("/studio/keys/key1/show", data={"csrf": csrf}, **post)  # type: ignore[arg-type]
     assert KEY1 in shown.text
+
+
+def test_no_studio_means_azure_404(settings: Settings, fake_engine: FakeEngine) -> None:
+    off = settings.model_copy(update={"studio": False})
+    app = create_app(off, {"fake-model": fake_engine})
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/studio/sign-in")
+        assert response.status_code == 404
+        assert response.json() == {"error": {"code": "404", "message": "Resource not found"}}
+    assert not studio_token_file(off).exists()
+
+
+def test_the_admin_token_signs_in_when_set(settings: Settings, fake_engine: FakeEngine) -> None:
+    from pydantic import SecretStr
+
+    admin = settings.model_copy(update={"admin_token": SecretStr("z" * 40)})
+    app = create_app(admin, {"fake-model": fake_engine})
+    with TestClient(app, raise_server_exceptions=False, follow_redirects=False) as client:
+        ok = client.post("/studio/sign-in", data={"token": "z" * 40}, headers={"origin": ORIGIN})
+        assert ok.status_code == 303
+        assert (
+            "admin token (<code>CERULEAN_ADMIN_TOKEN</code>)" in client.get("/studio/sign-in").text
+        )
+    assert not studio_token_file(admin).exists()
