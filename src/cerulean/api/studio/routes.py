@@ -48,7 +48,7 @@ from cerulean.state import AppState
 
 __all__ = ["PREFIX", "install", "router"]
 
-router = APIRouter(prefix=PREFIX)
+router = APIRouter(prefix=PREFIX, include_in_schema=False)  # pages, not API operations
 _STATIC = {"studio.css": "text/css", "studio.js": "text/javascript"}
 _FAILED_SIGN_IN_DELAY_S = 0.5
 STUDIO_CALLER = "studio"  # the caller of the playground's requests in usage accounting
