@@ -168,7 +168,7 @@ class RateLimiter(abc.ABC):
 
     async def current(self, deployment: str, limits: Limits, now: float) -> tuple[int, int] | None:
         """What ``deployment``'s windows hold now: (requests, tokens); None when this limiter
-        cannot tell cheaply (the Studio shows the limits alone then)."""
+        cannot tell (the Studio shows the limits alone then)."""
         return None
 
     async def ping(self) -> None:  # noqa: B027 - in-process limiters are always reachable
