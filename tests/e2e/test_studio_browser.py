@@ -278,6 +278,31 @@ def test_a_cross_site_form_post_is_refused(browser: Any, server: Server) -> None
     assert "cross-site" not in {d["id"] for d in listing["data"]}
 
 
+_UNLABELLED = """
+return [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+  .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+               && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+  .map(e => e.id || e.name || e.outerHTML.slice(0, 60));
+"""
+
+
+def test_every_page_is_labelled_and_keyboard_reachable(browser: Any, server: Server) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    signed_in(browser, server)
+    for name in ("playground", "deployments", "keys", "usage", "upstreams"):
+        browser.get(f"{server.endpoint}studio/{name}")
+        assert browser.execute_script(_UNLABELLED) == [], name
+        assert by(browser, "nav a[aria-current=page]").get_attribute("href").endswith(name)
+        by(browser, "body").send_keys(Keys.TAB)  # the first stop is the skip link
+        focused = browser.switch_to.active_element
+        assert focused.get_attribute("class") == "skip", name
+        assert (
+            browser.execute_script("return document.querySelectorAll('script:not([src])').length")
+            == 0
+        )  # no inline script (the CSP forbids it)
+
+
 # -- a light server (no model) with short sessions ----------------------------------------
 
 
