@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 WAIT_S = 90.0
 
 
-def _browser() -> Any:
+def _browser(*, javascript: bool = True) -> Any:
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         message = (
             f"headless Chromium is missing ({CHROMIUM}, {CHROMEDRIVER}): "
@@ -55,6 +55,10 @@ def _browser() -> Any:
         "--disable-extensions",
     ):
         options.add_argument(flag)
+    if not javascript:
+        options.add_experimental_option(
+            "prefs", {"profile.managed_default_content_settings.javascript": 2}
+        )
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 
 
@@ -301,6 +305,27 @@ def test_every_page_is_labelled_and_keyboard_reachable(browser: Any, server: Ser
             browser.execute_script("return document.querySelectorAll('script:not([src])').length")
             == 0
         )  # no inline script (the CSP forbids it)
+
+
+def test_without_javascript_everything_but_streaming_works(server: Server) -> None:
+    plain = _browser(javascript=False)
+    try:
+        signed_in(plain, server)
+        plain.get(f"{server.endpoint}studio/playground")
+        by(plain, "#max_tokens").send_keys("6")
+        by(plain, "#message").send_keys("Say hello.")
+        by(plain, "#send").click()  # a plain form post: the answer comes whole
+        stats = wait_for(lambda: by(plain, "#last-stats").text, what="the answer")
+        assert re.search(r"Tokens: \d+ prompt, \d+ completion · \d+ ms", stats), stats
+        assert by(plain, ".msg.assistant .content")
+        by(plain, "#view-code").click()
+        assert "max_tokens=6" in wait_for(lambda: by(plain, "#code-python").text, what="code")
+        plain.get(f"{server.endpoint}studio/keys")
+        by(plain, "#key-key1 form button").click()  # Show
+        assert wait_for(lambda: by(plain, "#value-key1")).get_attribute("value") == server.key1
+        assert not by(plain, "#key-key1 button.copy").is_displayed()  # the script never ran
+    finally:
+        plain.quit()
 
 
 # -- a light server (no model) with short sessions ----------------------------------------
