@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -314,3 +315,37 @@ def test_request_line_as_json_has_the_fields_and_no_secret(
     for line in lines:
         assert KEY1 not in line and KEY2 not in line and SECRET_PROMPT not in line
         assert "0" * 32 not in line
+
+
+def test_a_remote_deployment_has_one_span_per_upstream_call(tmp_path: Path, otlp: Receiver) -> None:
+    from tests.api.test_upstreams import settings_for, upstream
+    from tests.engines.remote.fakes import FakeUpstream, Faults
+
+    fake = FakeUpstream("vllm", faults=Faults(status=500, times=1)).start()
+    try:
+        settings = settings_for(tmp_path).model_copy(update={"otel_endpoint": otlp.endpoint})
+        with TestClient(_app(settings), raise_server_exceptions=False) as http:
+            state: AppState = http.app.state.cerulean  # type: ignore[attr-defined]
+            state.store.put_upstream(upstream("up-a", fake))
+            now = datetime.now(timezone.utc)
+            record = DeploymentRecord("remote", "fake-model", "1", 1000, "Standard", now, ("up-a",))
+            state.store.put_deployment(record)
+            body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+            failed = http.post(CHAT.format("remote"), json=body, headers={"api-key": KEY1})
+            assert failed.status_code == 502
+            time.sleep(0.7)  # the upstream's cooldown
+            served = http.post(CHAT.format("remote"), json=body, headers={"api-key": KEY1})
+            assert served.status_code == 200, served.text
+    finally:
+        fake.stop()
+    roots = sorted(
+        (s for s in otlp.spans if s.name == "chat remote"),
+        key=lambda s: s.attributes["http.response.status_code"],
+    )
+    assert [r.attributes["http.response.status_code"] for r in roots] == [200, 502]
+    for root, error in zip(roots, [None, "server_error"], strict=True):
+        (call,) = [s for s in otlp.spans if s.parent_span_id == root.span_id and s.kind == 3]
+        assert call.name == "upstream up-a" and call.attributes.get("error.type") == error
+        assert call.attributes["server.address"] == f"127.0.0.1:{fake.port}"
+        assert root.start <= call.start <= call.end <= root.end
+    assert roots[1].status_code == 2  # ERROR: a 5xx

@@ -143,8 +143,11 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         usage, telemetry = self.observers()
-        traced = telemetry is not None and telemetry.traced
-        record = accounting.opened(traced=traced, capture=traced and telemetry.capture)  # type: ignore[union-attr]
+        traced = capture = False
+        if telemetry is not None:
+            traced = telemetry.traced
+            capture = traced and telemetry.capture
+        record = accounting.opened(traced=traced, capture=capture)
         started = record.started
         status = 500
         streamed = False

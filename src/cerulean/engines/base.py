@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -38,6 +39,8 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "Tools",
+    "request_phases",
+    "track_phases",
     "TopLogprob",
     "UpstreamCall",
 ]
@@ -308,17 +311,34 @@ class Phases:
     calls: list[UpstreamCall] = field(default_factory=list)
 
 
+_PHASES: ContextVar[Phases | None] = ContextVar("cerulean_phases", default=None)
+
+
+def track_phases() -> Phases:
+    """Open the phases of the request served in this context: the services call it before
+    :meth:`Engine.generate`, so that the stages are known even when it fails."""
+    phases = Phases()
+    _PHASES.set(phases)
+    return phases
+
+
+def request_phases() -> Phases:
+    """Where an engine notes a request's stages: the one :func:`track_phases` opened in this
+    context, else a throwaway."""
+    phases = _PHASES.get()
+    return phases if phases is not None else Phases()
+
+
 class Generation(abc.ABC):
     """A started generation: iterate it for chunks; ``aclose`` cancels it and frees its slot.
 
     ``prompt_filter_results`` are the prompt's filter results when the engine evaluated them (an
     Azure upstream), known once the first chunk has arrived; None: the edge's own.
-    ``phases`` (when the engine keeps them) say when it queued, took its slot or called out.
     """
 
     prompt_tokens: int
     prompt_filter_results: list[Any] | None = None
-    phases: Phases | None = None  # when its stages happened, if the engine tells
+    phases: Phases | None = None  # a remote generation's calls (see request_phases)
 
     @abc.abstractmethod
     def __aiter__(self) -> AsyncIterator[EngineChunk]: ...

@@ -153,14 +153,11 @@ def _capture(texts: dict[int, str], chunk: EngineChunk) -> None:
     texts[chunk.index] = texts.get(chunk.index, "") + "".join(pieces)
 
 
-def observe_request(
-    call: InferenceCall[Any], model: str, params: SamplingParams, n: int, phases: Any
-) -> None:
-    """Tell the request's record what the trace wants: the response model, the engine's
-    phases and (only when traced) the request parameters."""
+def observe_request(call: InferenceCall[Any], model: str, params: SamplingParams, n: int) -> None:
+    """Tell the request's record what the trace wants: the response model and (only when
+    traced) the request parameters."""
     record = accounting.current()
     record.response_model = model
-    record.phases = phases
     if record.traced:
         record.request_params = {
             "gen_ai.request.max_tokens": params.max_tokens,

@@ -23,6 +23,7 @@ from cerulean.engines.base import (
     TokenLogprob,
     ToolCall,
     ToolCallDelta,
+    track_phases,
 )
 from cerulean.errors import EngineError, InvalidRequest
 from cerulean.protocol.chat import ChatCompletionRequestMessage, CreateChatCompletionRequest
@@ -81,9 +82,10 @@ async def create_chat_completion(
         meter.charged = tokens
         headers.update(charged)
 
+    meter.record.phases = track_phases()
     generation = await engine.generate(wanted, admit=admit)
     info = engine.info
-    observe_request(call, info.name, wanted.params, wanted.n, generation.phases)
+    observe_request(call, info.name, wanted.params, wanted.n)
     if meter.record.capture:
         meter.record.input_messages = [
             {"role": str(m.role), "content": m.text} for m in wanted.messages

@@ -26,9 +26,9 @@ from cerulean.engines.base import (
     Generation,
     GenerationRequest,
     ModelInfo,
-    Phases,
     ToolCallDelta,
     Tools,
+    request_phases,
 )
 from cerulean.engines.llamacpp import tools as calls
 from cerulean.engines.llamacpp.grammars import json_grammar
@@ -104,13 +104,11 @@ class _Generation(Generation):
         engine: LlamaCppEngine,
         job: Job,
         queue: asyncio.Queue[list[EngineChunk | BaseException]],
-        phases: Phases,
     ):
         self._engine = engine
         self._job = job
         self._queue = queue
         self.prompt_tokens = len(job.prompt)
-        self.phases = phases
 
     async def __aiter__(self) -> AsyncIterator[EngineChunk]:
         finished = 0
@@ -176,7 +174,6 @@ class _Waves(Generation):
         self._seed = seed
         self._closed = False
         self.prompt_tokens = first.prompt_tokens
-        self.phases = first.phases  # the first wave's: when the request queued and started
 
     async def __aiter__(self) -> AsyncIterator[EngineChunk]:
         offset, size = 0, self._first_size
@@ -224,7 +221,6 @@ class _Calls(Generation):
         self._inner = inner
         self._allow_text = allow_text
         self.prompt_tokens = inner.prompt_tokens
-        self.phases = inner.phases
 
     async def __aiter__(self) -> AsyncIterator[EngineChunk]:
         readers: dict[int, calls.CallReader] = {}
@@ -545,10 +541,13 @@ class LlamaCppEngine(Engine):
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[list[EngineChunk | BaseException]] = asyncio.Queue()
         admitted: asyncio.Future[None] = loop.create_future()
-        phases = Phases(queued=time.perf_counter())
+        phases = request_phases()  # a later wave's times do not replace the first's
+        if phases.queued is None:
+            phases.queued = time.perf_counter()
 
         def on_admit() -> None:  # on the scheduler's thread, as the job takes its slot
-            phases.admitted = time.perf_counter()
+            if phases.admitted is None:
+                phases.admitted = time.perf_counter()
             loop.call_soon_threadsafe(_resolve, admitted)
 
         job.emit = lambda items: loop.call_soon_threadsafe(queue.put_nowait, items)
@@ -565,7 +564,7 @@ class LlamaCppEngine(Engine):
         except BaseException:
             scheduler.cancel(job)
             raise
-        return _Generation(self, job, queue, phases)
+        return _Generation(self, job, queue)
 
     def _echo_text(self, request: GenerationRequest) -> str:
         if isinstance(request.prompt, str):

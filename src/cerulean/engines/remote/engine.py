@@ -32,8 +32,8 @@ from cerulean.engines.base import (
     Generation,
     GenerationRequest,
     ModelInfo,
-    Phases,
     UpstreamCall,
+    request_phases,
 )
 from cerulean.engines.remote import wire
 from cerulean.engines.remote.flavors import Flavor, flavor
@@ -217,7 +217,7 @@ class RemoteEngine(Engine):
             await admit(estimate)
         deadline = self._clock() + self._timeouts.first_byte
         last: APIError = GatewayTimeout(retry_after=1)
-        phases = Phases()
+        phases = request_phases()
         for upstream in order[: self._retries + 1]:
             if self._clock() >= deadline:
                 break
