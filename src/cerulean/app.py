@@ -24,6 +24,7 @@ from cerulean.api import (
     metrics,
     models,
     responses,
+    studio,
     v1,
 )
 from cerulean.api.access import AccessMiddleware, RequestMetrics
@@ -55,6 +56,9 @@ from cerulean.services.keys import KeyRing, provision_keys
 from cerulean.services.models import ensure_models, resident_records
 from cerulean.services.pool import EngineFactory, EnginePool
 from cerulean.services.responses import ResponsesContext, prepare_store, upkeep
+from cerulean.services.studio import StudioSessions, sign_in_secret
+from cerulean.services.telemetry import Telemetry, build_telemetry
+from cerulean.services.usage import UsageRecorder
 from cerulean.settings import Settings
 from cerulean.state import AppState
 from cerulean.store.base import Store
@@ -129,12 +133,16 @@ def create_app(
         stored = ResponsesContext.of(state)
         await prepare_store(stored)
         upkeeper = asyncio.create_task(upkeep(stored, settings.response_purge_interval))
+        recorder = None if state.usage is None else asyncio.create_task(state.usage.run())
         try:
             yield
         finally:
             for task in (loader, reconciler, checker, upkeeper):
                 task.cancel()
             await state.responses.aclose()
+            if recorder is not None:  # its last flush: what the final requests used
+                recorder.cancel()
+                await asyncio.gather(recorder, return_exceptions=True)
             await _close(state, served)
 
     app = FastAPI(
@@ -150,7 +158,10 @@ def create_app(
     )  # fmt: skip
     for module in modules:
         app.include_router(module.router)
+    if settings.studio:
+        app.include_router(studio.router)
     _install_error_handlers(app)
+    studio.install(app)
     app.state.request_metrics = RequestMetrics()
     _install_middleware(app, settings)
     return app
@@ -195,10 +206,27 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
             fail_open=settings.redis_outage == "open",
         ),
         shown_keys=keys.shown,
+        studio=await asyncio.to_thread(_studio_sessions, settings) if settings.studio else None,
+        usage=(
+            UsageRecorder(
+                store,
+                retention_days=settings.usage_retention_days,
+                interval=settings.usage_flush_interval,
+            )
+            if settings.usage_accounting
+            else None
+        ),
+        telemetry=build_telemetry(settings),
     )
 
 
+def _studio_sessions(settings: Settings) -> StudioSessions:
+    return StudioSessions(sign_in_secret(settings), lifetime=settings.studio_session_seconds)
+
+
 async def _close(state: AppState, served: Served) -> None:
+    if state.telemetry is not None:
+        await asyncio.to_thread(state.telemetry.shutdown)
     await state.pool.aclose()
     if state.pool.gateway is not None:
         await state.pool.gateway.aclose()
@@ -230,11 +258,17 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
         entra=lambda: state().entra,
         local_auth_disabled=lambda: state().keyring.local_auth_disabled,
         refresh=refresh,
-        own_auth=(management.PREFIX, metrics.PATH),  # /metrics: a key or the metrics token
+        # /metrics: a key or the metrics token; /studio: its own session cookie
+        own_auth=(management.PREFIX, metrics.PATH, studio.PREFIX),
     )
     app.add_middleware(NormalizePathMiddleware)
     app.add_middleware(RequestContextMiddleware, region=settings.region)
-    app.add_middleware(AccessMiddleware, metrics=app.state.request_metrics)
+
+    def observers() -> tuple[UsageRecorder | None, Telemetry | None]:
+        current: AppState | None = getattr(app.state, "cerulean", None)
+        return (None, None) if current is None else (current.usage, current.telemetry)
+
+    app.add_middleware(AccessMiddleware, metrics=app.state.request_metrics, observers=observers)
 
 
 def _open_store(settings: Settings) -> Store:

@@ -24,6 +24,7 @@ exact Azure body (see ``shared/reference/azure-openai-wire.md`` §2.2, §5)::
     │   ├── ServerBusy                  429 every slot busy and the waiting line full
     │   ├── RateLimited                 429 a deployment's token or call rate limit (§5.3)
     │   ├── ArmError                    the management API's {"error":{"code","message"}} (§9)
+    │   ├── StudioError                 a Studio request refused (sign-in, session, CSRF, origin)
     │   └── InternalServerError         500 server_error with the request id
     ├── ControlError                    a management operation refused (CLI and ARM API)
     └── EngineError                     raised by engines; services turn it into an APIError
@@ -58,6 +59,7 @@ __all__ = [
     "ResourceNotFound",
     "ServerBusy",
     "ServiceUnavailable",
+    "StudioError",
     "UnsupportedApiVersion",
 ]
 
@@ -429,6 +431,11 @@ class ArmError(APIError):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message}}
+
+
+class StudioError(ArmError):
+    """A Studio request refused: ``{"error": {"code", "message"}}`` for the Studio's JSON routes;
+    its pages show the same message as HTML (docs/studio.md)."""
 
 
 class InternalServerError(APIError):

@@ -26,7 +26,11 @@ class Settings(BaseSettings):
 
     # hide_input_in_errors: a refused value (a weak key) never reaches a log or a traceback.
     model_config = SettingsConfigDict(
-        env_prefix="CERULEAN_", extra="ignore", frozen=True, hide_input_in_errors=True
+        env_prefix="CERULEAN_",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+        populate_by_name=True,  # the OTEL_* fields take their names too (tests, the CLI)
     )
 
     host: str = Field(
@@ -203,6 +207,19 @@ class Settings(BaseSettings):
         description="Bearer token of the management (ARM) API; unset, that API is disabled "
         "(env only).",
     )
+    studio: bool = Field(
+        True,
+        description="Serve Cerulean Studio, the web portal, at /studio (sign in with the admin "
+        "token, or the generated <home>/studio.token when CERULEAN_ADMIN_TOKEN is unset).",
+        json_schema_extra=_CLI,
+    )
+    studio_session_seconds: float = Field(
+        8 * 3600.0,
+        gt=0,
+        le=30 * 24 * 3600,
+        description="Seconds a Studio sign-in lasts; past it the session is refused and the "
+        "browser signs in again.",
+    )
     account_name: str = Field(
         "cerulean",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{1,63}$",
@@ -343,6 +360,71 @@ class Settings(BaseSettings):
         description="Log level.",
         json_schema_extra=_CLI,
     )
+    log_format: str = Field(
+        "text",
+        pattern="^(text|json)$",
+        description="Log lines as text, or as one JSON object a line (the per-request line "
+        "with its fields: docs/telemetry.md).",
+        json_schema_extra=_CLI,
+    )
+    usage_accounting: bool = Field(
+        True,
+        description="Record every data-plane request's usage (deployment, caller, tokens, "
+        "status, latency) per minute in the store (cerulean usage; docs/telemetry.md).",
+        json_schema_extra=_CLI,
+    )
+    usage_retention_days: float = Field(
+        90.0,
+        gt=0,
+        le=36500,
+        description="Days the per-minute usage rows are kept; older ones are deleted hourly.",
+        json_schema_extra=_CLI,
+    )
+    usage_flush_interval: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Seconds between writes of the buffered usage to the store (what a kill -9 "
+        "may lose).",
+    )
+    # OpenTelemetry: the standard OTEL_* variables (no CERULEAN_ prefix). Telemetry is on when an
+    # OTLP endpoint is set; the SDK itself reads the others (headers, timeout, service name,
+    # resource attributes, export interval, sampler): docs/telemetry.md.
+    otel_endpoint: str | None = Field(
+        None,
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="Base URL of an OTLP/HTTP collector (traces go to /v1/traces, metrics to "
+        "/v1/metrics); unset with the two below, telemetry is off.",
+    )
+    otel_traces_endpoint: str | None = Field(
+        None,
+        validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        description="Full URL traces are posted to (overrides the base URL's).",
+    )
+    otel_metrics_endpoint: str | None = Field(
+        None,
+        validation_alias="OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        description="Full URL metrics are posted to (overrides the base URL's).",
+    )
+    otel_traces_exporter: str = Field(
+        "otlp",
+        validation_alias="OTEL_TRACES_EXPORTER",
+        description="otlp, or none for no traces.",
+    )
+    otel_metrics_exporter: str = Field(
+        "otlp",
+        validation_alias="OTEL_METRICS_EXPORTER",
+        description="otlp, or none for no metrics.",
+    )
+    otel_sdk_disabled: bool = Field(
+        False, validation_alias="OTEL_SDK_DISABLED", description="true turns telemetry off."
+    )
+    otel_capture_content: bool = Field(
+        False,
+        validation_alias="OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+        description="true records prompts and answers on the spans (gen_ai.input.messages, "
+        "gen_ai.output.messages); off, they are never recorded.",
+    )
 
     @model_validator(mode="after")
     def _strong_keys(self) -> Settings:
@@ -411,6 +493,25 @@ class Settings(BaseSettings):
     def store_url(self) -> str:
         """The database URL, defaulting to SQLite inside the data directory."""
         return self.database_url or f"sqlite:///{self.sqlite_file}"
+
+    @property
+    def otel_traces_url(self) -> str | None:
+        """Where spans are exported (OTLP/HTTP), or None: no traces."""
+        return self._otel_url(self.otel_traces_exporter, self.otel_traces_endpoint, "traces")
+
+    @property
+    def otel_metrics_url(self) -> str | None:
+        """Where metrics are exported (OTLP/HTTP), or None: no metrics."""
+        return self._otel_url(self.otel_metrics_exporter, self.otel_metrics_endpoint, "metrics")
+
+    def _otel_url(self, exporter: str, endpoint: str | None, signal: str) -> str | None:
+        if self.otel_sdk_disabled or exporter.strip().lower() == "none":
+            return None
+        if endpoint:
+            return endpoint
+        if self.otel_endpoint:
+            return f"{self.otel_endpoint.rstrip('/')}/v1/{signal}"
+        return None
 
     @property
     def sqlite_file(self) -> Path:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from cerulean.store import DeploymentRecord, SqlStore
-from cerulean.store.base import ModelRecord, ResponseRecord
+from cerulean.store.base import ModelRecord, ResponseRecord, UsageRecord
 from cerulean.store.migrate import current_revision, head_revision, upgrade
 from cerulean.store.sql import create_store_engine, deployments, metadata, models, normalize_url
 from tests.store.legacy import NOW, legacy_home
@@ -100,23 +100,75 @@ def test_models(store: SqlStore) -> None:
 
 
 def test_usage_adds_up_per_minute(store: SqlStore) -> None:
-    store.add_usage("d", NOW, requests=1, prompt_tokens=10, completion_tokens=5)
-    store.add_usage("d", NOW + timedelta(seconds=30), requests=1, prompt_tokens=20, throttled=2)
-    store.add_usage("d", NOW + timedelta(minutes=1), requests=1, completion_tokens=3)
-    store.add_usage("other", NOW, requests=9)
-    rows = store.usage("d", NOW - timedelta(minutes=5))
-    assert [
-        (r.minute, r.requests, r.prompt_tokens, r.completion_tokens, r.throttled) for r in rows
-    ] == [
-        (NOW.replace(second=0), 2, 30, 5, 2),
-        (NOW.replace(second=0) + timedelta(minutes=1), 1, 0, 3, 0),
+    minute = NOW.replace(second=0, microsecond=0)
+    later = minute + timedelta(minutes=1)
+    store.add_usage(
+        [
+            UsageRecord(NOW, "d", "key1", "chat_completion", 200, 1, 10, 5, 0, 0.5, 1, 1.0, 1.0),
+            UsageRecord(later, "d", "key1", "chat_completion", 200, 1, 0, 3, 0, 0.0, 0, 0.2, 0.2),
+            UsageRecord(NOW, "other", "key2", "embeddings", 200, 9),
+        ]
+    )
+    store.add_usage(  # a second batch adds to the same minute; the max stays the max
+        [
+            UsageRecord(
+                NOW + timedelta(seconds=30),
+                "d",
+                "key1",
+                "chat_completion",
+                200,
+                1,
+                20,
+                0,
+                0,
+                0.25,
+                1,
+                3.0,
+                3.0,
+            ),
+            UsageRecord(NOW, "d", "key2", "chat_completion", 429, 2, 0, 0, 2, 0, 0, 0.01, 0.01),
+        ]
+    )
+    rows = store.usage(NOW - timedelta(minutes=5), deployment="d")
+    assert rows == [
+        UsageRecord(minute, "d", "key1", "chat_completion", 200, 2, 30, 5, 0, 0.75, 2, 4.0, 3.0),
+        UsageRecord(minute, "d", "key2", "chat_completion", 429, 2, 0, 0, 2, 0.0, 0, 0.01, 0.01),
+        UsageRecord(later, "d", "key1", "chat_completion", 200, 1, 0, 3, 0, 0.0, 0, 0.2, 0.2),
     ]
-    assert len(store.usage("d", NOW + timedelta(seconds=50))) == 1
+    assert rows[0].minute.tzinfo is not None
+    assert len(store.usage(NOW + timedelta(seconds=50), deployment="d")) == 1
+    assert [r.deployment for r in store.usage(NOW, caller="key2")] == ["d", "other"]
+    assert store.usage(NOW, until=later, deployment="d", caller="key1")[0].requests == 2
+    assert store.prune_usage(later) == 3
+    assert [r.minute for r in store.usage(NOW - timedelta(days=1))] == [later]
+
+
+def test_migration_0010_keeps_the_old_usage_rows(db_url: str) -> None:
+    engine = create_store_engine(db_url)
+    try:
+        upgrade(engine, "0005")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO usage (deployment, minute, requests, prompt_tokens, "
+                    "completion_tokens, throttled) VALUES ('d', :m, 3, 30, 7, 1)"
+                ),
+                {"m": NOW.replace(second=0, microsecond=0)},
+            )
+    finally:
+        engine.dispose()
+    store = SqlStore(db_url)
+    try:
+        (row,) = store.usage(NOW - timedelta(hours=1))
+    finally:
+        store.close()
+    assert (row.deployment, row.caller, row.status, row.requests) == ("d", "", 200, 3)
+    assert (row.prompt_tokens, row.completion_tokens, row.throttled) == (30, 7, 1)
 
 
 def test_schema_is_the_migrations_and_matches_the_tables(store: SqlStore) -> None:
     with store.engine.connect() as conn:
-        assert current_revision(conn) == head_revision() == "0009"
+        assert current_revision(conn) == head_revision() == "0010"
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
 

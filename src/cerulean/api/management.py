@@ -1,8 +1,8 @@
 """The management plane in Azure Resource Manager's shapes (wire reference §9).
 
 ``/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.CognitiveServices/accounts/{a}/…``:
-deployments (PUT, GET, DELETE, list) keys (listKeys, regenerateKey) and the account itself
-(GET, PATCH/PUT of ``disableLocalAuth``), so that the management SDKs and ARM tooling work
+deployments (PUT, GET, DELETE, list), keys (listKeys, regenerateKey), usages and the account
+itself (GET, PATCH/PUT of ``disableLocalAuth``), so that the management SDKs and ARM tooling work
 against Cerulean. Authorised by the admin token (``CERULEAN_ADMIN_TOKEN`` as ``Authorization:
 Bearer``) or by an Entra ID token for the management audience whose principal holds a role with
 the route's action (:mod:`cerulean.services.rbac`), never by account keys; any subscription and
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
@@ -34,7 +35,13 @@ from cerulean.services.account import arm_account, set_local_auth
 from cerulean.services.auth import bearer_token
 from cerulean.services.entra import looks_like_jwt
 from cerulean.services.keys import KEY_NAMES, readable_keys, regenerate_key
-from cerulean.services.management import arm_deployment, arm_error, check_arm_api_version
+from cerulean.services.management import (
+    arm_deployment,
+    arm_error,
+    arm_usages,
+    check_arm_api_version,
+    usage_filter,
+)
 from cerulean.state import AppState
 from cerulean.store.base import Store
 
@@ -215,3 +222,17 @@ async def regenerate(request: Request, account: AccountDep) -> dict[str, str | N
     known = await run_in_threadpool(readable_keys, account.store, settings)
     known[name] = key
     return {n: known.get(n) for n in KEY_NAMES}
+
+
+@router.get(ACCOUNT + "/usages")
+async def list_usages(request: Request, account: AccountDep) -> dict[str, Any]:
+    """Each deployment's tokens and requests this minute against its quota (Azure's
+    ``UsageListResult``); ``$filter=name.value eq '...'`` picks some."""
+    wanted = usage_filter(request.query_params.get("$filter"))
+    now = datetime.now(timezone.utc)
+    records = await run_in_threadpool(account.store.list_deployments)
+    rows = await run_in_threadpool(account.store.usage, now)
+    usages = arm_usages(records, rows, now)
+    if wanted is not None:
+        usages = [u for u in usages if u["name"]["value"] in wanted]
+    return {"value": usages}

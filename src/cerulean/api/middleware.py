@@ -24,6 +24,7 @@ from cerulean.errors import (
     RequestTooLarge,
 )
 from cerulean.protocol.ids import request_id
+from cerulean.services import accounting
 from cerulean.services.auth import KeyVerifier, bearer_token, check_credentials
 from cerulean.services.entra import looks_like_jwt
 from cerulean.services.identity import EntraAuth
@@ -197,6 +198,7 @@ class AuthMiddleware:
         if not verdict.ok and presented and self.refresh is not None and await self.refresh(True):
             verdict = check_credentials(headers, self.verifier())
         if verdict.ok:
+            accounting.current().caller = verdict.caller
             await self.app(scope, receive, send)
             return
         error: APIError = InvalidSubscriptionKey() if verdict.api_key_sent else MissingCredentials()
@@ -204,10 +206,11 @@ class AuthMiddleware:
 
     async def _token(self, scope: Scope, receive: Receive, send: Send, token: str) -> None:
         entra = self.entra()
-        error: APIError | None = MissingCredentials()
+        outcome: APIError | str = MissingCredentials()
         if entra is not None:
-            error = await entra.data_plane(token, scope.get("method", "GET"), scope["path"])
-        if error is None:
+            outcome = await entra.data_plane(token, scope.get("method", "GET"), scope["path"])
+        if isinstance(outcome, str):  # the principal: usage is accounted to it
+            accounting.current().caller = outcome
             await self.app(scope, receive, send)
         else:
-            await error_response(error)(scope, receive, send)
+            await error_response(outcome)(scope, receive, send)

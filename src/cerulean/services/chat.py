@@ -23,6 +23,7 @@ from cerulean.engines.base import (
     TokenLogprob,
     ToolCall,
     ToolCallDelta,
+    track_phases,
 )
 from cerulean.errors import EngineError, InvalidRequest
 from cerulean.protocol.chat import ChatCompletionRequestMessage, CreateChatCompletionRequest
@@ -35,6 +36,7 @@ from cerulean.services.answers import (
     Meter,
     final_usage,
     guarded,
+    observe_request,
     prompt_filter_chunk,
     prompt_filter_results,
     sampling,
@@ -130,7 +132,13 @@ async def start_generation(call: InferenceCall[Engine], wanted: GenerationReques
         meter.charged = tokens
         headers.update(charged)
 
+    meter.record.phases = track_phases()
     generation = await engine.generate(wanted, admit=admit)
+    observe_request(call, engine.info.name, wanted.params, wanted.n)
+    if meter.record.capture:
+        meter.record.input_messages = [
+            {"role": str(m.role), "content": m.text} for m in wanted.messages
+        ]
     return Started(generation, headers, meter)
 
 

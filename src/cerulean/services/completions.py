@@ -19,6 +19,7 @@ from cerulean.engines.base import (
     GenerationRequest,
     ModelInfo,
     TokenLogprob,
+    track_phases,
 )
 from cerulean.errors import EngineError, InvalidRequest
 from cerulean.protocol.completions import DEFAULT_MAX_TOKENS, CreateCompletionRequest, Prompt
@@ -32,6 +33,7 @@ from cerulean.services.answers import (
     Meter,
     final_usage,
     guarded,
+    observe_request,
     prompt_filter_chunk,
     prompt_filter_results,
     sampling,
@@ -193,7 +195,16 @@ async def create_completion(call: InferenceCall[Engine], body: CreateCompletionR
     call.quota.check_answers(call.deployment, choices=choices, tokens=answers)
     meter = Meter(charged=admission_estimate(info, plan))
     headers = await call.quota.admit(call.deployment, tokens=meter.charged, capability="completion")
+    meter.record.phases = track_phases()
     generations = await _start(call.engine, plan)
+    if plan.requests and generations:
+        first = plan.requests[0]
+        observe_request(call, info.name, first.params, plan.n)
+    if meter.record.capture:
+        meter.record.input_messages = [
+            {"role": "user", "content": w.prompt if isinstance(w.prompt, str) else repr(w.prompt)}
+            for w in plan.requests
+        ]
     ctx = CompletionContext(model=info.name, api_version=call.version, fingerprint=info.fingerprint)
     headers["x-ms-deployment-name"] = call.deployment.name
     include_usage = bool((body.stream_options or {}).get("include_usage"))

@@ -46,8 +46,9 @@ class EntraAuth:
     data_audiences: tuple[str, ...]
     management_audiences: tuple[str, ...]
 
-    async def data_plane(self, token: str, method: str, path: str) -> APIError | None:
-        """None when ``token`` may call ``method path``; else the error to answer."""
+    async def data_plane(self, token: str, method: str, path: str) -> APIError | str:
+        """The principal (``oid``) when ``token`` may call ``method path``; else the error to
+        answer."""
         try:
             principal = await self.validator.validate(token, self.data_audiences)
         except TokenRejected as exc:
@@ -55,7 +56,7 @@ class EntraAuth:
             return MissingCredentials()
         action, operation = data_action(method, path)
         if await self.roles.permits(principal.oid, action, data=True):
-            return None
+            return principal.oid
         logger.info("principal %s lacks %s", principal.oid, action)
         return PermissionDenied(principal.oid, action, operation)
 

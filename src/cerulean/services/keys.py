@@ -176,7 +176,7 @@ def provision_keys(store: Store, settings: Settings) -> ProvisionedKeys:
                 store.set_key_digest(name, stored[name])
     for name, key in generated.items():
         shown.setdefault(name, key)
-    return ProvisionedKeys(KeyVerifier((stored[n] for n in KEY_NAMES), secret), shown)
+    return ProvisionedKeys(KeyVerifier({n: stored[n] for n in KEY_NAMES}, secret), shown)
 
 
 def readable_keys(store: Store, settings: Settings) -> dict[str, str]:
@@ -294,7 +294,7 @@ class KeyRing:
     async def _read(self) -> None:
         began = self._clock()
         digests, properties = await run_in_threadpool(self._snapshot)
-        self.verifier.replace(digests[n] for n in KEY_NAMES if n in digests)
+        self.verifier.replace({n: digests[n] for n in KEY_NAMES if n in digests})
         self.local_auth_disabled = local_auth_disabled(properties)
         self._read_at = began
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -70,14 +71,32 @@ class ModelRecord:
 
 @dataclass(frozen=True)
 class UsageRecord:
-    """What one deployment served in one minute (``minute`` is its start, UTC)."""
+    """What one caller's requests of one operation on one deployment, answered with one status,
+    added up to in one minute (``minute`` is its start, UTC).
 
-    deployment: str
+    ``caller`` is ``key1``, ``key2``, an Entra principal id, or ``""`` (unknown). Latencies are
+    sums in seconds: ``ttft_sum`` over the ``ttft_count`` requests that produced output (the
+    mean TTFT is their ratio), ``duration_sum`` over ``requests``; ``duration_max`` is the
+    slowest request's.
+    """
+
     minute: datetime
-    requests: int
-    prompt_tokens: int
-    completion_tokens: int
-    throttled: int
+    deployment: str
+    caller: str = ""
+    operation: str = ""
+    status: int = 200
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    throttled: int = 0  # refused by the deployment's rate limits (429)
+    ttft_sum: float = 0.0
+    ttft_count: int = 0
+    duration_sum: float = 0.0
+    duration_max: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
 @dataclass(frozen=True)
@@ -185,21 +204,25 @@ class Store(Protocol):
         """Remove a model from the catalog; whether it was there."""
         ...
 
-    def add_usage(
-        self,
-        deployment: str,
-        minute: datetime,
-        *,
-        requests: int = 0,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-        throttled: int = 0,
-    ) -> None:
-        """Add to the counters of ``deployment`` for the minute starting at ``minute``."""
+    def add_usage(self, rows: Sequence[UsageRecord]) -> None:
+        """Add ``rows`` to the stored minutes (in one transaction): counters and sums add up,
+        ``duration_max`` keeps the larger; ``minute`` is cut down to its minute."""
         ...
 
-    def usage(self, deployment: str, since: datetime) -> list[UsageRecord]:
-        """``deployment``'s minutes from the one holding ``since`` on, oldest first."""
+    def usage(
+        self,
+        since: datetime,
+        *,
+        until: datetime | None = None,
+        deployment: str | None = None,
+        caller: str | None = None,
+    ) -> list[UsageRecord]:
+        """The stored minutes from the one holding ``since`` to before ``until``, oldest first,
+        of one deployment and one caller when given."""
+        ...
+
+    def prune_usage(self, before: datetime) -> int:
+        """Delete the minutes before ``before`` (the retention); how many rows went."""
         ...
 
     def put_response(self, record: ResponseRecord) -> None:

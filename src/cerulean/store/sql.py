@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,6 +23,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    case,
     create_engine,
     delete,
     event,
@@ -100,15 +102,22 @@ models = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-usage = Table(
+usage = Table(  # migration 0010: one row per minute, deployment, caller, operation and status
     "usage",
     metadata,
-    Column("deployment", String(64), primary_key=True),
     Column("minute", DateTime(timezone=True), primary_key=True),
+    Column("deployment", String(64), primary_key=True),
+    Column("caller", String(128), primary_key=True),
+    Column("operation", String(32), primary_key=True),
+    Column("status", Integer, primary_key=True),
     Column("requests", Integer, nullable=False),
     Column("prompt_tokens", BigInteger, nullable=False),
     Column("completion_tokens", BigInteger, nullable=False),
     Column("throttled", Integer, nullable=False),
+    Column("ttft_sum", Float, nullable=False),
+    Column("ttft_count", Integer, nullable=False),
+    Column("duration_sum", Float, nullable=False),
+    Column("duration_max", Float, nullable=False),
 )
 
 responses = Table(  # migration 0006
@@ -128,6 +137,7 @@ responses = Table(  # migration 0006
 )
 
 _RUNNING = ("queued", "in_progress")
+
 role_assignments = Table(  # migration 0009
     "role_assignments",
     metadata,
@@ -144,7 +154,16 @@ account_properties = Table(  # migration 0009
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
-_USAGE_COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "throttled")
+_USAGE_KEY = ("minute", "deployment", "caller", "operation", "status")
+_USAGE_SUMS = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "throttled",
+    "ttft_sum",
+    "ttft_count",
+    "duration_sum",
+)
 
 
 def normalize_url(url: str) -> str:
@@ -324,37 +343,36 @@ class SqlStore:
     def delete_model(self, name: str) -> bool:
         return self._delete(models, name)
 
-    def add_usage(
-        self,
-        deployment: str,
-        minute: datetime,
-        *,
-        requests: int = 0,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-        throttled: int = 0,
-    ) -> None:
-        values = {
-            "deployment": deployment,
-            "minute": minute.astimezone(timezone.utc).replace(second=0, microsecond=0),
-            "requests": requests,
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "throttled": throttled,
-        }
-        stmt = self._insert(usage).values(**values)
-        added = {name: usage.c[name] + stmt.excluded[name] for name in _USAGE_COUNTERS}
-        stmt = stmt.on_conflict_do_update(index_elements=["deployment", "minute"], set_=added)
-        with self._engine.begin() as conn:
-            conn.execute(stmt)
-
-    def usage(self, deployment: str, since: datetime) -> list[UsageRecord]:
-        first = since.astimezone(timezone.utc).replace(second=0, microsecond=0)
-        query = (
-            select(usage)
-            .where(usage.c.deployment == deployment, usage.c.minute >= first)
-            .order_by(usage.c.minute)
+    def add_usage(self, rows: Sequence[UsageRecord]) -> None:
+        if not rows:
+            return
+        values = [_usage_values(row) for row in rows]
+        stmt = self._insert(usage)
+        added: dict[str, Any] = {name: usage.c[name] + stmt.excluded[name] for name in _USAGE_SUMS}
+        added["duration_max"] = case(
+            (usage.c.duration_max > stmt.excluded.duration_max, usage.c.duration_max),
+            else_=stmt.excluded.duration_max,
         )
+        stmt = stmt.on_conflict_do_update(index_elements=list(_USAGE_KEY), set_=added)
+        with self._engine.begin() as conn:
+            conn.execute(stmt, values)
+
+    def usage(
+        self,
+        since: datetime,
+        *,
+        until: datetime | None = None,
+        deployment: str | None = None,
+        caller: str | None = None,
+    ) -> list[UsageRecord]:
+        query = select(usage).where(usage.c.minute >= _minute(since))
+        if until is not None:
+            query = query.where(usage.c.minute < until.astimezone(timezone.utc))
+        if deployment is not None:
+            query = query.where(usage.c.deployment == deployment)
+        if caller is not None:
+            query = query.where(usage.c.caller == caller)
+        query = query.order_by(*(usage.c[name] for name in _USAGE_KEY))
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
         return [_usage(row._mapping) for row in rows]
@@ -452,6 +470,11 @@ class SqlStore:
         values = {"name": name, "value": value, "updated_at": datetime.now(timezone.utc)}
         self._upsert(account_properties, values)
 
+    def prune_usage(self, before: datetime) -> int:
+        with self._engine.begin() as conn:
+            result = conn.execute(delete(usage).where(usage.c.minute < _minute(before)))
+        return int(result.rowcount or 0)
+
     def close(self) -> None:
         self._engine.dispose()
 
@@ -512,14 +535,31 @@ def _model(row: Any) -> ModelRecord:
     )
 
 
+def _minute(value: datetime) -> datetime:
+    return value.astimezone(timezone.utc).replace(second=0, microsecond=0)
+
+
+def _usage_values(row: UsageRecord) -> dict[str, Any]:
+    values = {name: getattr(row, name) for name in (*_USAGE_KEY, *_USAGE_SUMS, "duration_max")}
+    values["minute"] = _minute(row.minute)
+    return values
+
+
 def _usage(row: Any) -> UsageRecord:
     return UsageRecord(
-        deployment=row["deployment"],
         minute=_aware(row["minute"]),
+        deployment=row["deployment"],
+        caller=row["caller"],
+        operation=row["operation"],
+        status=row["status"],
         requests=row["requests"],
         prompt_tokens=row["prompt_tokens"],
         completion_tokens=row["completion_tokens"],
         throttled=row["throttled"],
+        ttft_sum=row["ttft_sum"],
+        ttft_count=row["ttft_count"],
+        duration_sum=row["duration_sum"],
+        duration_max=row["duration_max"],
     )
 
 
