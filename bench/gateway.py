@@ -132,7 +132,7 @@ async def part_cost(
     upstream = RunningServer(upstream_spec, logs)
     await upstream.wait_healthy(120)
     home = Path(tempfile.mkdtemp(prefix="cerulean-gw-cost-")) / "home"
-    gw_spec = gateway(home, [upstream_spec])
+    gw_spec = gateway(home, [upstream_spec], first_byte=args.first_byte_timeout)
     gw = RunningServer(gw_spec, logs)
     try:
         await gw.wait_healthy(120)
@@ -237,7 +237,7 @@ def parse() -> argparse.Namespace:
         "--first-byte-timeout",
         type=float,
         default=300.0,
-        help="the gateway's upstream first-byte timeout in the routing part (seconds)",
+        help="the gateway's upstream first-byte timeout (seconds; the product's default is 30)",
     )
     parser.add_argument("--llama-server", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)

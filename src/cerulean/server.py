@@ -8,8 +8,8 @@ disconnect and lifespan behaviour every test pins down; the gap is one timer per
 it is closed here instead, in a subclass of uvicorn's httptools protocol (llhttp's C parser):
 :class:`HeaderTimeoutProtocol`. The event loop is uvloop: a gateway relays every token of every
 stream through Python, and uvloop's transports and httptools' parser cut the gateway's CPU per
-streamed request by about a third against asyncio's loop and h11 (``bench/gateway_overhead.py``,
-docs/benchmarks.md "Gateway").
+relayed stream by about 15% at 1 client (5% at 8) against asyncio's loop and h11, three
+interleaved runs each (``bench/gateway_overhead.py``, docs/benchmarks.md "Gateway").
 
 The rule (``docs/operations.md``): a request's headers must be complete within
 ``header_timeout`` seconds of the connection opening (first request) or of the request's first
