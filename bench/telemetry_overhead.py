@@ -193,7 +193,7 @@ def main() -> None:
         run = asyncio.run(_paired(args, sink, Path(tmp)))
     summary = _summary(run["turns"])
     result = {
-        "started": serving._now(),
+        "finished": serving._now(),
         "machine": serving.machine_info(),
         "cpu_busy_before_pct": busy,
         "settings": vars(args) | {"out": str(args.out)},
