@@ -164,7 +164,13 @@ class Gateway:
                 write=timeouts.read,
                 pool=timeouts.first_byte,
             ),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            # Idle connections are dropped before the servers' own keep-alive timeouts (5 s for
+            # llama-server, uvicorn and many others; httpx's default is the same 5 s), so a
+            # request rarely meets a connection the upstream is closing (a stale-connection race
+            # the engine retries once, docs/scaling.md).
+            limits=httpx.Limits(
+                max_connections=None, max_keepalive_connections=64, keepalive_expiry=2.0
+            ),
         )
         upstream = Upstream(record, client)
         self._upstreams[record.name] = upstream

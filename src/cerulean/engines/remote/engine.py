@@ -56,6 +56,8 @@ logger = logging.getLogger(__name__)
 AZURE_API_VERSION = "2024-10-21"  # what Cerulean asks of Azure-dialect upstreams
 _AFFINITY_CHARS = 2048  # of the system message and first turn: the prompt's shared part
 _COOLDOWN_MAX_S = 60.0
+# What a request meets on a kept-alive connection the server has just closed: no response.
+_STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 @dataclass(frozen=True)
@@ -302,9 +304,20 @@ class RemoteEngine(Engine):
         http = client.build_request(
             "POST", upstream.url(operation), json=body, headers=upstream.headers()
         )
-        response = await asyncio.wait_for(
-            client.send(http, stream=True), max(deadline - self._clock(), 0.001)
-        )
+        try:
+            response = await asyncio.wait_for(
+                client.send(http, stream=True), max(deadline - self._clock(), 0.001)
+            )
+        except _STALE:
+            # A kept-alive connection the upstream closed as the request went out: the request
+            # never reached it, so it is sent again at once on a new connection (not a failure
+            # of the upstream; a refused connection is a ConnectError and is not retried here).
+            logger.debug(
+                "upstream %s: a kept-alive connection was closed; resending", upstream.name
+            )
+            response = await asyncio.wait_for(
+                client.send(http, stream=True), max(deadline - self._clock(), 0.001)
+            )
         if response.status_code != 200:
             await response.aread()
             await response.aclose()
