@@ -28,11 +28,12 @@ from cerulean.errors import EngineError, InvalidRequest
 from cerulean.protocol.chat import ChatCompletionRequestMessage, CreateChatCompletionRequest
 from cerulean.services.admission import reservation
 from cerulean.services.answers import (
-    CHOICE_FILTER,
+    NOT_FILTERED,
     Answer,
     AnswerContext,
     InferenceCall,
     Meter,
+    annotation_chunk,
     final_usage,
     guarded,
     prompt_filter_chunk,
@@ -80,7 +81,11 @@ async def create_chat_completion(
         meter.charged = tokens
         headers.update(charged)
 
+    screened = await _screen_prompt(call, wanted.messages)
     generation = await engine.generate(wanted, admit=admit)
+    if call.content_filter is not None and call.content_filter.active:
+        generation = call.content_filter.wrap(generation, stream=bool(body.stream))
+        generation.prompt_filter_results = screened
     info = engine.info
     tools = wanted.tools
     ctx = ChatContext(
@@ -104,6 +109,20 @@ async def create_chat_completion(
         ),
         aclose=generation.aclose,
     )
+
+
+async def _screen_prompt(
+    call: InferenceCall[Engine], messages: Sequence[ChatMessage]
+) -> list[Any] | None:
+    """The prompt's filter results (Azure's 400 when the policy filters it); None when the
+    deployment's policy evaluates nothing. The harm categories and blocklists read the whole
+    conversation; the prompt shield reads what users wrote (user prompt attacks)."""
+    content_filter = call.content_filter
+    if content_filter is None or not content_filter.active:
+        return None
+    text = "\n".join(m.text for m in messages)
+    said = "\n".join(m.text for m in messages if m.role == "user")
+    return await content_filter.check_prompts([text], [said])
 
 
 # -- the request ----------------------------------------------------------------------------------
@@ -265,7 +284,10 @@ def _finish(ctx: ChatContext, reason: str) -> str:
 
 
 def _message_body(ctx: ChatContext, choice: _Choice) -> dict[str, Any]:
-    """The ``message`` of one choice: its text, or its calls (content null)."""
+    """The ``message`` of one choice: its text, or its calls (content null); a choice the
+    content filter withheld has no content (Azure sends ``{"role": "assistant"}``)."""
+    if choice.final is not None and choice.final.finish_reason == "content_filter":
+        return {"role": "assistant"}
     if not choice.calls:
         return {"role": "assistant", "content": choice.text}
     if ctx.legacy:
@@ -297,13 +319,13 @@ def completion_body(
         entry: dict[str, Any] = {
             "index": index,
             "finish_reason": _finish(ctx, choice.final.finish_reason or "stop"),
-            "message": {**message, "refusal": None},
+            "message": message if "content" not in message else {**message, "refusal": None},
             # Required (nullable) by the spec's createChatCompletionResponse.
             "logprobs": chat_logprobs(choice.logprobs) if ctx.logprobs else None,
         }
         if ctx.annotate:
             evaluated = choice.filters
-            default = CHOICE_FILTER if message["content"] else {}
+            default = NOT_FILTERED if message.get("content") else {}
             entry["content_filter_results"] = dict(evaluated) if evaluated is not None else default
         out.append(entry)
     finals = [c.final for c in choices.values() if c.final is not None]
@@ -350,7 +372,7 @@ def _chunk(
 ) -> dict[str, Any]:
     choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish}
     if ctx.annotate:
-        default = CHOICE_FILTER if delta.get("content") else {}
+        default = NOT_FILTERED if delta.get("content") else {}
         choice["content_filter_results"] = dict(filters) if filters is not None else default
     return ctx.stamp(
         {
@@ -429,6 +451,8 @@ def _chunk_events(ctx: ChatContext, chunk: EngineChunk, *, first: bool) -> list[
     """The events one engine chunk makes (none for a chunk with nothing in it)."""
     i = chunk.index
     events: list[dict[str, Any]] = []
+    if chunk.filter_offsets is not None:  # the asynchronous filter's annotation
+        return [annotation_chunk(chunk, i)] if ctx.annotate else []
     if chunk.text:
         if first:
             events.append(_role_chunk(ctx, i))
