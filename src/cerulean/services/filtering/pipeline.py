@@ -89,7 +89,19 @@ class ContentFilter:
 
     @property
     def active(self) -> bool:
+        """Whether the policy evaluates anything (else annotations say "not filtered")."""
         return self.policy.evaluates_anything
+
+    @property
+    def screens_completions(self) -> bool:
+        """Whether anything evaluates completions: a completion blocklist, or a harm category
+        on with its classifier loaded (otherwise text streams as it comes, unannotated)."""
+        if self.policy.completion_blocklists:
+            return True
+        rules = self.policy.completion
+        return self.harm is not None and any(
+            c in rules and rules[c].enabled for c in self.harm.categories
+        )
 
     async def evaluate(
         self, text: str, side: Side, *, shield_text: str | None = None
@@ -143,7 +155,7 @@ class ContentFilter:
     def wrap(self, generation: Generation, *, stream: bool) -> Generation:
         """The generation with its completions filtered (a no-op for a policy that evaluates
         nothing on the completion side)."""
-        if not (self.policy.completion or self.policy.completion_blocklists):
+        if not self.screens_completions:
             return generation
         if not stream:
             mode = "whole"
@@ -162,6 +174,7 @@ class _ChoiceState:
     sent: int = 0  # async: characters sent
     blocked: dict[str, Any] | None = None  # the triggering result once filtered
     last: dict[str, Any] | None = None  # the last evaluation's results
+    upstream: Any = None  # the engine server's own latest results (an Azure upstream's)
 
 
 class FilteredGeneration(Generation):
@@ -172,7 +185,28 @@ class FilteredGeneration(Generation):
         self._filter = content_filter
         self._mode = mode
         self.prompt_tokens = getattr(inner, "prompt_tokens", 0)
-        self.prompt_filter_results = inner.prompt_filter_results
+        self.screened: list[Any] | None = None  # the edge's own prompt results
+
+    @property
+    def prompt_filter_results(self) -> list[Any] | None:
+        """The edge's prompt results, merged over an upstream's (an Azure upstream's own)."""
+        upstream = self._inner.prompt_filter_results
+        if not upstream or not self.screened:
+            return self.screened or upstream
+        theirs = {e.get("prompt_index", 0): e.get("content_filter_results", {}) for e in upstream}
+        return [
+            {
+                **e,
+                "content_filter_results": merge(
+                    theirs.get(e["prompt_index"]), e["content_filter_results"]
+                ),
+            }
+            for e in self.screened
+        ]
+
+    @prompt_filter_results.setter
+    def prompt_filter_results(self, value: list[Any] | None) -> None:
+        self.screened = value
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -189,6 +223,8 @@ class FilteredGeneration(Generation):
         states: dict[int, _ChoiceState] = {}
         async for chunk in self._inner:
             state = states.setdefault(chunk.index, _ChoiceState())
+            if chunk.filter_results:
+                state.upstream = chunk.filter_results
             if state.blocked is not None:  # withheld: drain to the end for the usage
                 if chunk.finish_reason is not None:
                     yield _blocked(chunk, state.blocked)
@@ -218,7 +254,8 @@ class FilteredGeneration(Generation):
             return
         text, state.released, state.pending = state.pending, state.released + state.pending, ""
         logprobs, state.logprobs = tuple(state.logprobs), []
-        yield replace(chunk, text=text, logprobs=logprobs, filter_results=evaluation.results)
+        results = merge(state.upstream, evaluation.results)
+        yield replace(chunk, text=text, logprobs=logprobs, filter_results=results)
 
     async def _async(self, chunk: EngineChunk, state: _ChoiceState) -> AsyncIterator[EngineChunk]:
         """Asynchronous mode: text goes out at once; annotation chunks follow every segment."""
@@ -243,11 +280,20 @@ class FilteredGeneration(Generation):
             if final:
                 yield _blocked(chunk, evaluation.results)
             return
-        yield EngineChunk(
-            index=chunk.index, filter_results=evaluation.results, filter_offsets=offsets
-        )
+        results = merge(state.upstream, evaluation.results)
+        yield EngineChunk(index=chunk.index, filter_results=results, filter_offsets=offsets)
         if final:
             yield replace(chunk, text="", logprobs=(), tool_calls=(), filter_results={})
+
+
+def merge(upstream: Any, ours: dict[str, Any]) -> dict[str, Any]:
+    """An engine server's own results (an Azure upstream's) with the edge's over them."""
+    if not upstream:
+        return ours
+    if ours == NOT_FILTERED:
+        return dict(upstream)
+    theirs = {k: v for k, v in dict(upstream).items() if k != "error"}
+    return dict(sorted({**theirs, **ours}.items()))
 
 
 def _blocked(chunk: EngineChunk, results: dict[str, Any]) -> EngineChunk:
