@@ -101,7 +101,10 @@ def main() -> None:
     texts, labels = load()
     x = asyncio.run(embed(texts))
     fold = np.asarray(folds(labels))
-    print(f"{len(texts)} examples: " + ", ".join(f"{c} {labels.count(c)}" for c in sorted(set(labels))))
+    print(
+        f"{len(texts)} examples: "
+        + ", ".join(f"{c} {labels.count(c)}" for c in sorted(set(labels)))
+    )
     print("\n| category | classifier | precision | recall | support | evaluation |")
     print("|---|---|---|---|---|---|")
     weights, biases = [], []
@@ -128,7 +131,9 @@ def main() -> None:
     detected = np.asarray([shield.detect(t) for t in texts])
     truth = np.asarray([label == "jailbreak" for label in labels])
     precision, recall = scores(
-        int((detected & truth).sum()), int((detected & ~truth).sum()), int((~detected & truth).sum())
+        int((detected & truth).sum()),
+        int((detected & ~truth).sum()),
+        int((~detected & truth).sum()),
     )
     print(
         f"| jailbreak | weighted patterns | {precision:.2f} | {recall:.2f} | {int(truth.sum())} | "

@@ -195,7 +195,9 @@ def test_stream_framing(client: TestClient) -> None:
     assert "".join(c["choices"][0]["text"] for c in body) == " You said: hello"
     assert [c["choices"][0]["finish_reason"] for c in body][-1] == "stop"
     assert all(c["choices"][0]["finish_reason"] is None for c in body[:-1])
-    assert body[0]["choices"][0]["content_filter_results"]["error"]["code"] == "content_filter_error"
+    assert (
+        body[0]["choices"][0]["content_filter_results"]["error"]["code"] == "content_filter_error"
+    )
 
 
 def test_stream_several_prompts_logprobs_and_usage(client: TestClient) -> None:
