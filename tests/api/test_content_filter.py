@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from cerulean.app import create_app
 from cerulean.engines.fake import FakeEngine
 from cerulean.settings import Settings
+from tests.conformance.recorder import record_responses
 from tests.conftest import KEY1
 
 ADMIN = "admin-token-for-tests-0123456789"
@@ -40,6 +41,7 @@ def arm(tmp_path: Path) -> Iterator[TestClient]:
     )
     app = create_app(settings, {"fake-model": FakeEngine()})
     with TestClient(app, raise_server_exceptions=False) as client:
+        record_responses(client)  # every body is validated against Azure's spec
         client.headers["authorization"] = f"Bearer {ADMIN}"
         yield client
 
@@ -141,7 +143,7 @@ def test_completion_on_a_blocklist_is_withheld_in_json_with_n(arm: TestClient) -
     assert "custom_blocklists" not in body["prompt_filter_results"][0]["content_filter_results"]
     for choice in body["choices"]:
         assert choice["finish_reason"] == "content_filter"
-        assert choice["message"] == {"role": "assistant"}
+        assert choice["message"] == {"role": "assistant", "content": None, "refusal": None}
         assert choice["content_filter_results"]["custom_blocklists"]["details"] == [
             {"filtered": True, "id": "words"}
         ]

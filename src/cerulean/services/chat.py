@@ -285,9 +285,10 @@ def _finish(ctx: ChatContext, reason: str) -> str:
 
 def _message_body(ctx: ChatContext, choice: _Choice) -> dict[str, Any]:
     """The ``message`` of one choice: its text, or its calls (content null); a choice the
-    content filter withheld has no content (Azure sends ``{"role": "assistant"}``)."""
+    content filter withheld has null content (Azure's documents show no ``content`` at all;
+    the spec and openai-python want it, null: docs/content-filtering.md)."""
     if choice.final is not None and choice.final.finish_reason == "content_filter":
-        return {"role": "assistant"}
+        return {"role": "assistant", "content": None}
     if not choice.calls:
         return {"role": "assistant", "content": choice.text}
     if ctx.legacy:
@@ -319,7 +320,7 @@ def completion_body(
         entry: dict[str, Any] = {
             "index": index,
             "finish_reason": _finish(ctx, choice.final.finish_reason or "stop"),
-            "message": message if "content" not in message else {**message, "refusal": None},
+            "message": {**message, "refusal": None},
             # Required (nullable) by the spec's createChatCompletionResponse.
             "logprobs": chat_logprobs(choice.logprobs) if ctx.logprobs else None,
         }
