@@ -5,7 +5,8 @@ the same server and the same run.
 
 One server of this checkout with the embedded model; ``gpt-35-turbo`` keeps the default
 policy and a second deployment ``unfiltered`` of the same model (the same engine, the same
-slots) names ``Cerulean.Off``. Rounds alternate filtered / unfiltered (``--rounds`` each), so
+slots) names ``Cerulean.Off``, a third ``async`` the default policy in mode
+``Asynchronous_filter``. Rounds alternate the three (``--rounds`` each), so
 drift on a shared machine hits both; each round is ``--clients`` clients sending
 ``--requests`` streamed chat completions one after another (temperature 0, ``--max-tokens``).
 
@@ -31,6 +32,12 @@ ADMIN = "bench-admin-token-0123456789abcdef"
 ARM = "/subscriptions/s/resourceGroups/g/providers/Microsoft.CognitiveServices/accounts/cerulean"
 # Long answers (the small model stops early on "write a story"): a list keeps it going.
 PROMPT = "List sixty different things you might find in {}, one per line, numbered."
+DEFAULT = "Microsoft.DefaultV2"
+ARMS = (
+    ("default policy", "gpt-35-turbo"),
+    ("filtering off", "unfiltered"),
+    ("default policy, asynchronous", "async"),
+)
 TOPICS = [
     "the sea",
     "a mountain",
@@ -116,37 +123,39 @@ def main() -> None:
         deployment = httpx.get(
             f"{base}/deployments/gpt-35-turbo?api-version=2024-10-01", headers=auth
         ).json()
-        body = {
-            "sku": deployment["sku"],
-            "properties": {
-                "model": deployment["properties"]["model"],
-                "raiPolicyName": "Cerulean.Off",
-            },
-        }
-        made = httpx.put(
-            f"{base}/deployments/unfiltered?api-version=2024-10-01",
+        async_policy = {"properties": {"mode": "Asynchronous_filter", "basePolicyName": DEFAULT}}
+        httpx.put(
+            f"{base}/raiPolicies/async-default?api-version=2024-10-01",
             headers=auth,
-            json=body,
-            timeout=120,
-        )
-        made.raise_for_status()
-        for name in ("gpt-35-turbo", "unfiltered"):  # raise their rate limits out of the way
-            d = httpx.get(f"{base}/deployments/{name}?api-version=2024-10-01", headers=auth).json()
-            d["sku"]["capacity"] = 1000
+            json=async_policy,
+        ).raise_for_status()
+        for name, policy in (("unfiltered", "Cerulean.Off"), ("async", "async-default")):
+            body = {
+                "sku": {**deployment["sku"], "capacity": 1000},
+                "properties": {
+                    "model": deployment["properties"]["model"],
+                    "raiPolicyName": policy,
+                },
+            }
             httpx.put(
                 f"{base}/deployments/{name}?api-version=2024-10-01",
                 headers=auth,
-                json=d,
+                json=body,
                 timeout=120,
             ).raise_for_status()
+        deployment["sku"]["capacity"] = 1000  # rate limits out of the way
+        httpx.put(
+            f"{base}/deployments/gpt-35-turbo?api-version=2024-10-01",
+            headers=auth,
+            json=deployment,
+            timeout=120,
+        ).raise_for_status()
         asyncio.run(one_round(port, "gpt-35-turbo", 2, 1, 16))  # warm up both paths
         asyncio.run(one_round(port, "unfiltered", 2, 1, 16))
-        rounds: dict[str, list[dict[str, float]]] = {"default policy": [], "filtering off": []}
+        asyncio.run(one_round(port, "async", 2, 1, 16))
+        rounds: dict[str, list[dict[str, float]]] = {label: [] for label, _ in ARMS}
         for _ in range(args.rounds):
-            for label, name in (
-                ("default policy", "gpt-35-turbo"),
-                ("filtering off", "unfiltered"),
-            ):
+            for label, name in ARMS:
                 result = asyncio.run(
                     one_round(port, name, args.clients, args.requests, args.max_tokens)
                 )
@@ -170,6 +179,8 @@ def main() -> None:
     for label, s in summary.items():
         print(f"| {label} | {s['tps']:.1f} | {s['ttft_p50']:.2f} s |")
     print(f"\ncost of filtering: {100 * (1 - ratio):.1f}% of tokens/s (ratio {ratio:.3f})")
+    ratio_async = summary["default policy, asynchronous"]["tps"] / summary["filtering off"]["tps"]
+    print(f"asynchronous mode: {100 * (1 - ratio_async):.1f}% (ratio {ratio_async:.3f})")
     args.out.write_text(
         json.dumps(
             {
@@ -177,6 +188,7 @@ def main() -> None:
                 "rounds": rounds,
                 "summary": summary,
                 "ratio": ratio,
+                "ratio_async": ratio_async,
             },
             indent=2,
         )

@@ -97,10 +97,11 @@ class BlocklistMatcher:
 _JAILBREAK_PATTERNS: tuple[tuple[str, float], ...] = (
     (
         r"\b(ignore|disregard|forget|override)\b.{0,40}\b(previous|prior|above|earlier|all|your|the)"
-        r"\b.{0,30}\b(instructions?|rules|guidelines|prompts?|directives|policies)",
+        r"\b.{0,30}\b(instructions?|rules|guidelines|prompts?|directives|directions|policies)",
         1.0,
     ),
-    (r"\b(do anything now|DAN mode|developer mode|god mode|jailbreak(ed|ing)?)\b", 1.0),
+    (r"\b(do anything now|DAN mode|developer mode|god mode|jailbreak mode)\b", 1.0),
+    (r"\b(jailbreak(s|ed|ing)?|jailbroken)\b", 0.6),  # the word alone is a topic, not an attack
     (
         r"\b(no|without( any)?|free (of|from))\b.{0,20}\b(restrictions|filters|limits|guidelines|"
         r"rules|censorship|content polic(y|ies))\b",
@@ -109,8 +110,8 @@ _JAILBREAK_PATTERNS: tuple[tuple[str, float], ...] = (
     (r"\b(pretend|imagine|act( as if)?|roleplay|you are now|from now on)\b", 0.4),
     (r"\b(unfiltered|uncensored|unrestricted|amoral|unaligned)\b", 0.6),
     (
-        r"\b(reveal|print|show|repeat|leak)\b.{0,30}\b(system prompt|hidden instructions|initial "
-        r"instructions|your instructions)\b",
+        r"\b(reveal|print|show|repeat|leak|output)\b.{0,20}\b(your|the)\b.{0,12}\b(system prompt|"
+        r"hidden instructions|initial instructions|instructions you were given)\b",
         1.0,
     ),
     (
