@@ -24,7 +24,9 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,10 +96,54 @@ def scores(tp: int, fp: int, fn: int) -> tuple[float, float]:
     return precision, recall
 
 
+async def timing(rounds: int = 40) -> None:
+    """Milliseconds per evaluation with the default policy and the shipped head: a prompt and
+    completions of 100 and 400 characters (the embedding dominates)."""
+    from cerulean.services.filtering.classifiers import HarmClassifier, HarmHead
+    from cerulean.services.filtering.pipeline import ContentFilter
+    from cerulean.services.filtering.policy import BUILTIN_POLICIES, DEFAULT_POLICY
+
+    home = Path(os.environ.get("CERULEAN_HOME", Path(tempfile.gettempdir()) / "cerulean-eval"))
+    path = ensure_embedding_model(home / "models")
+    embedder = LlamaCppEmbedder(EmbedderSpec(EMBEDDING_MODEL_NAME, path, n_threads=2))
+    embedder.load()
+    try:
+        harm = HarmClassifier(embedder, HarmHead.load())
+        content_filter = ContentFilter(
+            BUILTIN_POLICIES[DEFAULT_POLICY], {}, harm, JailbreakDetector()
+        )
+        cases = [
+            (
+                "prompt, 60 chars",
+                "Prompt",
+                "Write a short story about a lighthouse keeper and a storm.",
+            ),
+            ("completion, 100 chars", "Completion", "The lighthouse stood tall. " * 4),
+            ("completion, 400 chars", "Completion", "The lighthouse stood tall. " * 15),
+        ]
+        print("| evaluation | ms (median of 40) |\n|---|---|")
+        for label, side, text in cases:
+            await content_filter.evaluate(text, side)  # type: ignore[arg-type]
+            times = []
+            for _ in range(rounds):
+                started = time.perf_counter()
+                await content_filter.evaluate(text, side)  # type: ignore[arg-type]
+                times.append(time.perf_counter() - started)
+            print(f"| {label} | {1000 * statistics.median(times):.1f} |")
+    finally:
+        await embedder.aclose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--write", action="store_true", help="rewrite the shipped head")
+    parser.add_argument(
+        "--timing", action="store_true", help="only time one evaluation (prompt, completion)"
+    )
     args = parser.parse_args()
+    if args.timing:
+        asyncio.run(timing())
+        return
     texts, labels = load()
     x = asyncio.run(embed(texts))
     fold = np.asarray(folds(labels))

@@ -192,27 +192,37 @@ class HarmClassifier:
     def __init__(self, embedder: EmbeddingEngine, head: HarmHead) -> None:
         self._embedder = embedder
         self._head = head
-        self._limit = max(embedder.info.context_length * 3, 256)  # characters per window
 
     @property
     def categories(self) -> tuple[str, ...]:
         return tuple(c for c in self._head.categories if c in CATEGORIES)
 
     async def classify(self, texts: Sequence[str]) -> list[dict[str, Severity]]:
-        # The model reads at most its context: a long text is judged by its last window (where
-        # a completion's newest text is); prompts longer than that by their first and last.
-        windows = [_window(t, self._limit) for t in texts]
-        embeddings = await self._embedder.embed(windows)
+        # A text is read in windows of WINDOW characters (the last MAX_WINDOWS of them; one
+        # batch for all texts) and each category takes its worst window.
+        pieces = [_windows(t) for t in texts]
+        flat = [w for ws in pieces for w in ws]
+        embeddings = await self._embedder.embed(flat)
         probabilities = self._head.probabilities(embeddings.vectors)
-        return [
-            {
-                c: severity_of(float(row[j]), self._head.bands)
-                for j, c in enumerate(self._head.categories)
-            }
-            for row in probabilities
-        ]
+        out: list[dict[str, Severity]] = []
+        start = 0
+        for ws in pieces:
+            worst = probabilities[start : start + len(ws)].max(axis=0)
+            start += len(ws)
+            out.append(
+                {
+                    c: severity_of(float(worst[j]), self._head.bands)
+                    for j, c in enumerate(self._head.categories)
+                }
+            )
+        return out
 
 
-def _window(text: str, limit: int) -> str:
+WINDOW = 512  # characters per window (about 128 tokens, well inside the model's 512)
+MAX_WINDOWS = 8  # a longer text is judged by its last 4,096 characters
+
+
+def _windows(text: str) -> list[str]:
     text = text.strip() or "."
-    return text if len(text) <= limit else text[-limit:]
+    starts = range(max(len(text) - WINDOW * MAX_WINDOWS, 0), len(text), WINDOW)
+    return [text[s : s + WINDOW] for s in starts] or ["."]

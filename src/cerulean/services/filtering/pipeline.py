@@ -68,6 +68,7 @@ NOT_FILTERED: dict[str, Any] = {
 }
 SEGMENT = 100  # characters a streamed choice holds back before a check (default mode)
 ASYNC_SEGMENT = 200  # characters between annotation chunks (asynchronous mode)
+HARM_OVERLAP = 200  # characters before a completion's unchecked text the harm classifier rereads
 
 
 @dataclass(frozen=True)
@@ -104,14 +105,22 @@ class ContentFilter:
         )
 
     async def evaluate(
-        self, text: str, side: Side, *, shield_text: str | None = None
+        self,
+        text: str,
+        side: Side,
+        *,
+        shield_text: str | None = None,
+        harm_text: str | None = None,
     ) -> Evaluation:
+        """``text``'s annotations on ``side``: the blocklists read all of it, the shield
+        ``shield_text`` (what users wrote), the harm classifier ``harm_text`` (a completion's
+        newest part: what earlier checks have not seen), both ``text`` when not given."""
         rules = self.policy.rules(side)
         results: dict[str, Any] = {}
         filtered = False
         wanted = [c for c in CATEGORIES if c in rules and rules[c].enabled]
         if wanted and self.harm is not None:
-            severities = (await self.harm.classify([text]))[0]
+            severities = (await self.harm.classify([text if harm_text is None else harm_text]))[0]
             for category in wanted:
                 if category not in severities:
                     continue  # no classifier for it: not evaluated, not annotated
@@ -214,8 +223,11 @@ class FilteredGeneration(Generation):
     def __aiter__(self) -> AsyncIterator[EngineChunk]:
         return self._chunks()
 
-    async def _check(self, state: _ChoiceState, text: str) -> Evaluation:
-        evaluation = await self._filter.evaluate(text, "Completion")
+    async def _check(self, state: _ChoiceState, text: str, new: int) -> Evaluation:
+        """Check a choice's ``text`` so far, of which the last ``new`` characters are unchecked:
+        the harm classifier reads those with an overlap of 200 before them."""
+        recent = text[-(new + HARM_OVERLAP) :] if new + HARM_OVERLAP < len(text) else text
+        evaluation = await self._filter.evaluate(text, "Completion", harm_text=recent)
         state.last = evaluation.results
         return evaluation
 
@@ -246,7 +258,7 @@ class FilteredGeneration(Generation):
             if chunk.tool_calls:
                 yield replace(chunk, text="", logprobs=())
             return
-        evaluation = await self._check(state, state.released + state.pending)
+        evaluation = await self._check(state, state.released + state.pending, len(state.pending))
         if evaluation.filtered:
             state.blocked = evaluation.results
             if final:
@@ -273,7 +285,7 @@ class FilteredGeneration(Generation):
         start = len(state.released)
         state.released += state.pending
         state.pending = ""
-        evaluation = await self._check(state, state.released)
+        evaluation = await self._check(state, state.released, len(state.released) - start)
         offsets = {"check_offset": start, "start_offset": start, "end_offset": len(state.released)}
         if evaluation.filtered:
             state.blocked = evaluation.results
