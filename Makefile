@@ -17,7 +17,10 @@ BENCH_ARGS ?=
 VENV_PEERS := .venv-peers
 PEERS_STAMP := $(VENV_PEERS)/.installed
 
-.PHONY: help install run test test-fast check format bench bench-gateway bench-embeddings bench-prompts peer-langchain clean
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help install chromium run test test-fast check format bench bench-gateway bench-embeddings bench-prompts peer-langchain clean
 
 help: ## Show this help
 	@echo "Cerulean — a self-hosted Azure OpenAI Service"
@@ -56,7 +59,16 @@ install: $(STAMP) $(STAMP028) ## Create .venv (and the openai 0.28.1 venv); idem
 run: $(STAMP) ## Serve the embedded model on 127.0.0.1:8000 (ARGS='--port 8080' to change)
 	@$(BIN)/cerulean serve $(ARGS)
 
-test: $(STAMP) $(STAMP028) ## Run every test: unit, in-process app, real server + real SDKs
+chromium: ## Install Debian's headless Chromium for the Studio's browser tests (skipped if present)
+	@if [ -x $(CHROMIUM) ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif command -v apt-get >/dev/null && { [ -z "$(SUDO)" ] || sudo -n true 2>/dev/null; }; then \
+		echo ">> installing chromium and chromium-driver (Debian) for the Studio's browser tests"; \
+		$(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null; \
+	else \
+		echo ">> no $(CHROMIUM): the Studio's browser tests will skip ('sudo apt-get install -y chromium chromium-driver' to run them)"; \
+	fi
+
+test: $(STAMP) $(STAMP028) chromium ## Run every test: unit, in-process app, real server + real SDKs, the Studio in Chromium
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## Unit and in-process tests only (no real model)

@@ -61,15 +61,20 @@ def llama_server(binary: Path, model: Path, *, threads: int, slots: int, ctx: in
     )
 
 
-def cerulean_env(home: Path, policy: str) -> dict[str, str]:
+def cerulean_env(home: Path, policy: str, first_byte_timeout: float = 30.0) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CERULEAN_")}
     env.update({"CERULEAN_HOME": str(home), "CERULEAN_KEY1": KEY, "CERULEAN_ROUTE_POLICY": policy})
+    # A loaded upstream queues requests before their first token: the routing load (32 requests
+    # on 3 single-thread servers) waits longer than the default 30 s, which is not a failure here.
+    env["CERULEAN_UPSTREAM_FIRST_BYTE_TIMEOUT"] = str(first_byte_timeout)
     return env
 
 
-def gateway(home: Path, upstreams: list[ServerSpec], *, policy: str = "affinity") -> ServerSpec:
+def gateway(
+    home: Path, upstreams: list[ServerSpec], *, policy: str = "affinity", first_byte: float = 30.0
+) -> ServerSpec:
     """``cerulean serve --no-embedded`` with ``upstreams`` behind deployment gpt-35-turbo."""
-    env = cerulean_env(home, policy)
+    env = cerulean_env(home, policy, first_byte)
 
     def cli(*args: str) -> None:
         done = subprocess.run([sys.executable, "-m", "cerulean", *args], env=env,
@@ -192,7 +197,7 @@ async def part_routing(
             for upstream in upstreams:  # `upstreams add` probes them: they must answer first
                 await upstream.wait_healthy(120)
             home = Path(tempfile.mkdtemp(prefix=f"cerulean-gw-{policy}-")) / "home"
-            gw_spec = gateway(home, specs, policy=policy)
+            gw_spec = gateway(home, specs, policy=policy, first_byte=args.first_byte_timeout)
             gw = RunningServer(gw_spec, logs)
             await gw.wait_healthy(120)
             stats = await measure(gw_spec, load, args)
@@ -228,6 +233,12 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--prefix-tokens", type=int, default=1000)
     parser.add_argument("--routing-requests", type=int, default=4, help="per client")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--first-byte-timeout",
+        type=float,
+        default=300.0,
+        help="the gateway's upstream first-byte timeout in the routing part (seconds)",
+    )
     parser.add_argument("--llama-server", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args()

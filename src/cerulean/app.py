@@ -14,7 +14,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from cerulean import __version__
-from cerulean.api import chat, completions, embeddings, health, management, metrics, models, v1
+from cerulean.api import (
+    chat,
+    completions,
+    embeddings,
+    health,
+    issuer,
+    management,
+    metrics,
+    models,
+    responses,
+    studio,
+    v1,
+)
 from cerulean.api.access import AccessMiddleware, RequestMetrics
 from cerulean.api.middleware import (
     AuthMiddleware,
@@ -40,9 +52,14 @@ from cerulean.services.deployments import (
 )
 from cerulean.services.filtering.pipeline import ContentSafety, harm_classifier
 from cerulean.services.gateway import Gateway
+from cerulean.services.identity import build_entra
 from cerulean.services.keys import KeyRing, provision_keys
 from cerulean.services.models import ensure_models, resident_records
 from cerulean.services.pool import EngineFactory, EnginePool
+from cerulean.services.responses import ResponsesContext, prepare_store, upkeep
+from cerulean.services.studio import StudioSessions, sign_in_secret
+from cerulean.services.telemetry import Telemetry, build_telemetry
+from cerulean.services.usage import UsageRecorder
 from cerulean.settings import Settings
 from cerulean.state import AppState
 from cerulean.store.base import Store
@@ -114,11 +131,19 @@ def create_app(
         gateway = state.pool.gateway
         assert gateway is not None
         checker = asyncio.create_task(gateway.run(settings.upstream_health_interval))
+        stored = ResponsesContext.of(state)
+        await prepare_store(stored)
+        upkeeper = asyncio.create_task(upkeep(stored, settings.response_purge_interval))
+        recorder = None if state.usage is None else asyncio.create_task(state.usage.run())
         try:
             yield
         finally:
-            for task in (loader, reconciler, checker):
+            for task in (loader, reconciler, checker, upkeeper):
                 task.cancel()
+            await state.responses.aclose()
+            if recorder is not None:  # its last flush: what the final requests used
+                recorder.cancel()
+                await asyncio.gather(recorder, return_exceptions=True)
             await _close(state, served)
 
     app = FastAPI(
@@ -129,9 +154,15 @@ def create_app(
         redoc_url=None,
         redirect_slashes=False,  # never a Host-built redirect (NormalizePathMiddleware)
     )
-    for module in (health, chat, embeddings, completions, metrics, models, v1, management):
+    modules = (
+        health, chat, embeddings, completions, metrics, models, v1, responses, management, issuer
+    )  # fmt: skip
+    for module in modules:
         app.include_router(module.router)
+    if settings.studio:
+        app.include_router(studio.router)
     _install_error_handlers(app)
+    studio.install(app)
     app.state.request_metrics = RequestMetrics()
     _install_middleware(app, settings)
     return app
@@ -160,11 +191,15 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
         embedders=served.embedders,
         gateway=Gateway(store, settings),
     )
+    keyring = KeyRing(keys.verifier, store, ttl=settings.key_cache_seconds)
+    await keyring.reload()  # the account's disableLocalAuth too
+    entra = await asyncio.to_thread(build_entra, settings, store)
     return AppState(
         settings=settings,
         store=store,
         pool=pool,
-        keyring=KeyRing(keys.verifier, store, ttl=settings.key_cache_seconds),
+        keyring=keyring,
+        entra=entra,
         limiter=build_limiter(
             settings.redis_url,
             prefix=settings.redis_prefix,
@@ -177,16 +212,35 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
             ttl=settings.content_filter_cache_seconds,
         ),
         shown_keys=keys.shown,
+        studio=await asyncio.to_thread(_studio_sessions, settings) if settings.studio else None,
+        usage=(
+            UsageRecorder(
+                store,
+                retention_days=settings.usage_retention_days,
+                interval=settings.usage_flush_interval,
+            )
+            if settings.usage_accounting
+            else None
+        ),
+        telemetry=build_telemetry(settings),
     )
 
 
+def _studio_sessions(settings: Settings) -> StudioSessions:
+    return StudioSessions(sign_in_secret(settings), lifetime=settings.studio_session_seconds)
+
+
 async def _close(state: AppState, served: Served) -> None:
+    if state.telemetry is not None:
+        await asyncio.to_thread(state.telemetry.shutdown)
     await state.pool.aclose()
     if state.pool.gateway is not None:
         await state.pool.gateway.aclose()
     for engine in list(state.engines.values()):
         await engine.aclose()
     await state.limiter.aclose()
+    if state.entra is not None:
+        await state.entra.aclose()
     for embedder in state.embedders.values():
         await embedder.aclose()
     state.store.close()
@@ -206,13 +260,21 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(
         AuthMiddleware,
         verifier=lambda: state().keyring.verifier,
-        public=health.PUBLIC_PATHS,
+        public=health.PUBLIC_PATHS | {issuer.PATH},  # a JWKS is public
+        entra=lambda: state().entra,
+        local_auth_disabled=lambda: state().keyring.local_auth_disabled,
         refresh=refresh,
-        own_auth=(management.PREFIX, metrics.PATH),  # /metrics: a key or the metrics token
+        # /metrics: a key or the metrics token; /studio: its own session cookie
+        own_auth=(management.PREFIX, metrics.PATH, studio.PREFIX),
     )
     app.add_middleware(NormalizePathMiddleware)
     app.add_middleware(RequestContextMiddleware, region=settings.region)
-    app.add_middleware(AccessMiddleware, metrics=app.state.request_metrics)
+
+    def observers() -> tuple[UsageRecorder | None, Telemetry | None]:
+        current: AppState | None = getattr(app.state, "cerulean", None)
+        return (None, None) if current is None else (current.usage, current.telemetry)
+
+    app.add_middleware(AccessMiddleware, metrics=app.state.request_metrics, observers=observers)
 
 
 def _open_store(settings: Settings) -> Store:

@@ -10,7 +10,10 @@ exact Azure body (see ``shared/reference/azure-openai-wire.md`` §2.2, §5)::
     │   ├── DeploymentNotFound          404 DeploymentNotFound
     │   ├── InvalidSubscriptionKey      401 wrong api-key
     │   ├── MissingCredentials          401 APIM body (no "error" wrapper), no/invalid bearer
+    │   ├── PermissionDenied            401 a valid Entra token whose principal lacks the role
+    │   ├── AuthenticationTypeDisabled  403 a key sent while the account disables local auth
     │   ├── InvalidRequest              400 invalid_request_error (message/type/param/code)
+    │   │   ├── ObjectNotFound          404 the same shape: an unknown (or deleted) stored object
     │   │   ├── ContextLengthExceeded   400 context_length_exceeded
     │   │   └── InputTooLong            400 an embeddings input beyond the model's context
     │   ├── OperationNotSupported       400 e.g. embeddings on a chat model's deployment
@@ -21,6 +24,7 @@ exact Azure body (see ``shared/reference/azure-openai-wire.md`` §2.2, §5)::
     │   ├── ServerBusy                  429 every slot busy and the waiting line full
     │   ├── RateLimited                 429 a deployment's token or call rate limit (§5.3)
     │   ├── ArmError                    the management API's {"error":{"code","message"}} (§9)
+    │   ├── StudioError                 a Studio request refused (sign-in, session, CSRF, origin)
     │   └── InternalServerError         500 server_error with the request id
     ├── ControlError                    a management operation refused (CLI and ARM API)
     └── EngineError                     raised by engines; services turn it into an APIError
@@ -47,12 +51,16 @@ __all__ = [
     "InvalidRequest",
     "InvalidSubscriptionKey",
     "MissingCredentials",
+    "ObjectNotFound",
     "OperationNotSupported",
+    "PermissionDenied",
+    "AuthenticationTypeDisabled",
     "RateLimited",
     "RequestTooLarge",
     "ResourceNotFound",
     "ServerBusy",
     "ServiceUnavailable",
+    "StudioError",
     "UnsupportedApiVersion",
 ]
 
@@ -163,6 +171,28 @@ class MissingCredentials(APIError):
         return {"statusCode": 401, "message": self.message}
 
 
+class PermissionDenied(_CodeMessageError):
+    """A valid Entra ID token whose principal lacks the operation's data action: Azure's 401
+    (not 403), naming the principal, the data action and the operation."""
+
+    status_code = 401
+    code = "PermissionDenied"
+
+    def __init__(self, principal: str, data_action: str, operation: str) -> None:
+        super().__init__(
+            f"The principal `{principal}` lacks the required data action `{data_action}` to "
+            f"perform `{operation}` operation."
+        )
+
+
+class AuthenticationTypeDisabled(_CodeMessageError):
+    """An account key (``api-key``, or a bearer key) while ``disableLocalAuth`` is set."""
+
+    status_code = 403
+    code = "AuthenticationTypeDisabled"
+    default_message = "Key based authentication is disabled for this resource."
+
+
 class InvalidRequest(APIError):
     """A 400 ``invalid_request_error`` with OpenAI's four fields."""
 
@@ -183,6 +213,17 @@ class InvalidRequest(APIError):
                 "code": self.code,
             }
         }
+
+
+class ObjectNotFound(InvalidRequest):
+    """A stored object (a response...) that does not exist, was deleted or has expired: OpenAI's
+    404 body, which openai-python raises as ``NotFoundError``."""
+
+    status_code = 404
+
+    def __init__(self, kind: str, object_id: str) -> None:
+        shown = object_id if len(object_id) <= 100 else object_id[:97] + "..."
+        super().__init__(f"{kind} with id '{shown}' not found.")
 
 
 class ContextLengthExceeded(InvalidRequest):
@@ -422,6 +463,11 @@ class ArmError(APIError):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message}}
+
+
+class StudioError(ArmError):
+    """A Studio request refused: ``{"error": {"code", "message"}}`` for the Studio's JSON routes;
+    its pages show the same message as HTML (docs/studio.md)."""
 
 
 class InternalServerError(APIError):

@@ -5,8 +5,11 @@ timeout: a client that opens a connection and never finishes its request headers
 holds a descriptor for ever, and a few thousand of them exhaust the process's descriptors.
 Hypercorn and granian have such a timeout, but switching servers would change the streaming,
 disconnect and lifespan behaviour every test pins down; the gap is one timer per connection, so
-it is closed here instead, in a subclass of uvicorn's own h11 protocol (the pure-Python parser
-uvicorn uses when httptools is not installed, as here): :class:`HeaderTimeoutProtocol`.
+it is closed here instead, in a subclass of uvicorn's httptools protocol (llhttp's C parser):
+:class:`HeaderTimeoutProtocol`. The event loop is uvloop: a gateway relays every token of every
+stream through Python, and uvloop's transports and httptools' parser cut the gateway's CPU per
+streamed request by about a third against asyncio's loop and h11 (``bench/gateway_overhead.py``,
+docs/benchmarks.md "Gateway").
 
 The rule (``docs/operations.md``): a request's headers must be complete within
 ``header_timeout`` seconds of the connection opening (first request) or of the request's first
@@ -25,7 +28,7 @@ import resource
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from cerulean.settings import Settings
 
@@ -49,9 +52,9 @@ _TIMEOUT_RESPONSE = (
 )
 
 
-class HeaderTimeoutProtocol(H11Protocol):
-    """uvicorn's h11 protocol, closing connections whose request headers do not complete within
-    ``header_timeout`` seconds (set on the class by :func:`protocol_with_timeout`)."""
+class HeaderTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, closing connections whose request headers do not complete
+    within ``header_timeout`` seconds (set on the class by :func:`protocol_with_timeout`)."""
 
     header_timeout: float = 10.0
 
@@ -66,7 +69,7 @@ class HeaderTimeoutProtocol(H11Protocol):
         if idle and self._header_timer is None:
             self._arm_header_timer()  # the first byte of a request on a kept-alive connection
         super().data_received(data)
-        if self.cycle is not before:  # h11 parsed a request line and all its headers
+        if self.cycle is not before:  # the parser read a request line and all its headers
             self._cancel_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -113,6 +116,7 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         port=settings.port,
         log_level=settings.log_level,
         lifespan="on",
+        loop="uvloop",
         http=protocol_with_timeout(settings.header_timeout),
         timeout_keep_alive=max(1, round(settings.keep_alive_timeout)),
         log_config=None,  # uvicorn's lines go through configure_logging's format

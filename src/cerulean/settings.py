@@ -6,9 +6,11 @@ field marked ``cli=True`` in its ``json_schema_extra`` (see :func:`cli_fields`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,7 +26,11 @@ class Settings(BaseSettings):
 
     # hide_input_in_errors: a refused value (a weak key) never reaches a log or a traceback.
     model_config = SettingsConfigDict(
-        env_prefix="CERULEAN_", extra="ignore", frozen=True, hide_input_in_errors=True
+        env_prefix="CERULEAN_",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+        populate_by_name=True,  # the OTEL_* fields take their names too (tests, the CLI)
     )
 
     host: str = Field(
@@ -201,6 +207,19 @@ class Settings(BaseSettings):
         description="Bearer token of the management (ARM) API; unset, that API is disabled "
         "(env only).",
     )
+    studio: bool = Field(
+        True,
+        description="Serve Cerulean Studio, the web portal, at /studio (sign in with the admin "
+        "token, or the generated <home>/studio.token when CERULEAN_ADMIN_TOKEN is unset).",
+        json_schema_extra=_CLI,
+    )
+    studio_session_seconds: float = Field(
+        8 * 3600.0,
+        gt=0,
+        le=30 * 24 * 3600,
+        description="Seconds a Studio sign-in lasts; past it the session is refused and the "
+        "browser signs in again.",
+    )
     account_name: str = Field(
         "cerulean",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{1,63}$",
@@ -275,6 +294,69 @@ class Settings(BaseSettings):
     routing_redis_prefix: str = Field(
         "cerulean:routing:", description="Prefix of the routing state's Redis keys."
     )
+    response_retention_days: float = Field(
+        30,
+        gt=0,
+        description="Days a stored Responses API response (and its input items) is kept before "
+        "the purge deletes it (Azure: 30).",
+        json_schema_extra=_CLI,
+    )
+    response_purge_interval: float = Field(
+        3600, gt=0, description="Seconds between purges of expired stored responses."
+    )
+    response_heartbeat: float = Field(
+        10,
+        gt=0,
+        description="Seconds between the heartbeats of running background responses; one "
+        "silent for three heartbeats (its server died) is marked failed.",
+    )
+    entra_issuer: str | None = Field(
+        None,
+        description="Microsoft Entra ID: the accepted 'iss' of bearer tokens (several, "
+        "comma-separated), e.g. https://sts.windows.net/<tenant id>/; needs entra_jwks_url.",
+    )
+    entra_jwks_url: str | None = Field(
+        None,
+        description="Microsoft Entra ID: the issuer's JWKS (signing keys) URL, https (http only "
+        "on a loopback address), e.g. https://login.microsoftonline.com/<tenant "
+        "id>/discovery/v2.0/keys.",
+    )
+    entra_audience: str = Field(
+        "https://cognitiveservices.azure.com",
+        description="The 'aud' a data-plane bearer token must carry (with or without a "
+        "trailing /).",
+    )
+    entra_management_audience: str = Field(
+        "https://management.azure.com",
+        description="The 'aud' a management (ARM) API bearer token must carry (with or without "
+        "a trailing /; https://management.core.windows.net is accepted too).",
+    )
+    entra_clock_skew: float = Field(
+        60.0,
+        ge=0,
+        le=600,
+        description="Seconds of clock skew allowed on a token's exp and nbf.",
+    )
+    entra_jwks_cache_seconds: float = Field(
+        3600.0,
+        gt=0,
+        le=86400,
+        description="Seconds the issuer's keys are trusted before the JWKS is fetched again; "
+        "when it cannot be, tokens are refused (fail closed).",
+    )
+    entra_jwks_refresh_interval: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="Least seconds between two fetches of the JWKS (a token with an unknown "
+        "'kid' fetches it again, at most this often).",
+    )
+    trust_local_issuer: bool = Field(
+        False,
+        description="Accept bearer tokens signed by this home's local issuer "
+        "(cerulean tokens issue): Entra ID sign-in for development, offline.",
+        json_schema_extra=_CLI,
+    )
     region: str = Field("local", description="Value of the x-ms-region response header.")
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted (bytes)."
@@ -284,6 +366,71 @@ class Settings(BaseSettings):
         pattern="^(critical|error|warning|info|debug)$",
         description="Log level.",
         json_schema_extra=_CLI,
+    )
+    log_format: str = Field(
+        "text",
+        pattern="^(text|json)$",
+        description="Log lines as text, or as one JSON object a line (the per-request line "
+        "with its fields: docs/telemetry.md).",
+        json_schema_extra=_CLI,
+    )
+    usage_accounting: bool = Field(
+        True,
+        description="Record every data-plane request's usage (deployment, caller, tokens, "
+        "status, latency) per minute in the store (cerulean usage; docs/telemetry.md).",
+        json_schema_extra=_CLI,
+    )
+    usage_retention_days: float = Field(
+        90.0,
+        gt=0,
+        le=36500,
+        description="Days the per-minute usage rows are kept; older ones are deleted hourly.",
+        json_schema_extra=_CLI,
+    )
+    usage_flush_interval: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Seconds between writes of the buffered usage to the store (what a kill -9 "
+        "may lose).",
+    )
+    # OpenTelemetry: the standard OTEL_* variables (no CERULEAN_ prefix). Telemetry is on when an
+    # OTLP endpoint is set; the SDK itself reads the others (headers, timeout, service name,
+    # resource attributes, export interval, sampler): docs/telemetry.md.
+    otel_endpoint: str | None = Field(
+        None,
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="Base URL of an OTLP/HTTP collector (traces go to /v1/traces, metrics to "
+        "/v1/metrics); unset with the two below, telemetry is off.",
+    )
+    otel_traces_endpoint: str | None = Field(
+        None,
+        validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        description="Full URL traces are posted to (overrides the base URL's).",
+    )
+    otel_metrics_endpoint: str | None = Field(
+        None,
+        validation_alias="OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        description="Full URL metrics are posted to (overrides the base URL's).",
+    )
+    otel_traces_exporter: str = Field(
+        "otlp",
+        validation_alias="OTEL_TRACES_EXPORTER",
+        description="otlp, or none for no traces.",
+    )
+    otel_metrics_exporter: str = Field(
+        "otlp",
+        validation_alias="OTEL_METRICS_EXPORTER",
+        description="otlp, or none for no metrics.",
+    )
+    otel_sdk_disabled: bool = Field(
+        False, validation_alias="OTEL_SDK_DISABLED", description="true turns telemetry off."
+    )
+    otel_capture_content: bool = Field(
+        False,
+        validation_alias="OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+        description="true records prompts and answers on the spans (gen_ai.input.messages, "
+        "gen_ai.output.messages); off, they are never recorded.",
     )
 
     @model_validator(mode="after")
@@ -306,6 +453,27 @@ class Settings(BaseSettings):
                 "print(secrets.token_hex(32))')"
             )
         return self
+
+    @model_validator(mode="after")
+    def _entra(self) -> Settings:
+        if (self.entra_issuer is None) != (self.entra_jwks_url is None):
+            raise ValueError(
+                "CERULEAN_ENTRA_ISSUER and CERULEAN_ENTRA_JWKS_URL go together: set both (the "
+                "accepted 'iss' and where its signing keys are) or neither"
+            )
+        if self.entra_jwks_url is not None and not _safe_jwks_url(self.entra_jwks_url):
+            raise ValueError(
+                "CERULEAN_ENTRA_JWKS_URL must be an https:// URL (http:// only on a loopback "
+                "address such as 127.0.0.1, for development)"
+            )
+        return self
+
+    @property
+    def entra_issuers(self) -> tuple[str, ...]:
+        """The accepted 'iss' values of the configured issuer (empty: none configured)."""
+        if self.entra_issuer is None:
+            return ()
+        return tuple(i.strip() for i in self.entra_issuer.split(",") if i.strip())
 
     @field_validator("home", mode="after")
     @classmethod
@@ -334,9 +502,42 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.sqlite_file}"
 
     @property
+    def otel_traces_url(self) -> str | None:
+        """Where spans are exported (OTLP/HTTP), or None: no traces."""
+        return self._otel_url(self.otel_traces_exporter, self.otel_traces_endpoint, "traces")
+
+    @property
+    def otel_metrics_url(self) -> str | None:
+        """Where metrics are exported (OTLP/HTTP), or None: no metrics."""
+        return self._otel_url(self.otel_metrics_exporter, self.otel_metrics_endpoint, "metrics")
+
+    def _otel_url(self, exporter: str, endpoint: str | None, signal: str) -> str | None:
+        if self.otel_sdk_disabled or exporter.strip().lower() == "none":
+            return None
+        if endpoint:
+            return endpoint
+        if self.otel_endpoint:
+            return f"{self.otel_endpoint.rstrip('/')}/v1/{signal}"
+        return None
+
+    @property
     def sqlite_file(self) -> Path:
         """The SQLite database a store uses when no ``database_url`` is set."""
         return self.home / "cerulean.db"
+
+
+def _safe_jwks_url(url: str) -> bool:
+    parsed = urlsplit(url)
+    if parsed.scheme == "https" and parsed.hostname:
+        return True
+    if parsed.scheme != "http" or not parsed.hostname:
+        return False
+    if parsed.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parsed.hostname).is_loopback
+    except ValueError:
+        return False
 
 
 def cli_fields() -> dict[str, Any]:

@@ -10,8 +10,13 @@ from cerulean.engines.base import Engine
 from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.quota.base import RateLimiter
 from cerulean.services.filtering.pipeline import ContentSafety
+from cerulean.services.identity import EntraAuth
 from cerulean.services.keys import KeyRing
 from cerulean.services.pool import EnginePool
+from cerulean.services.responses import BackgroundRuns
+from cerulean.services.studio import StudioSessions
+from cerulean.services.telemetry import Telemetry
+from cerulean.services.usage import UsageRecorder
 from cerulean.settings import Settings
 from cerulean.store.base import Store
 
@@ -32,8 +37,13 @@ class AppState:
     limiter: RateLimiter
     content_safety: ContentSafety  # content-filter classifiers, policies and blocklists
     shown_keys: dict[str, str] = field(default_factory=dict)
+    responses: BackgroundRuns = field(default_factory=BackgroundRuns)  # background responses
+    entra: EntraAuth | None = None  # Entra ID sign-in (None: no issuer trusted, keys only)
+    studio: StudioSessions | None = None  # Cerulean Studio's sign-ins (None: the Studio is off)
     started_at: int = field(default_factory=lambda: int(time.time()))  # "created_at" of models
     clock: Callable[[], float] = time.time
+    usage: UsageRecorder | None = None  # None: usage accounting is off
+    telemetry: Telemetry | None = None  # None: no OTLP endpoint configured
 
     @property
     def engines(self) -> dict[str, Engine]:

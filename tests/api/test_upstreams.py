@@ -331,3 +331,20 @@ def test_the_upstream_key_is_read_from_its_variable_and_never_stored(
     assert fake.headers[-1]["authorization"] == "Bearer sk-upstream-secret"
     stored = gateway.state.store.get_upstream("keyed")
     assert stored is not None and "sk-upstream-secret" not in repr(stored)
+
+
+def test_models_of_upstream_backed_deployments_are_listed(gateway: Gateway) -> None:
+    record = upstream("a", gateway.fakes[0])
+    store = gateway.state.store
+    store.put_upstream(record)
+    store.put_deployment(DeploymentRecord("far", "far-model", "1", 10, "Standard", NOW, ("a",)))
+    store.put_deployment(DeploymentRecord("lost", "lost-model", "1", 10, "Standard", NOW, ("x",)))
+    url = "/openai/models?api-version=2024-10-21"
+    listed = {m["id"]: m for m in gateway.client.get(url).json()["data"]}
+    assert "fake-model" in listed and "far-model" in listed
+    assert "lost-model" not in listed  # its upstream is not registered: nothing serves it
+    assert listed["far-model"]["capabilities"]["chat_completion"] is True
+    one = gateway.client.get("/openai/models/far-model?api-version=2024-10-21")
+    assert one.status_code == 200 and one.json()["id"] == "far-model"
+    missing = gateway.client.get("/openai/models/lost-model?api-version=2024-10-21")
+    assert missing.status_code == 404

@@ -81,7 +81,8 @@ def test_the_docs_have_snippets_and_markers_are_known() -> None:
 @pytest.fixture(scope="module")
 def docs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("docs") / "home"
-    server = Server(home=home, env={"CERULEAN_ADMIN_TOKEN": ADMIN_TOKEN}).start()
+    env = {"CERULEAN_ADMIN_TOKEN": ADMIN_TOKEN, "CERULEAN_TRUST_LOCAL_ISSUER": "true"}
+    server = Server(home=home, env=env).start()  # the local issuer: docs/entra-id.md
     yield server
     server.stop()
 

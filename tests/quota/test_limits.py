@@ -211,3 +211,20 @@ def test_parallel_charges_never_exceed_the_budget(driver: Driver) -> None:
         pool.shutdown()
     assert refused == {"call", "token"} and len(admitted) > 50
     assert_within_budget(admitted, limits)
+
+
+def test_current_reports_what_the_windows_hold() -> None:
+    from cerulean.quota.base import Limits
+    from cerulean.quota.memory import InProcessRateLimiter
+
+    limiter = InProcessRateLimiter()
+    limits = Limits.for_capacity(2)
+
+    def current(now: float) -> tuple[int, int] | None:
+        return asyncio.run(limiter.current("d", limits, now))
+
+    assert current(100.0) == (0, 0)
+    limiter.charge_now("d", limits, 30, 100.0)
+    assert current(101.0) == (1, 30)
+    assert current(111.0) == (0, 30)  # the 10 s request window slid
+    assert current(161.0) == (0, 0)

@@ -103,3 +103,22 @@ def test_two_processes_share_one_budget(redis_url: str, prefix: str) -> None:
     assert_within_budget(admitted, SHARED)
     # The budget is used, not just guarded: 16 s span three 6-second token windows.
     assert sum(n for _, n in admitted) >= 2 * SHARED.tokens
+
+
+def test_current_reads_the_shared_windows(redis_url: str, prefix: str) -> None:
+    limits = Limits.for_capacity(2)
+
+    async def run() -> list[tuple[int, int] | None]:
+        limiter = RedisRateLimiter(redis_url, prefix=prefix)
+        try:
+            seen = [await limiter.current("dep", limits, 1000.0)]
+            await limiter.charge("dep", limits, 30, 1000.0)
+            await limiter.charge("dep", limits, 12, 1001.0)
+            seen.append(await limiter.current("dep", limits, 1002.0))
+            seen.append(await limiter.current("dep", limits, 1010.5))  # the first left 10 s
+            seen.append(await limiter.current("dep", limits, 1061.5))  # both left the minute
+            return seen
+        finally:
+            await limiter.aclose()
+
+    assert asyncio.run(run()) == [(0, 0), (2, 42), (1, 42), (0, 0)]

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from cerulean.store import DeploymentRecord, SqlStore
-from cerulean.store.base import ModelRecord
+from cerulean.store.base import ModelRecord, ResponseRecord, UsageRecord
 from cerulean.store.migrate import current_revision, head_revision, upgrade
 from cerulean.store.sql import create_store_engine, deployments, metadata, models, normalize_url
 from tests.store.legacy import NOW, legacy_home
@@ -55,6 +56,20 @@ def test_keys(store: SqlStore) -> None:
     assert store.key_digests() == {"key1": "sha256:cc", "key2": "sha256:bb"}
 
 
+def test_role_assignments_and_account_properties(store: SqlStore) -> None:
+    assert store.add_role_assignment("p1", "r1")
+    assert not store.add_role_assignment("p1", "r1")  # already held
+    assert store.add_role_assignment("p1", "r2") and store.add_role_assignment("p0", "r1")
+    held = [(r.principal_id, r.role_id) for r in store.list_role_assignments()]
+    assert held == [("p0", "r1"), ("p1", "r1"), ("p1", "r2")]
+    assert store.remove_role_assignment("p1", "r1")
+    assert not store.remove_role_assignment("p1", "r1")
+    assert store.account_properties() == {}
+    store.set_account_property("disableLocalAuth", "true")
+    store.set_account_property("disableLocalAuth", "false")
+    assert store.account_properties() == {"disableLocalAuth": "false"}
+
+
 def test_deployments(store: SqlStore) -> None:
     store.put_deployment(deployment("b"))
     store.put_deployment(deployment("a", capacity=1))
@@ -85,18 +100,70 @@ def test_models(store: SqlStore) -> None:
 
 
 def test_usage_adds_up_per_minute(store: SqlStore) -> None:
-    store.add_usage("d", NOW, requests=1, prompt_tokens=10, completion_tokens=5)
-    store.add_usage("d", NOW + timedelta(seconds=30), requests=1, prompt_tokens=20, throttled=2)
-    store.add_usage("d", NOW + timedelta(minutes=1), requests=1, completion_tokens=3)
-    store.add_usage("other", NOW, requests=9)
-    rows = store.usage("d", NOW - timedelta(minutes=5))
-    assert [
-        (r.minute, r.requests, r.prompt_tokens, r.completion_tokens, r.throttled) for r in rows
-    ] == [
-        (NOW.replace(second=0), 2, 30, 5, 2),
-        (NOW.replace(second=0) + timedelta(minutes=1), 1, 0, 3, 0),
+    minute = NOW.replace(second=0, microsecond=0)
+    later = minute + timedelta(minutes=1)
+    store.add_usage(
+        [
+            UsageRecord(NOW, "d", "key1", "chat_completion", 200, 1, 10, 5, 0, 0.5, 1, 1.0, 1.0),
+            UsageRecord(later, "d", "key1", "chat_completion", 200, 1, 0, 3, 0, 0.0, 0, 0.2, 0.2),
+            UsageRecord(NOW, "other", "key2", "embeddings", 200, 9),
+        ]
+    )
+    store.add_usage(  # a second batch adds to the same minute; the max stays the max
+        [
+            UsageRecord(
+                NOW + timedelta(seconds=30),
+                "d",
+                "key1",
+                "chat_completion",
+                200,
+                1,
+                20,
+                0,
+                0,
+                0.25,
+                1,
+                3.0,
+                3.0,
+            ),
+            UsageRecord(NOW, "d", "key2", "chat_completion", 429, 2, 0, 0, 2, 0, 0, 0.01, 0.01),
+        ]
+    )
+    rows = store.usage(NOW - timedelta(minutes=5), deployment="d")
+    assert rows == [
+        UsageRecord(minute, "d", "key1", "chat_completion", 200, 2, 30, 5, 0, 0.75, 2, 4.0, 3.0),
+        UsageRecord(minute, "d", "key2", "chat_completion", 429, 2, 0, 0, 2, 0.0, 0, 0.01, 0.01),
+        UsageRecord(later, "d", "key1", "chat_completion", 200, 1, 0, 3, 0, 0.0, 0, 0.2, 0.2),
     ]
-    assert len(store.usage("d", NOW + timedelta(seconds=50))) == 1
+    assert rows[0].minute.tzinfo is not None
+    assert len(store.usage(NOW + timedelta(seconds=50), deployment="d")) == 1
+    assert [r.deployment for r in store.usage(NOW, caller="key2")] == ["d", "other"]
+    assert store.usage(NOW, until=later, deployment="d", caller="key1")[0].requests == 2
+    assert store.prune_usage(later) == 3
+    assert [r.minute for r in store.usage(NOW - timedelta(days=1))] == [later]
+
+
+def test_migration_0010_keeps_the_old_usage_rows(db_url: str) -> None:
+    engine = create_store_engine(db_url)
+    try:
+        upgrade(engine, "0005")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO usage (deployment, minute, requests, prompt_tokens, "
+                    "completion_tokens, throttled) VALUES ('d', :m, 3, 30, 7, 1)"
+                ),
+                {"m": NOW.replace(second=0, microsecond=0)},
+            )
+    finally:
+        engine.dispose()
+    store = SqlStore(db_url)
+    try:
+        (row,) = store.usage(NOW - timedelta(hours=1))
+    finally:
+        store.close()
+    assert (row.deployment, row.caller, row.status, row.requests) == ("d", "", 200, 3)
+    assert (row.prompt_tokens, row.completion_tokens, row.throttled) == (30, 7, 1)
 
 
 def test_schema_is_the_migrations_and_matches_the_tables(store: SqlStore) -> None:
@@ -222,3 +289,45 @@ def test_migration_0005_marks_built_ins_and_keeps_a_users_choice(db_url: str) ->
         assert store.seeded_names() == {"gpt-4", "gpt-35-turbo"}
     finally:
         store.close()
+
+
+def _response(
+    response_id: str, status: str, expires: datetime, runner: str | None = None
+) -> ResponseRecord:  # a heartbeat at NOW when it has a runner
+    return ResponseRecord(
+        id=response_id,
+        deployment="gpt-4",
+        status=status,
+        created_at=NOW,
+        expires_at=expires,
+        body=json.dumps({"id": response_id}),
+        input_items="[]",
+        conversation="[]",
+        events=None,
+        runner=runner,
+        heartbeat=NOW if runner else None,
+    )
+
+
+def test_responses_expire_purge_and_delete(store: SqlStore) -> None:
+    later = NOW + timedelta(days=30)
+    store.put_response(_response("resp_a", "completed", later))
+    store.put_response(_response("resp_old", "completed", NOW + timedelta(seconds=1)))
+    store.put_response(_response("resp_bg", "in_progress", later, runner="me"))
+    assert store.get_response("resp_a", NOW) == _response("resp_a", "completed", later)
+    # Expired: invisible at once, deleted by the purge.
+    assert store.get_response("resp_old", NOW + timedelta(seconds=2)) is None
+    assert store.purge_responses(NOW + timedelta(seconds=2)) == 1
+    assert store.get_response("resp_old", NOW) is None
+    soon = NOW + timedelta(seconds=30)
+    assert [r.id for r in store.stale_responses(soon)] == ["resp_bg"]
+    assert store.touch_responses("someone else", soon) == 0
+    assert store.touch_responses("me", soon) == 1
+    assert store.stale_responses(soon) == []
+    beaten = store.get_response("resp_bg", NOW)
+    assert beaten is not None and beaten.heartbeat == soon
+    store.put_response(_response("resp_bg", "completed", later, runner="me"))
+    assert store.stale_responses(later) == []
+    assert store.delete_response("resp_a") is True
+    assert store.delete_response("resp_a") is False
+    assert store.get_response("resp_a", NOW) is None

@@ -1,8 +1,12 @@
-"""One access-log line and the per-deployment metrics for every request.
+"""One access-log line, the per-deployment metrics, usage and telemetry for every request.
 
 :class:`AccessMiddleware` opens the request's :class:`~cerulean.services.accounting.RequestRecord`,
-which the services fill in (deployment, operation, tokens, a rate-limit refusal), and once the
-response has ended it logs ``cerulean.access`` at INFO and updates :class:`RequestMetrics`:
+which the services fill in (deployment, operation, caller, tokens, a rate-limit refusal, the
+first output), and once the response has ended it logs ``cerulean.access`` at INFO (the same
+fields as JSON with ``--log-format json``: :mod:`cerulean.logformat`), hands a request that
+reached a deployment to the usage recorder and the telemetry (when on:
+:mod:`cerulean.services.usage`, :mod:`cerulean.services.telemetry`) and updates
+:class:`RequestMetrics`:
 
 - ``cerulean_requests_total{deployment,operation,status}``
 - ``cerulean_prompt_tokens_total`` / ``cerulean_completion_tokens_total{deployment}``
@@ -19,11 +23,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cerulean.logformat import ACCESS_FIELDS
 from cerulean.services import accounting
+from cerulean.services.usage import Served
+
+if TYPE_CHECKING:
+    from cerulean.services.telemetry import Telemetry
+    from cerulean.services.usage import UsageRecorder
 
 __all__ = ["AccessMiddleware", "RequestMetrics"]
 
@@ -103,19 +116,39 @@ class RequestMetrics:
             self.rate_limited.labels(deployment).inc()
 
 
-class AccessMiddleware:
-    """Logs one line per request and feeds :class:`RequestMetrics` (see the module)."""
+Observers = Callable[[], "tuple[UsageRecorder | None, Telemetry | None]"]
 
-    def __init__(self, app: ASGIApp, *, metrics: RequestMetrics) -> None:
+
+def _none() -> tuple[UsageRecorder | None, Telemetry | None]:
+    return None, None
+
+
+class AccessMiddleware:
+    """Logs one line per request and feeds :class:`RequestMetrics`, the usage recorder and the
+    telemetry (see the module).
+
+    ``observers`` gives the app's usage recorder and telemetry (None when off, or before the
+    lifespan made them): with both off a request costs what it did before, two None checks.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, metrics: RequestMetrics, observers: Observers = _none
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.observers = observers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        record = accounting.opened()
-        started = time.perf_counter()
+        usage, telemetry = self.observers()
+        traced = capture = False
+        if telemetry is not None:
+            traced = telemetry.traced
+            capture = traced and telemetry.capture
+        record = accounting.opened(traced=traced, capture=capture)
+        started = record.started
         status = 500
         streamed = False
         ttft: float | None = None
@@ -135,9 +168,54 @@ class AccessMiddleware:
         try:
             await self.app(scope, receive, watch)
         finally:
-            duration = time.perf_counter() - started
+            ended = time.perf_counter()
+            duration = ended - started
             self.metrics.observe(record, status, duration, ttft)
-            _log(scope, record, status, duration, ttft)
+            first = record.first_output
+            served_ttft = first - started if first is not None else ttft
+            trace_id = None
+            if record.operation is not None and record.deployment is not None:
+                if usage is not None:
+                    usage.add(_served(record, status, duration, served_ttft))
+                if telemetry is not None:
+                    trace_id = _export(telemetry, scope, record, status, ended)
+            _log(scope, record, status, duration, served_ttft, trace_id)
+
+
+def _served(
+    record: accounting.RequestRecord, status: int, duration: float, ttft: float | None
+) -> Served:
+    assert record.deployment is not None and record.operation is not None
+    return Served(
+        ended_at=time.time(),
+        deployment=record.deployment,
+        caller=record.caller or "",
+        operation=record.operation,
+        status=status,
+        prompt_tokens=record.prompt_tokens,
+        completion_tokens=record.completion_tokens,
+        ttft=ttft,
+        duration=duration,
+        throttled=record.rate_limited,
+    )
+
+
+def _export(
+    telemetry: Telemetry, scope: Scope, record: accounting.RequestRecord, status: int, ended: float
+) -> str | None:
+    try:
+        return telemetry.observe(
+            record,
+            status=status,
+            ended=ended,
+            headers=Headers(scope=scope),
+            request_id=scope.get("state", {}).get("request_id", ""),
+            method=scope.get("method", ""),
+            path=scope.get("path", ""),
+        )
+    except Exception:  # telemetry must never fail a request
+        logger.warning("could not record the request's telemetry", exc_info=True)
+        return None
 
 
 def _log(
@@ -146,6 +224,7 @@ def _log(
     status: int,
     duration: float,
     ttft: float | None,
+    trace_id: str | None,
 ) -> None:
     if not logger.isEnabledFor(logging.INFO):
         return
@@ -154,15 +233,34 @@ def _log(
     version = ""
     for part in scope.get("query_string", b"").decode("latin-1").split("&"):
         if part.startswith("api-version="):
-            version = "?" + part  # the only query parameter worth a log (never a key)
+            version = part[len("api-version=") :]  # the only query parameter worth a log
+    request_id = scope.get("state", {}).get("request_id", "-")
+    fields: dict[str, Any] = {
+        "request_id": request_id,
+        "peer": peer,
+        "method": scope.get("method", "-"),
+        "path": scope.get("path", "-"),
+        "api_version": version or None,
+        "status": status,
+        "deployment": record.deployment,
+        "operation": record.operation,
+        "caller": record.caller,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "ttft_ms": round(ttft * 1000, 1) if ttft is not None else None,
+        "duration_ms": round(duration * 1000, 1),
+    }
+    if trace_id is not None:
+        fields["trace_id"] = trace_id
     first = f" ttft_ms={ttft * 1000:.0f}" if ttft is not None else ""
+    caller = f" caller={record.caller}" if record.caller else ""
     logger.info(
         '%s "%s %s%s" %d deployment=%s operation=%s prompt_tokens=%d completion_tokens=%d'
-        "%s duration_ms=%.0f request_id=%s",
+        "%s duration_ms=%.0f request_id=%s%s",
         peer,
-        scope.get("method", "-"),
-        scope.get("path", "-"),
-        version,
+        fields["method"],
+        fields["path"],
+        f"?api-version={version}" if version else "",
         status,
         record.deployment or "-",
         record.operation or "-",
@@ -170,5 +268,7 @@ def _log(
         record.completion_tokens,
         first,
         duration * 1000,
-        scope.get("state", {}).get("request_id", "-"),
+        request_id,
+        caller,
+        extra={ACCESS_FIELDS: fields},
     )

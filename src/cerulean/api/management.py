@@ -1,10 +1,12 @@
 """The management plane in Azure Resource Manager's shapes (wire reference §9).
 
 ``/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.CognitiveServices/accounts/{a}/…``:
-deployments (PUT, GET, DELETE, list) and keys (listKeys, regenerateKey), so that the management
-SDKs and ARM tooling work against Cerulean. Authorised by the admin token
-(``CERULEAN_ADMIN_TOKEN`` as ``Authorization: Bearer``), never by account keys; any subscription
-and resource group is accepted, the account must be ``settings.account_name``.
+deployments (PUT, GET, DELETE, list), keys (listKeys, regenerateKey), usages and the account
+itself (GET, PATCH/PUT of ``disableLocalAuth``), so that the management SDKs and ARM tooling work
+against Cerulean. Authorised by the admin token (``CERULEAN_ADMIN_TOKEN`` as ``Authorization:
+Bearer``) or by an Entra ID token for the management audience whose principal holds a role with
+the route's action (:mod:`cerulean.services.rbac`), never by account keys; any subscription and
+resource group is accepted, the account must be ``settings.account_name``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
@@ -20,6 +23,9 @@ from starlette.concurrency import run_in_threadpool
 
 from cerulean.api.deps import StateDep
 from cerulean.errors import ArmError, ControlError
+from cerulean.protocol.management import (
+    Account as AccountBody,
+)
 from cerulean.protocol.management import (
     Deployment,
     RaiBlocklist,
@@ -30,9 +36,18 @@ from cerulean.protocol.management import (
     parse_arm_body,
 )
 from cerulean.services import deployments as deployment_service
+from cerulean.services.account import arm_account, set_local_auth
+from cerulean.services.auth import bearer_token
+from cerulean.services.entra import looks_like_jwt
 from cerulean.services.filtering import manage as filters
 from cerulean.services.keys import KEY_NAMES, readable_keys, regenerate_key
-from cerulean.services.management import arm_deployment, arm_error, check_arm_api_version
+from cerulean.services.management import (
+    arm_deployment,
+    arm_error,
+    arm_usages,
+    check_arm_api_version,
+    usage_filter,
+)
 from cerulean.state import AppState
 from cerulean.store.base import Store
 
@@ -48,27 +63,35 @@ T = TypeVar("T")
 router = APIRouter()
 
 
-def _check_admin(request: Request, state: AppState) -> None:
+async def _authorize(request: Request, state: AppState, scope: str, tail: str) -> None:
+    """The admin token, or (where an Entra issuer is trusted) a management-audience token whose
+    principal holds a role with the route's action; else ARM's 401 or 403."""
     token = state.settings.admin_token
     expected = token.get_secret_value() if token is not None else ""
-    if not expected:
+    entra = state.entra
+    if not expected and entra is None:
         raise ArmError(
             403,
             "AuthorizationFailed",
             "The management API is disabled on this server. To enable it, set "
             "CERULEAN_ADMIN_TOKEN to a long random secret, restart the server, and send "
-            "'Authorization: Bearer <that secret>'.",
+            "'Authorization: Bearer <that secret>' (or trust an Entra ID issuer: "
+            "docs/entra-id.md).",
         )
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
+    given = bearer_token(request.headers)
+    if given is None:
         raise ArmError(
             401,
             "AuthenticationFailed",
             "Authentication failed. The 'Authorization' header is missing or is not a Bearer "
-            "token; send 'Authorization: Bearer <CERULEAN_ADMIN_TOKEN>'.",
+            "token; send 'Authorization: Bearer <CERULEAN_ADMIN_TOKEN>' or an Entra ID token.",
         )
-    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
-        raise ArmError(401, "InvalidAuthenticationToken", "The access token is invalid.")
+    if expected and hmac.compare_digest(given.encode(), expected.encode()):
+        return
+    if entra is not None and looks_like_jwt(given):
+        await entra.management(given, request.method, tail, scope)
+        return
+    raise ArmError(401, "InvalidAuthenticationToken", "The access token is invalid.")
 
 
 class Account:
@@ -94,11 +117,24 @@ class Account:
     async def reconcile(self) -> None:
         await self.state.pool.reconcile()
 
+    async def resource(self, request: Request) -> dict[str, Any]:
+        endpoint = str(request.base_url)
+        return await run_in_threadpool(
+            arm_account, self.state.settings, self.store, self.id, endpoint
+        )
 
-def get_account(
+
+async def get_account(
     request: Request, state: StateDep, subscription_id: str, resource_group: str, account_name: str
 ) -> Account:
-    _check_admin(request, state)
+    path = request.url.path
+    marker = f"/accounts/{account_name}"
+    tail = path[path.find(marker) + len(marker) :] if marker in path else ""
+    scope = (
+        f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
+        f"/providers/Microsoft.CognitiveServices/accounts/{account_name}"
+    )
+    await _authorize(request, state, scope, tail)
     check_arm_api_version(request.query_params.get("api-version"))
     if account_name.lower() != state.settings.account_name.lower():
         raise ArmError(
@@ -116,6 +152,24 @@ def get_account(
 
 
 AccountDep = Annotated[Account, Depends(get_account)]
+
+
+@router.get(ACCOUNT)
+async def get_account_resource(request: Request, account: AccountDep) -> dict[str, Any]:
+    return await account.resource(request)
+
+
+@router.patch(ACCOUNT)
+@router.put(ACCOUNT)
+async def update_account(request: Request, account: AccountDep) -> dict[str, Any]:
+    """PATCH (``accounts.begin_update``) or PUT: the properties Cerulean keeps
+    (``disableLocalAuth``); the others are accepted and ignored, as the account exists."""
+    body: AccountBody = parse_arm_body(await request.body(), AccountBody)
+    disabled = body.properties.disable_local_auth if body.properties is not None else None
+    if disabled is not None:
+        await run_in_threadpool(set_local_auth, account.store, disabled=disabled)
+        await account.state.keyring.reload()  # keys stop (or start) working now
+    return await account.resource(request)
 
 
 @router.get(ACCOUNT + "/deployments")
@@ -330,3 +384,17 @@ async def delete_blocklist_items(
         await account.call(filters.delete_item, account.store, blocklist_name, name)
     _changed(account)
     return Response(status_code=200)
+
+
+@router.get(ACCOUNT + "/usages")
+async def list_usages(request: Request, account: AccountDep) -> dict[str, Any]:
+    """Each deployment's tokens and requests this minute against its quota (Azure's
+    ``UsageListResult``); ``$filter=name.value eq '...'`` picks some."""
+    wanted = usage_filter(request.query_params.get("$filter"))
+    now = datetime.now(timezone.utc)
+    records = await run_in_threadpool(account.store.list_deployments)
+    rows = await run_in_threadpool(account.store.usage, now)
+    usages = arm_usages(records, rows, now)
+    if wanted is not None:
+        usages = [u for u in usages if u["name"]["value"] in wanted]
+    return {"value": usages}

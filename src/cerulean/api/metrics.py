@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from cerulean.api.deps import StateDep
 from cerulean.engines.base import Engine
-from cerulean.errors import InvalidSubscriptionKey, MissingCredentials
+from cerulean.errors import AuthenticationTypeDisabled, InvalidSubscriptionKey, MissingCredentials
 from cerulean.services.auth import check_credentials
 from cerulean.state import AppState
 
@@ -68,7 +68,8 @@ PATH = "/metrics"
 
 
 async def _authorize(request: Request, state: AppState) -> None:
-    """The metrics token (constant-time compare), else an account key as on every route."""
+    """The metrics token (constant-time compare), else an account key as on every route (not
+    while the account disables key authentication)."""
     token = state.settings.metrics_token
     header = request.headers.get("authorization", "")
     if token is not None and token.get_secret_value() and header[:7].lower() == "bearer ":
@@ -76,6 +77,9 @@ async def _authorize(request: Request, state: AppState) -> None:
         if hmac.compare_digest(presented, token.get_secret_value().encode()):
             return
     await state.keyring.refresh()
+    sent = "api-key" in request.headers or "authorization" in request.headers
+    if sent and state.keyring.local_auth_disabled:
+        raise AuthenticationTypeDisabled()  # the metrics token still opens it
     verdict = check_credentials(request.headers, state.keyring.verifier)
     if not verdict.ok and await state.keyring.refresh(failed=True):
         verdict = check_credentials(request.headers, state.keyring.verifier)

@@ -583,6 +583,7 @@ _STATE = (
     "keys.json",
     "key.secret",
     "keys.tmp",
+    "local-issuer.pem",
     "models",
     "server.lock",
 )

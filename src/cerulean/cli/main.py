@@ -16,8 +16,10 @@ from cerulean import __version__
 from cerulean.cli.chat import chat, status
 from cerulean.cli.control import deployments, keys, models, reset
 from cerulean.cli.filters import blocklists, policies
+from cerulean.cli.identity import account, roles, tokens
 from cerulean.cli.naming import command_name
 from cerulean.cli.upstreams import upstreams
+from cerulean.cli.usage import usage
 from cerulean.services.keys import mask_key
 from cerulean.settings import Settings, cli_fields
 from cerulean.state import AppState
@@ -74,7 +76,7 @@ def main() -> None:
 def serve(**overrides: Any) -> None:
     """Serve the Azure OpenAI data plane (default: the embedded Gemma 3 270M on 127.0.0.1:8000)."""
     settings = load_settings(overrides)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     _check_port_free(settings.host, settings.port)
     if not settings.embedded:  # a pure gateway: no local model, no llama.cpp
         _run_server(settings, None, "", None)
@@ -125,19 +127,28 @@ def _run_server(
         uvicorn.Server(config).run()
 
 
-for _command in (models, deployments, upstreams, keys, reset, chat, status, policies, blocklists):
+for _command in (
+    models, deployments, upstreams, keys, roles, tokens, account, usage, reset, chat, status,
+    policies, blocklists,
+):  # fmt: skip
     main.add_command(_command)
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def configure_logging(level: str) -> None:
-    """One format with timestamps for Cerulean's, uvicorn's and the libraries' lines.
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """One format with timestamps for Cerulean's, uvicorn's and the libraries' lines: text, or
+    one JSON object a line (:mod:`cerulean.logformat`).
 
     Alembic's and the GGUF writer's INFO lines are kept for ``--log-level debug``.
     """
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT, force=True)
+    if log_format == "json":
+        from cerulean.logformat import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
@@ -213,7 +224,28 @@ def banner_lines(settings: Settings, state: AppState) -> list[str]:
     lines += [f"export OPENAI_API_VERSION={BANNER_API_VERSION}", ""]
     if state.engines:
         lines += [f"Chat with it here: {command_name()} chat gpt-4o", ""]
-    return lines
+    if settings.trust_local_issuer:
+        lines += [
+            "Entra ID: tokens of the local issuer are trusted (docs/entra-id.md):",
+            f'  {command_name()} roles assign <oid> "Cognitive Services OpenAI User"',
+            f"  {command_name()} tokens issue --principal <oid>",
+            "",
+        ]
+    return lines + studio_lines(endpoint, state)
+
+
+def studio_lines(endpoint: str, state: AppState) -> list[str]:
+    """Where the Studio is, and what signs in: a generated token is printed (like a generated
+    key; it is also in ``<home>/studio.token``, mode 0600), the admin token never is."""
+    if state.studio is None:
+        return []
+    secret = state.studio.secret
+    lines = [f"Open Cerulean Studio in your browser: {endpoint}studio"]
+    if secret.source == "admin-token":
+        lines.append("  sign in with the admin token (CERULEAN_ADMIN_TOKEN)")
+    else:
+        lines.append(f"  sign-in token: {secret.value}  (kept in {secret.path})")
+    return [*lines, ""]
 
 
 BANNER_API_VERSION = "2024-10-21"

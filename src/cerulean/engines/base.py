@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,6 +31,7 @@ __all__ = [
     "Generation",
     "GenerationRequest",
     "ModelInfo",
+    "Phases",
     "ResponseFormat",
     "Role",
     "SamplingParams",
@@ -37,7 +39,10 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "Tools",
+    "request_phases",
+    "track_phases",
     "TopLogprob",
+    "UpstreamCall",
 ]
 
 # ``tool_calls``: the answer is one or more calls (the service names it ``function_call`` for the
@@ -284,6 +289,49 @@ class ModelInfo:
         return room if cap is None else min(cap, room)
 
 
+@dataclass(slots=True)
+class UpstreamCall:
+    """One call a remote engine made to an upstream for a request (``time.perf_counter()``)."""
+
+    upstream: str
+    address: str  # host[:port] of its URL
+    started: float
+    first_byte: float | None = None
+    ended: float | None = None
+    error: str | None = None  # the failure's kind (timeout, server_error...), None if it served
+
+
+@dataclass(slots=True)
+class Phases:
+    """When a generation's stages happened (``time.perf_counter()`` readings), for its trace.
+
+    A local engine: ``queued`` (put in line for a slot) and ``admitted`` (took its slot: prompt
+    processing starts). A remote one: its ``calls`` to upstreams, failed ones included.
+    """
+
+    queued: float | None = None
+    admitted: float | None = None
+    calls: list[UpstreamCall] = field(default_factory=list)
+
+
+_PHASES: ContextVar[Phases | None] = ContextVar("cerulean_phases", default=None)
+
+
+def track_phases() -> Phases:
+    """Open the phases of the request served in this context: the services call it before
+    :meth:`Engine.generate`, so that the stages are known even when it fails."""
+    phases = Phases()
+    _PHASES.set(phases)
+    return phases
+
+
+def request_phases() -> Phases:
+    """Where an engine notes a request's stages: the one :func:`track_phases` opened in this
+    context, else a throwaway."""
+    phases = _PHASES.get()
+    return phases if phases is not None else Phases()
+
+
 class Generation(abc.ABC):
     """A started generation: iterate it for chunks; ``aclose`` cancels it and frees its slot.
 
@@ -293,6 +341,7 @@ class Generation(abc.ABC):
 
     prompt_tokens: int
     prompt_filter_results: list[Any] | None = None
+    phases: Phases | None = None  # a remote generation's calls (see request_phases)
 
     @abc.abstractmethod
     def __aiter__(self) -> AsyncIterator[EngineChunk]: ...

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cerulean.errors import ArmError
 
 __all__ = [
+    "Account",
+    "AccountProperties",
     "Deployment",
     "DeploymentModel",
     "DeploymentProperties",
@@ -67,6 +69,16 @@ class Deployment(_ArmModel):
             return self.sku.capacity
         scale = self.properties.scale_settings
         return scale.capacity if scale is not None else None
+
+
+class AccountProperties(_ArmModel):
+    disable_local_auth: bool | None = Field(None, alias="disableLocalAuth")
+
+
+class Account(_ArmModel):
+    """The account resource (``Microsoft.CognitiveServices/accounts``) of a PATCH or PUT."""
+
+    properties: AccountProperties | None = None
 
 
 class RegenerateKeyParameters(_ArmModel):

@@ -166,6 +166,11 @@ class RateLimiter(abc.ABC):
     async def forget(self, deployment: str) -> None:
         """Drop ``deployment``'s windows (it was deleted; a new one of that name starts fresh)."""
 
+    async def current(self, deployment: str, limits: Limits, now: float) -> tuple[int, int] | None:
+        """What ``deployment``'s windows hold now: (requests, tokens); None when this limiter
+        cannot tell (the Studio shows the limits alone then)."""
+        return None
+
     async def ping(self) -> None:  # noqa: B027 - in-process limiters are always reachable
         """Check the limiter's shared store (readiness); raises :class:`QuotaBackendError`."""
 

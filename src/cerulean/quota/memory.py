@@ -105,6 +105,14 @@ class InProcessRateLimiter(RateLimiter):
             windows.tokens.append((now, tokens))
             windows.token_total += tokens
 
+    async def current(self, deployment: str, limits: Limits, now: float) -> tuple[int, int] | None:
+        with self._lock:
+            windows = self._windows.get(deployment)
+            if windows is None:
+                return 0, 0
+            windows.expire(limits, now)
+            return len(windows.requests), windows.token_total
+
     async def forget(self, deployment: str) -> None:
         with self._lock:
             self._windows.pop(deployment, None)

@@ -109,6 +109,19 @@ redis.call('SET', KEYS[2], us(total + cost), 'PX', us(tok_window / 1000 + 1000))
 return 1
 """
 
+# What a deployment's windows hold now, read-only (the Studio's deployments page).
+_CURRENT = """
+local now = tonumber(ARGV[1])
+local function us(x) return string.format('%.0f', x) end
+local requests = redis.call('ZCOUNT', KEYS[1], '(' .. us(now - tonumber(ARGV[2])), '+inf')
+local tokens = 0
+local live = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. us(now - tonumber(ARGV[3])), '+inf')
+for i = 1, #live do
+  tokens = tokens + tonumber(string.match(live[i], ':(%d+)$'))
+end
+return {requests, us(tokens)}
+"""
+
 _US = 1_000_000
 
 
@@ -138,6 +151,7 @@ class RedisRateLimiter(RateLimiter):
         )
         self._script = self._client.register_script(_CHARGE)
         self._add = self._client.register_script(_ADD)
+        self._current = self._client.register_script(_CURRENT)
         self._prefix = prefix
         # Entry ids only need to be unique among entries alive in one window.
         self._process = secrets.token_hex(6)
@@ -207,6 +221,22 @@ class RedisRateLimiter(RateLimiter):
             if self._local is None:
                 raise
             await self._local.add(deployment, limits, tokens, now)
+
+    async def current(self, deployment: str, limits: Limits, now: float) -> tuple[int, int] | None:
+        """What the shared windows hold (every process's requests); None while Redis fails."""
+        requests, tokens, _ = self.keys(deployment)
+        args = [
+            round(now * _US),
+            round(limits.request_window * _US),
+            round(limits.token_window * _US),
+        ]
+        try:
+            reply: list[Any] = await self._run(
+                lambda: self._current(keys=[requests, tokens], args=args)
+            )
+        except QuotaBackendError:
+            return None
+        return int(reply[0]), int(reply[1])
 
     async def forget(self, deployment: str) -> None:
         keys = self.keys(deployment)

@@ -32,6 +32,7 @@ __all__ = [
     "Meter",
     "final_usage",
     "annotation_chunk",
+    "observe_request",
     "guarded",
     "prompt_filter_chunk",
     "prompt_filter_results",
@@ -100,22 +101,35 @@ class AnswerContext:
 class Meter:
     """What one request was charged at admission and what it really used, so that the service
     can charge an overshoot at the end (``Quota.settle``). A choice that never finished (a
-    stream cut mid-answer) counts about four characters a token."""
+    stream cut mid-answer) counts about four characters a token.
+
+    It also tells the request's record (:mod:`~cerulean.services.accounting`) when the first
+    output came, how the answers finished and, only when the record may capture content, their
+    text."""
 
     charged: int = 0
+    record: accounting.RequestRecord = field(default_factory=accounting.current)
     _prompts: dict[int, int] = field(default_factory=dict)  # prompt -> its tokens
     _completion: int = 0
     _unfinished: dict[tuple[int, int], int] = field(default_factory=dict)  # choice -> characters
+    _finishes: list[str] = field(default_factory=list)
 
     def add(self, chunk: EngineChunk, prompt: int = 0) -> None:
         """Count one engine chunk of the answers to prompt number ``prompt``."""
         key = (prompt, chunk.index)
+        if chunk.text or chunk.tool_calls:
+            record = self.record
+            if record.first_output is None:
+                record.output()
+            if record.output_texts is not None:
+                _capture(record.output_texts, chunk)
         if chunk.finish_reason is None:
             self._unfinished[key] = self._unfinished.get(key, 0) + len(chunk.text)
             return
         self._unfinished.pop(key, None)
         self._prompts[prompt] = max(self._prompts.get(prompt, 0), chunk.prompt_tokens)
         self._completion += chunk.completion_tokens
+        self._finishes.append(chunk.finish_reason)
 
     @property
     def used(self) -> int:
@@ -123,11 +137,38 @@ class Meter:
         return sum(self._prompts.values()) + self._completion + cut
 
     async def settle(self, call: InferenceCall[Any]) -> None:
-        record = accounting.current()
+        record = self.record
         cut = sum((chars + 3) // 4 for chars in self._unfinished.values())
         record.prompt_tokens = sum(self._prompts.values())
         record.completion_tokens = self._completion + cut
+        record.finish_reasons = tuple(self._finishes)
         await call.quota.settle(call.deployment, charged=self.charged, used=self.used)
+
+
+def _capture(texts: dict[int, str], chunk: EngineChunk) -> None:
+    """Keep an answer's text (content capture, opted in): its text and its calls' pieces."""
+    pieces = [chunk.text, *(f"{d.name or ''}{d.arguments}" for d in chunk.tool_calls)]
+    texts[chunk.index] = texts.get(chunk.index, "") + "".join(pieces)
+
+
+def observe_request(call: InferenceCall[Any], model: str, params: SamplingParams, n: int) -> None:
+    """Tell the request's record what the trace wants: the response model and (only when
+    traced) the request parameters."""
+    record = accounting.current()
+    record.response_model = model
+    if record.traced:
+        record.request_params = {
+            "gen_ai.request.max_tokens": params.max_tokens,
+            "gen_ai.request.temperature": params.temperature,
+            "gen_ai.request.top_p": params.top_p,
+            "gen_ai.request.seed": params.seed,
+            "gen_ai.request.choice.count": n if n != 1 else None,
+            "gen_ai.request.stop_sequences": list(params.stop) or None,
+            "gen_ai.request.presence_penalty": params.presence_penalty or None,
+            "gen_ai.request.frequency_penalty": params.frequency_penalty or None,
+        }
+    if record.capture:
+        record.output_texts = {}
 
 
 # -- the request ----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ __all__ = [
     "KEYED_PREFIX",
     "KeyVerifier",
     "Verdict",
+    "bearer_token",
     "check_credentials",
     "digest_matches",
     "generate_key",
@@ -74,27 +75,42 @@ class KeyVerifier:
     candidate matched, for the key ring to write back (the lazy re-hash).
     """
 
-    def __init__(self, digests: Iterable[str], secret: bytes | None = None) -> None:
-        self._digests = tuple(digests)
+    def __init__(
+        self, digests: Iterable[str] | Mapping[str, str], secret: bytes | None = None
+    ) -> None:
+        self._digests = _named(digests)
         self.secret = secret
         self.upgrades: dict[str, str] = {}
 
-    def replace(self, digests: Iterable[str]) -> None:
-        """Swap in a new set of valid digests (after a key rotation)."""
-        self._digests = tuple(digests)
+    def replace(self, digests: Iterable[str] | Mapping[str, str]) -> None:
+        """Swap in a new set of valid digests (after a key rotation); a mapping names them
+        (``key1``, ``key2``), a sequence names them ``key1``, ``key2``... in order."""
+        self._digests = _named(digests)
 
     def verify(self, candidate: str) -> bool:
         """Whether ``candidate`` is a valid key; compares with every digest, never stops early."""
+        return self.matched(candidate) is not None
+
+    def matched(self, candidate: str) -> str | None:
+        """The name of the key ``candidate`` is (``key1``, ``key2``), or None; compares with
+        every digest, never stops early."""
         legacy = hash_key(candidate)
         keyed = hash_key(candidate, self.secret) if self.secret is not None else ""
-        matched = False
-        for stored in self._digests:
+        matched: str | None = None
+        for name, stored in self._digests:
             is_keyed = stored.startswith(KEYED_PREFIX)
             hit = hmac.compare_digest(keyed if is_keyed else legacy, stored)
             if hit and not is_keyed and self.secret is not None:
                 self.upgrades[stored] = keyed
-            matched |= hit
+            if hit and matched is None:
+                matched = name
         return matched
+
+
+def _named(digests: Iterable[str] | Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    if isinstance(digests, Mapping):
+        return tuple(digests.items())
+    return tuple((f"key{i}", digest) for i, digest in enumerate(digests, start=1))
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,7 @@ class Verdict:
 
     ok: bool
     api_key_sent: bool
+    caller: str | None = None  # the key's name (key1, key2) when ok: usage accounting
 
 
 def check_credentials(headers: Mapping[str, str], verifier: KeyVerifier) -> Verdict:
@@ -112,8 +129,18 @@ def check_credentials(headers: Mapping[str, str], verifier: KeyVerifier) -> Verd
     """
     api_key = headers.get("api-key")
     if api_key is not None:
-        return Verdict(ok=verifier.verify(api_key.strip()), api_key_sent=True)
+        name = verifier.matched(api_key.strip())
+        return Verdict(ok=name is not None, api_key_sent=True, caller=name)
+    token = bearer_token(headers)
+    if token is not None:
+        name = verifier.matched(token)
+        return Verdict(ok=name is not None, api_key_sent=False, caller=name)
+    return Verdict(ok=False, api_key_sent=False)
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The credential of ``Authorization: Bearer <credential>``, if any (stripped)."""
     scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        return Verdict(ok=verifier.verify(token.strip()), api_key_sent=False)
-    return Verdict(ok=False, api_key_sent=False)
+        return token.strip()
+    return None

@@ -19,6 +19,7 @@ from cerulean.engines.base import (
     GenerationRequest,
     ModelInfo,
     TokenLogprob,
+    track_phases,
 )
 from cerulean.errors import EngineError, InvalidRequest
 from cerulean.protocol.completions import DEFAULT_MAX_TOKENS, CreateCompletionRequest, Prompt
@@ -33,6 +34,7 @@ from cerulean.services.answers import (
     annotation_chunk,
     final_usage,
     guarded,
+    observe_request,
     prompt_filter_chunk,
     prompt_filter_results,
     sampling,
@@ -220,9 +222,18 @@ async def create_completion(call: InferenceCall[Engine], body: CreateCompletionR
     meter = Meter(charged=admission_estimate(info, plan))
     screened = await _screen_prompts(call, plan)
     headers = await call.quota.admit(call.deployment, tokens=meter.charged, capability="completion")
+    meter.record.phases = track_phases()
     generations = await _start(call.engine, plan)
     if screened is not None and call.content_filter is not None:
         generations = [call.content_filter.wrap(g, stream=bool(body.stream)) for g in generations]
+    if plan.requests and generations:
+        first = plan.requests[0]
+        observe_request(call, info.name, first.params, plan.n)
+    if meter.record.capture:
+        meter.record.input_messages = [
+            {"role": "user", "content": w.prompt if isinstance(w.prompt, str) else repr(w.prompt)}
+            for w in plan.requests
+        ]
     ctx = CompletionContext(
         model=info.name,
         api_version=call.version,

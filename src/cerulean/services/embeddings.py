@@ -154,7 +154,9 @@ async def create_embeddings(
 
     async def collect() -> dict[str, Any]:
         result = await call.engine.embed(texts)
-        accounting.current().prompt_tokens = result.prompt_tokens
+        record = accounting.current()
+        record.prompt_tokens = result.prompt_tokens
+        record.response_model = info.name
         return embedding_body(result, model=info.name, encoding=body.encoding_format)
 
     async def nothing() -> None:

@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cerulean.engines.remote.engine import RemoteEngine, Timeouts, Upstream
 from cerulean.engines.remote.routing import (
+    FallbackRoutingState,
     InProcessRoutingState,
     RedisRoutingState,
     Router,
@@ -31,6 +32,7 @@ from cerulean.engines.remote.routing import (
 )
 from cerulean.engines.remote.stats import UpstreamStats
 from cerulean.errors import ServiceUnavailable
+from cerulean.quota.outage import OutageLog
 from cerulean.settings import Settings
 from cerulean.store.base import DeploymentRecord, Store, UpstreamRecord
 
@@ -46,7 +48,13 @@ _HEALTH_TIMEOUT_S = 2.0
 def build_routing_state(settings: Settings) -> RoutingState:
     """Redis when ``redis_url`` is set (shared by the replicas), else this process's own."""
     if settings.redis_url:
-        return RedisRoutingState(settings.redis_url, prefix=settings.routing_redis_prefix)
+        shared = RedisRoutingState(settings.redis_url, prefix=settings.routing_redis_prefix)
+        outage = OutageLog(
+            f"the routing state's Redis at {shared.address}",
+            "routed on this replica's own counts",
+            logger,
+        )
+        return FallbackRoutingState(shared, outage)
     return InProcessRoutingState()
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
 from typing import Any
 
 from cerulean.errors import ArmError, ControlError
 from cerulean.protocol.capabilities import CHAT_CAPABILITIES, NAMES, parse_capabilities
 from cerulean.quota.base import Limits
 from cerulean.services.filtering.policy import DEFAULT_POLICY
-from cerulean.store.base import DeploymentRecord, ModelRecord
+from cerulean.store.base import DeploymentRecord, ModelRecord, UsageRecord
 
 __all__ = [
     "ARM_DEPLOYMENT_TYPE",
@@ -17,7 +18,9 @@ __all__ = [
     "MIN_API_VERSION",
     "arm_deployment",
     "arm_error",
+    "arm_usages",
     "check_arm_api_version",
+    "usage_filter",
 ]
 
 ARM_DEPLOYMENT_TYPE = "Microsoft.CognitiveServices/accounts/deployments"
@@ -113,3 +116,62 @@ def arm_deployment(
             "lastModifiedAt": created,
         },
     }
+
+
+def arm_usages(
+    deployments: list[DeploymentRecord], rows: list[UsageRecord], now: datetime
+) -> list[dict[str, Any]]:
+    """The account's ``usages`` (Azure's ``Usage`` model): for each deployment its tokens and
+    requests in the current minute against its per-minute quota (docs/telemetry.md).
+
+    ``rows`` are the usage rows of the current minute; ``nextResetTime`` is the next minute's
+    start, when the period's count starts again.
+    """
+    tokens: dict[str, int] = {}
+    requests: dict[str, int] = {}
+    for row in rows:
+        tokens[row.deployment] = tokens.get(row.deployment, 0) + row.total_tokens
+        requests[row.deployment] = requests.get(row.deployment, 0) + row.requests
+    reset = (now.replace(second=0, microsecond=0) + timedelta(minutes=1)).isoformat()
+    out: list[dict[str, Any]] = []
+    for record in deployments:
+        limits = Limits.for_capacity(record.capacity)
+        per_minute = limits.requests * round(60 / limits.request_window)
+        for kind, label, used, limit in (
+            ("Tokens", "Tokens Per Minute", tokens.get(record.name, 0), limits.tokens),
+            ("Requests", "Requests Per Minute", requests.get(record.name, 0), per_minute),
+        ):
+            out.append(
+                {
+                    "name": {
+                        "value": f"OpenAI.{record.sku}.{record.name}.{kind}",
+                        "localizedValue": f"{label} - {record.name}",
+                    },
+                    "unit": "Count",
+                    "quotaPeriod": "PT1M",
+                    "currentValue": float(used),
+                    "limit": float(limit),
+                    "nextResetTime": reset,
+                    "status": "Blocked" if used >= limit else "Included",
+                }
+            )
+    return out
+
+
+def usage_filter(expression: str | None) -> frozenset[str] | None:
+    """The names an OData ``$filter`` of ``name.value eq 'A' or name.value eq 'B'`` asks for
+    (None: every usage); anything else is ARM's 400."""
+    if not expression or not expression.strip():
+        return None
+    names: set[str] = set()
+    for clause in re.split(r"\s+or\s+", expression.strip(), flags=re.IGNORECASE):
+        match = re.fullmatch(r"name\.value\s+eq\s+'([^']*)'", clause.strip(), flags=re.IGNORECASE)
+        if match is None:
+            raise ArmError(
+                400,
+                "InvalidFilter",
+                f"The $filter '{expression}' is not supported: use name.value eq '<name>' "
+                "(joined by 'or').",
+            )
+        names.add(match.group(1))
+    return frozenset(names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -12,6 +13,8 @@ __all__ = [
     "DeploymentRecord",
     "ModelRecord",
     "RaiPolicyRecord",
+    "ResponseRecord",
+    "RoleAssignmentRecord",
     "Store",
     "UpstreamRecord",
     "UsageRecord",
@@ -72,14 +75,66 @@ class ModelRecord:
 
 @dataclass(frozen=True)
 class UsageRecord:
-    """What one deployment served in one minute (``minute`` is its start, UTC)."""
+    """What one caller's requests of one operation on one deployment, answered with one status,
+    added up to in one minute (``minute`` is its start, UTC).
 
-    deployment: str
+    ``caller`` is ``key1``, ``key2``, an Entra principal id, or ``""`` (unknown). Latencies are
+    sums in seconds: ``ttft_sum`` over the ``ttft_count`` requests that produced output (the
+    mean TTFT is their ratio), ``duration_sum`` over ``requests``; ``duration_max`` is the
+    slowest request's.
+    """
+
     minute: datetime
-    requests: int
-    prompt_tokens: int
-    completion_tokens: int
-    throttled: int
+    deployment: str
+    caller: str = ""
+    operation: str = ""
+    status: int = 200
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    throttled: int = 0  # refused by the deployment's rate limits (429)
+    ttft_sum: float = 0.0
+    ttft_count: int = 0
+    duration_sum: float = 0.0
+    duration_max: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class ResponseRecord:
+    """A stored Responses API response (docs/responses.md).
+
+    ``body`` is the response object, ``input_items`` the items of its own input (with ids) and
+    ``conversation`` every item the next turn's model reads (earlier turns, this input, this
+    output), all JSON text. ``events`` are a background stream's events (for resumption);
+    ``runner`` names the server process running a background response, which refreshes
+    ``heartbeat`` while it runs (a run whose heartbeat stops was interrupted).
+    """
+
+    id: str
+    deployment: str
+    status: str
+    created_at: datetime
+    expires_at: datetime
+    body: str
+    input_items: str
+    conversation: str
+    events: str | None = None
+    runner: str | None = None
+    heartbeat: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RoleAssignmentRecord:
+    """A built-in role (its Azure role definition id) held by a principal (a token's ``oid``,
+    lower case) on the account."""
+
+    principal_id: str
+    role_id: str
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -184,21 +239,68 @@ class Store(Protocol):
         """Remove a model from the catalog; whether it was there."""
         ...
 
-    def add_usage(
-        self,
-        deployment: str,
-        minute: datetime,
-        *,
-        requests: int = 0,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-        throttled: int = 0,
-    ) -> None:
-        """Add to the counters of ``deployment`` for the minute starting at ``minute``."""
+    def add_usage(self, rows: Sequence[UsageRecord]) -> None:
+        """Add ``rows`` to the stored minutes (in one transaction): counters and sums add up,
+        ``duration_max`` keeps the larger; ``minute`` is cut down to its minute."""
         ...
 
-    def usage(self, deployment: str, since: datetime) -> list[UsageRecord]:
-        """``deployment``'s minutes from the one holding ``since`` on, oldest first."""
+    def usage(
+        self,
+        since: datetime,
+        *,
+        until: datetime | None = None,
+        deployment: str | None = None,
+        caller: str | None = None,
+    ) -> list[UsageRecord]:
+        """The stored minutes from the one holding ``since`` to before ``until``, oldest first,
+        of one deployment and one caller when given."""
+        ...
+
+    def prune_usage(self, before: datetime) -> int:
+        """Delete the minutes before ``before`` (the retention); how many rows went."""
+        ...
+
+    def put_response(self, record: ResponseRecord) -> None:
+        """Store (or replace) a response."""
+        ...
+
+    def get_response(self, response_id: str, now: datetime) -> ResponseRecord | None:
+        """The response ``response_id`` unless deleted or expired by ``now``."""
+        ...
+
+    def delete_response(self, response_id: str) -> bool:
+        """Delete a response; whether it existed."""
+        ...
+
+    def purge_responses(self, now: datetime) -> int:
+        """Delete the responses expired by ``now``; how many."""
+        ...
+
+    def touch_responses(self, runner: str, now: datetime) -> int:
+        """Refresh the heartbeat of the queued or in-progress responses ``runner`` runs."""
+        ...
+
+    def stale_responses(self, before: datetime) -> list[ResponseRecord]:
+        """The queued or in-progress responses whose heartbeat is older than ``before``."""
+
+    def list_role_assignments(self) -> list[RoleAssignmentRecord]:
+        """Every role assignment, by principal then role."""
+        ...
+
+    def add_role_assignment(self, principal_id: str, role_id: str) -> bool:
+        """Give ``principal_id`` the role ``role_id``; whether it was new."""
+        ...
+
+    def remove_role_assignment(self, principal_id: str, role_id: str) -> bool:
+        """Take the role away; whether the principal held it."""
+        ...
+
+    def account_properties(self) -> dict[str, str]:
+        """The account's stored ARM properties (JSON text values), by name."""
+        ...
+
+    def set_account_property(self, name: str, value: str) -> None:
+        """Set one account property (``value`` is JSON text)."""
         ...
 
     def get_rai_policy(self, name: str) -> RaiPolicyRecord | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    case,
     create_engine,
     delete,
     event,
@@ -40,6 +42,8 @@ from cerulean.store.base import (
     DeploymentRecord,
     ModelRecord,
     RaiPolicyRecord,
+    ResponseRecord,
+    RoleAssignmentRecord,
     UpstreamRecord,
     UsageRecord,
 )
@@ -136,18 +140,68 @@ models = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-usage = Table(
+usage = Table(  # migration 0010: one row per minute, deployment, caller, operation and status
     "usage",
     metadata,
-    Column("deployment", String(64), primary_key=True),
     Column("minute", DateTime(timezone=True), primary_key=True),
+    Column("deployment", String(64), primary_key=True),
+    Column("caller", String(128), primary_key=True),
+    Column("operation", String(32), primary_key=True),
+    Column("status", Integer, primary_key=True),
     Column("requests", Integer, nullable=False),
     Column("prompt_tokens", BigInteger, nullable=False),
     Column("completion_tokens", BigInteger, nullable=False),
     Column("throttled", Integer, nullable=False),
+    Column("ttft_sum", Float, nullable=False),
+    Column("ttft_count", Integer, nullable=False),
+    Column("duration_sum", Float, nullable=False),
+    Column("duration_max", Float, nullable=False),
 )
 
-_USAGE_COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "throttled")
+responses = Table(  # migration 0006
+    "responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("deployment", String(64), nullable=False),
+    Column("status", String(16), nullable=False, index=True),  # the upkeep's stale-run query
+    Column("runner", String(256), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("body", Text, nullable=False),
+    Column("input_items", Text, nullable=False),
+    Column("conversation", Text, nullable=False),
+    Column("events", Text, nullable=True),
+    Column("heartbeat", DateTime(timezone=True), nullable=True),
+)
+
+_RUNNING = ("queued", "in_progress")
+
+role_assignments = Table(  # migration 0009
+    "role_assignments",
+    metadata,
+    Column("principal_id", String(128), primary_key=True),
+    Column("role_id", String(64), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+account_properties = Table(  # migration 0009
+    "account_properties",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+_USAGE_KEY = ("minute", "deployment", "caller", "operation", "status")
+_USAGE_SUMS = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "throttled",
+    "ttft_sum",
+    "ttft_count",
+    "duration_sum",
+)
 
 
 def normalize_url(url: str) -> str:
@@ -328,37 +382,36 @@ class SqlStore:
     def delete_model(self, name: str) -> bool:
         return self._delete(models, name)
 
-    def add_usage(
-        self,
-        deployment: str,
-        minute: datetime,
-        *,
-        requests: int = 0,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-        throttled: int = 0,
-    ) -> None:
-        values = {
-            "deployment": deployment,
-            "minute": minute.astimezone(timezone.utc).replace(second=0, microsecond=0),
-            "requests": requests,
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "throttled": throttled,
-        }
-        stmt = self._insert(usage).values(**values)
-        added = {name: usage.c[name] + stmt.excluded[name] for name in _USAGE_COUNTERS}
-        stmt = stmt.on_conflict_do_update(index_elements=["deployment", "minute"], set_=added)
-        with self._engine.begin() as conn:
-            conn.execute(stmt)
-
-    def usage(self, deployment: str, since: datetime) -> list[UsageRecord]:
-        first = since.astimezone(timezone.utc).replace(second=0, microsecond=0)
-        query = (
-            select(usage)
-            .where(usage.c.deployment == deployment, usage.c.minute >= first)
-            .order_by(usage.c.minute)
+    def add_usage(self, rows: Sequence[UsageRecord]) -> None:
+        if not rows:
+            return
+        values = [_usage_values(row) for row in rows]
+        stmt = self._insert(usage)
+        added: dict[str, Any] = {name: usage.c[name] + stmt.excluded[name] for name in _USAGE_SUMS}
+        added["duration_max"] = case(
+            (usage.c.duration_max > stmt.excluded.duration_max, usage.c.duration_max),
+            else_=stmt.excluded.duration_max,
         )
+        stmt = stmt.on_conflict_do_update(index_elements=list(_USAGE_KEY), set_=added)
+        with self._engine.begin() as conn:
+            conn.execute(stmt, values)
+
+    def usage(
+        self,
+        since: datetime,
+        *,
+        until: datetime | None = None,
+        deployment: str | None = None,
+        caller: str | None = None,
+    ) -> list[UsageRecord]:
+        query = select(usage).where(usage.c.minute >= _minute(since))
+        if until is not None:
+            query = query.where(usage.c.minute < until.astimezone(timezone.utc))
+        if deployment is not None:
+            query = query.where(usage.c.deployment == deployment)
+        if caller is not None:
+            query = query.where(usage.c.caller == caller)
+        query = query.order_by(*(usage.c[name] for name in _USAGE_KEY))
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
         return [_usage(row._mapping) for row in rows]
@@ -415,6 +468,104 @@ class SqlStore:
         where = (items.blocklist == blocklist) & (items.name == name)
         with self._engine.begin() as conn:
             return bool(conn.execute(delete(rai_blocklist_items).where(where)).rowcount)
+
+    def put_response(self, record: ResponseRecord) -> None:
+        values = {
+            "id": record.id,
+            "deployment": record.deployment,
+            "status": record.status,
+            "runner": record.runner,
+            "created_at": record.created_at,
+            "expires_at": record.expires_at,
+            "body": record.body,
+            "input_items": record.input_items,
+            "conversation": record.conversation,
+            "events": record.events,
+            "heartbeat": record.heartbeat,
+        }
+        self._upsert(responses, values)
+
+    def get_response(self, response_id: str, now: datetime) -> ResponseRecord | None:
+        query = select(responses).where(responses.c.id == response_id)
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None or _aware(row.expires_at) <= now:
+            return None
+        return _response(row._mapping)
+
+    def delete_response(self, response_id: str) -> bool:
+        with self._engine.begin() as conn:
+            result = conn.execute(delete(responses).where(responses.c.id == response_id))
+        return bool(result.rowcount)
+
+    def purge_responses(self, now: datetime) -> int:
+        with self._engine.begin() as conn:
+            result = conn.execute(delete(responses).where(responses.c.expires_at <= now))
+        return int(result.rowcount or 0)
+
+    def touch_responses(self, runner: str, now: datetime) -> int:
+        running = responses.c.status.in_(_RUNNING)
+        query = responses.update().where(responses.c.runner == runner, running)
+        with self._engine.begin() as conn:
+            result = conn.execute(query.values(heartbeat=now))
+        return int(result.rowcount or 0)
+
+    def stale_responses(self, before: datetime) -> list[ResponseRecord]:
+        query = select(responses).where(
+            responses.c.status.in_(_RUNNING), responses.c.heartbeat < before
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [_response(row._mapping) for row in rows]
+
+    def list_role_assignments(self) -> list[RoleAssignmentRecord]:
+        query = select(role_assignments).order_by(
+            role_assignments.c.principal_id, role_assignments.c.role_id
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            RoleAssignmentRecord(row.principal_id, row.role_id, _aware(row.created_at))
+            for row in rows
+        ]
+
+    def add_role_assignment(self, principal_id: str, role_id: str) -> bool:
+        values = {
+            "principal_id": principal_id,
+            "role_id": role_id,
+            "created_at": datetime.now(timezone.utc),
+        }
+        stmt = (
+            self._insert(role_assignments)
+            .values(**values)
+            .on_conflict_do_nothing()
+            .returning(role_assignments.c.principal_id)  # rowcount is -1 for psycopg here
+        )
+        with self._engine.begin() as conn:
+            return conn.execute(stmt).first() is not None
+
+    def remove_role_assignment(self, principal_id: str, role_id: str) -> bool:
+        where = (role_assignments.c.principal_id == principal_id) & (
+            role_assignments.c.role_id == role_id
+        )
+        with self._engine.begin() as conn:
+            result = conn.execute(delete(role_assignments).where(where))
+        return bool(result.rowcount)
+
+    def account_properties(self) -> dict[str, str]:
+        query = select(account_properties.c.name, account_properties.c.value)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return {name: value for name, value in rows}
+
+    def set_account_property(self, name: str, value: str) -> None:
+        values = {"name": name, "value": value, "updated_at": datetime.now(timezone.utc)}
+        self._upsert(account_properties, values)
+
+    def prune_usage(self, before: datetime) -> int:
+        with self._engine.begin() as conn:
+            result = conn.execute(delete(usage).where(usage.c.minute < _minute(before)))
+        return int(result.rowcount or 0)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -503,12 +654,45 @@ def _model(row: Any) -> ModelRecord:
     )
 
 
+def _minute(value: datetime) -> datetime:
+    return value.astimezone(timezone.utc).replace(second=0, microsecond=0)
+
+
+def _usage_values(row: UsageRecord) -> dict[str, Any]:
+    values = {name: getattr(row, name) for name in (*_USAGE_KEY, *_USAGE_SUMS, "duration_max")}
+    values["minute"] = _minute(row.minute)
+    return values
+
+
 def _usage(row: Any) -> UsageRecord:
     return UsageRecord(
-        deployment=row["deployment"],
         minute=_aware(row["minute"]),
+        deployment=row["deployment"],
+        caller=row["caller"],
+        operation=row["operation"],
+        status=row["status"],
         requests=row["requests"],
         prompt_tokens=row["prompt_tokens"],
         completion_tokens=row["completion_tokens"],
         throttled=row["throttled"],
+        ttft_sum=row["ttft_sum"],
+        ttft_count=row["ttft_count"],
+        duration_sum=row["duration_sum"],
+        duration_max=row["duration_max"],
+    )
+
+
+def _response(row: Any) -> ResponseRecord:
+    return ResponseRecord(
+        id=row["id"],
+        deployment=row["deployment"],
+        status=row["status"],
+        created_at=_aware(row["created_at"]),
+        expires_at=_aware(row["expires_at"]),
+        body=row["body"],
+        input_items=row["input_items"],
+        conversation=row["conversation"],
+        events=row["events"],
+        runner=row["runner"],
+        heartbeat=None if row["heartbeat"] is None else _aware(row["heartbeat"]),
     )

@@ -4,6 +4,7 @@ the in-process and the Redis routing state (the real Redis)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import uuid
 from collections import Counter
@@ -12,12 +13,14 @@ from dataclasses import dataclass
 import pytest
 
 from cerulean.engines.remote.routing import (
+    FallbackRoutingState,
     InProcessRoutingState,
     RedisRoutingState,
     Router,
     RoutingState,
     rendezvous,
 )
+from cerulean.quota.outage import OutageLog
 
 
 @dataclass(frozen=True)
@@ -134,3 +137,88 @@ def test_two_replicas_share_counts_through_redis(redis_url: str) -> None:
         await two.aclose()
 
     asyncio.run(scenario())
+
+
+class _Switch(RoutingState):
+    """A shared state that fails (as an unreachable Redis does) while ``down`` is set."""
+
+    def __init__(self) -> None:
+        self.inner = InProcessRoutingState()
+        self.down = False
+        self.calls = 0
+
+    def __getattribute__(self, name: str) -> object:
+        if name in ("acquire", "release", "outstanding", "cool", "clear", "cooldowns"):
+            self.calls += 1
+            if self.down:
+                raise ConnectionRefusedError("Connection refused")
+            return getattr(self.inner, name)
+        return object.__getattribute__(self, name)
+
+    async def acquire(self, upstream: str) -> str:  # pragma: no cover - via __getattribute__
+        raise NotImplementedError
+
+    async def release(self, upstream: str, lease: str) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    async def outstanding(self, upstreams: object) -> dict[str, int]:  # type: ignore[override]  # pragma: no cover
+        raise NotImplementedError
+
+    async def cool(self, upstream: str, seconds: float) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    async def clear(self, upstream: str) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    async def cooldowns(self, upstreams: object) -> dict[str, float]:  # type: ignore[override]  # pragma: no cover
+        raise NotImplementedError
+
+
+def test_a_redis_outage_routes_on_local_counts_and_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = logging.getLogger("test.routing.outage")
+    shared = _Switch()
+    state = FallbackRoutingState(shared, OutageLog("the routing Redis", "routed locally", log))
+    router = Router(state)
+
+    async def scenario() -> None:
+        before = await state.acquire("a")
+        shared.down = True
+        with caplog.at_level(logging.INFO, logger=log.name):
+            leases = [await state.acquire("a") for _ in range(3)]
+            assert all(lease.startswith("local:") for lease in leases)
+            assert await state.outstanding(["a", "b"]) == {"a": 3, "b": 0}  # this replica's own
+            await state.cool("b", 5)
+            order, _ = await router.order("key", THREE)
+            assert [u.name for u in order] and "b" not in [u.name for u in order]
+            for lease in leases:
+                await state.release("a", lease)
+            shared.down = False
+            await state.release("a", before)
+            assert await state.outstanding(["a"]) == {"a": 0}
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
+        assert "Traceback" not in caplog.text
+        assert any("reachable again" in r.getMessage() for r in caplog.records)
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_redis_call_is_retried_once_before_falling_back() -> None:
+    shared = _Switch()
+    log = logging.getLogger("test.routing.retry")
+    state = FallbackRoutingState(shared, OutageLog("the routing Redis", "routed locally", log))
+    flaky = {"left": 1}
+    real = shared.inner.acquire
+
+    async def once_then_ok(upstream: str) -> str:
+        if flaky["left"]:
+            flaky["left"] -= 1
+            raise ConnectionResetError("reset")
+        return await real(upstream)
+
+    shared.inner.acquire = once_then_ok  # type: ignore[method-assign]
+    lease = asyncio.run(state.acquire("a"))
+    assert not lease.startswith("local:")  # the retry reached the shared state
+    assert asyncio.run(shared.inner.outstanding(["a"])) == {"a": 1}

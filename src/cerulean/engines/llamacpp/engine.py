@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from cerulean.engines.base import (
     ModelInfo,
     ToolCallDelta,
     Tools,
+    request_phases,
 )
 from cerulean.engines.llamacpp import tools as calls
 from cerulean.engines.llamacpp.grammars import json_grammar
@@ -539,8 +541,17 @@ class LlamaCppEngine(Engine):
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[list[EngineChunk | BaseException]] = asyncio.Queue()
         admitted: asyncio.Future[None] = loop.create_future()
+        phases = request_phases()  # a later wave's times do not replace the first's
+        if phases.queued is None:
+            phases.queued = time.perf_counter()
+
+        def on_admit() -> None:  # on the scheduler's thread, as the job takes its slot
+            if phases.admitted is None:
+                phases.admitted = time.perf_counter()
+            loop.call_soon_threadsafe(_resolve, admitted)
+
         job.emit = lambda items: loop.call_soon_threadsafe(queue.put_nowait, items)
-        job.on_admit = lambda: loop.call_soon_threadsafe(_resolve, admitted)
+        job.on_admit = on_admit
         try:
             scheduler.submit(job)
         except QueueFull:

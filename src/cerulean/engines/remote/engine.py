@@ -32,6 +32,8 @@ from cerulean.engines.base import (
     Generation,
     GenerationRequest,
     ModelInfo,
+    UpstreamCall,
+    request_phases,
 )
 from cerulean.engines.remote import wire
 from cerulean.engines.remote.flavors import Flavor, flavor
@@ -98,6 +100,11 @@ class Upstream:
     @property
     def max_concurrency(self) -> int | None:
         return self.record.max_concurrency
+
+    @property
+    def address(self) -> str:
+        """``host[:port]`` of its URL (the ``server.address`` of its calls' spans)."""
+        return httpx.URL(self.record.url).netloc.decode("ascii", errors="replace")
 
     @property
     def root(self) -> str:
@@ -210,14 +217,25 @@ class RemoteEngine(Engine):
             await admit(estimate)
         deadline = self._clock() + self._timeouts.first_byte
         last: APIError = GatewayTimeout(retry_after=1)
+        phases = request_phases()
         for upstream in order[: self._retries + 1]:
             if self._clock() >= deadline:
                 break
             assert isinstance(upstream, Upstream)
+            call = UpstreamCall(upstream.name, upstream.address, time.perf_counter())
+            phases.calls.append(call)
             try:
-                return await self._open(upstream, request, estimate, deadline)
+                generation = await self._open(upstream, request, estimate, deadline)
             except _Retry as failed:
+                call.ended, call.error = time.perf_counter(), failed.kind
                 last = failed.error
+                continue
+            except BaseException:
+                call.ended, call.error = time.perf_counter(), "refused"
+                raise
+            call.first_byte = time.perf_counter()
+            generation.phases = phases
+            return generation
         raise last
 
     def _able(self, request: GenerationRequest) -> list[Upstream]:
@@ -462,6 +480,8 @@ class _RemoteGeneration(Generation):
     async def _broken(self, exc: BaseException) -> APIError:
         """After the first chunk: no retry; the answer ends with Azure's error event."""
         kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "broken_stream"
+        if self.phases is not None and self.phases.calls:
+            self.phases.calls[-1].error = kind
         engine = self._engine
         await engine.cool(self._upstream, kind, None, f"mid-answer ({exc})")
         message = (
@@ -476,6 +496,8 @@ class _RemoteGeneration(Generation):
         lease, self._lease = self._lease, None
         if lease is None:
             return
+        if self.phases is not None and self.phases.calls:
+            self.phases.calls[-1].ended = time.perf_counter()
         await self._response.aclose()
         engine = self._engine
         await engine._router.state.release(self._upstream.name, lease)

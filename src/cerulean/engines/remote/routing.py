@@ -26,6 +26,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from redis.exceptions import RedisError
+
+from cerulean.quota.outage import OutageLog
+
 __all__ = [
     "InProcessRoutingState",
     "RedisRoutingState",
@@ -124,6 +128,14 @@ class RedisRoutingState(RoutingState):
         self._redis: Any = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._prefix = prefix
 
+    @property
+    def address(self) -> str:
+        """host:port (or the socket path) of the Redis server, for log lines (no password)."""
+        where = self._redis.connection_pool.connection_kwargs
+        if "path" in where:
+            return str(where["path"])
+        return f"{where.get('host', '?')}:{where.get('port', '?')}"
+
     def _leases(self, upstream: str) -> str:
         return f"{self._prefix}out:{upstream}"
 
@@ -170,6 +182,70 @@ class RedisRoutingState(RoutingState):
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+
+class FallbackRoutingState(RoutingState):
+    """Redis's shared state, and this process's own while Redis is unreachable.
+
+    Routing must not fail because its bookkeeping did: a Redis call that fails is retried once,
+    then this process's :class:`InProcessRoutingState` answers (counts and cooldowns of this
+    replica only) until Redis answers again. The outage is logged once, summarised while it
+    lasts and its end reported (:class:`~cerulean.quota.outage.OutageLog`), never a traceback a
+    request. A lease taken locally is released locally.
+    """
+
+    _LOCAL = "local:"
+
+    def __init__(self, shared: RoutingState, outage: OutageLog) -> None:
+        self._shared = shared
+        self._local = InProcessRoutingState()
+        self._outage = outage
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        for attempt in (1, 2):
+            try:
+                result = await getattr(self._shared, method)(*args)
+            except (OSError, RedisError) as exc:
+                if attempt == 2:
+                    self._outage.failed(exc)
+                    return await getattr(self._local, method)(*args)
+                continue
+            self._outage.succeeded()
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def acquire(self, upstream: str) -> str:
+        lease = str(await self._call("acquire", upstream))
+        if self._outage.down:  # taken by the fallback
+            return self._LOCAL + lease
+        return lease
+
+    async def release(self, upstream: str, lease: str) -> None:
+        if lease.startswith(self._LOCAL):
+            await self._local.release(upstream, lease.removeprefix(self._LOCAL))
+        else:
+            await self._call("release", upstream, lease)
+
+    async def outstanding(self, upstreams: Sequence[str]) -> dict[str, int]:
+        shared: dict[str, int] = await self._call("outstanding", upstreams)
+        if self._outage.down:
+            return shared
+        local = await self._local.outstanding(upstreams)  # leases taken during an outage
+        return {name: shared[name] + local[name] for name in upstreams}
+
+    async def cool(self, upstream: str, seconds: float) -> None:
+        await self._call("cool", upstream, seconds)
+
+    async def clear(self, upstream: str) -> None:
+        await self._local.clear(upstream)
+        await self._call("clear", upstream)
+
+    async def cooldowns(self, upstreams: Sequence[str]) -> dict[str, float]:
+        found: dict[str, float] = await self._call("cooldowns", upstreams)
+        return found
+
+    async def aclose(self) -> None:
+        await self._shared.aclose()
 
 
 def _unit(text: str) -> float:

@@ -6,7 +6,7 @@ and the policy a deployment names.
 - ``deployments.rai_policy``: the policy a deployment names (NULL: the built-in default).
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0010
 Create Date: 2026-12-02
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
