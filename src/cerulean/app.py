@@ -50,6 +50,7 @@ from cerulean.services.deployments import (
     BUILTIN_EMBEDDING_DEPLOYMENTS,
     ensure_builtin_deployments,
 )
+from cerulean.services.filtering.pipeline import ContentSafety, harm_classifier
 from cerulean.services.gateway import Gateway
 from cerulean.services.identity import build_entra
 from cerulean.services.keys import KeyRing, provision_keys
@@ -204,6 +205,11 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
             prefix=settings.redis_prefix,
             timeout=settings.redis_timeout,
             fail_open=settings.redis_outage == "open",
+        ),
+        content_safety=ContentSafety(
+            store,
+            harm=lambda: harm_classifier(served.embedders),
+            ttl=settings.content_filter_cache_seconds,
         ),
         shown_keys=keys.shown,
         studio=await asyncio.to_thread(_studio_sessions, settings) if settings.studio else None,

@@ -40,6 +40,7 @@ __all__ = [
     "ArmError",
     "BadGateway",
     "CeruleanError",
+    "ContentFiltered",
     "ContextLengthExceeded",
     "ControlError",
     "DeploymentNotFound",
@@ -419,6 +420,37 @@ class RateLimited(_CodeMessageError):
         )
         if not retryable:
             self.headers["x-should-retry"] = "false"
+
+
+class ContentFiltered(APIError):
+    """A prompt the deployment's content-filter policy refused: Azure's 400 ``content_filter``,
+    byte for byte as captured live (``innererror.content_filter_result``, singular)."""
+
+    status_code = 400
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__(
+            "The response was filtered due to the prompt triggering Azure OpenAI's content "
+            "management policy. Please modify your prompt and retry. To learn more about our "
+            "content filtering policies please read our documentation: "
+            "https://go.microsoft.com/fwlink/?linkid=2198766"
+        )
+        self.result = result
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": None,
+                "param": "prompt",
+                "code": "content_filter",
+                "status": 400,
+                "innererror": {
+                    "code": "ResponsibleAIPolicyViolation",
+                    "content_filter_result": self.result,
+                },
+            }
+        }
 
 
 class ArmError(APIError):

@@ -232,6 +232,13 @@ class Settings(BaseSettings):
         description="Seconds between the server's checks of the store for deployments created "
         "or deleted by other processes (loading and unloading models).",
     )
+    content_filter_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="Seconds the server trusts its copy of a content-filter policy or blocklist "
+        "before re-reading the store (changes made through this server apply at once).",
+    )
     key_cache_seconds: float = Field(
         1.0,
         ge=0,

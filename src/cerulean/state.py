@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from cerulean.engines.base import Engine
 from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.quota.base import RateLimiter
+from cerulean.services.filtering.pipeline import ContentSafety
 from cerulean.services.identity import EntraAuth
 from cerulean.services.keys import KeyRing
 from cerulean.services.pool import EnginePool
@@ -34,6 +35,7 @@ class AppState:
     pool: EnginePool  # the loaded models, chat engines (loaded and unloaded) and embedders
     keyring: KeyRing  # the valid keys' digests, kept fresh from the store
     limiter: RateLimiter
+    content_safety: ContentSafety  # content-filter classifiers, policies and blocklists
     shown_keys: dict[str, str] = field(default_factory=dict)
     responses: BackgroundRuns = field(default_factory=BackgroundRuns)  # background responses
     entra: EntraAuth | None = None  # Entra ID sign-in (None: no issuer trusted, keys only)

@@ -40,7 +40,7 @@ def test_plain_completion_shape(client: TestClient, fake_engine: FakeEngine) -> 
     choice = body["choices"][0]
     assert choice["text"] == " You said: Once upon a time"
     assert (choice["index"], choice["logprobs"], choice["finish_reason"]) == (0, None, "stop")
-    assert choice["content_filter_results"]["violence"]["severity"] == "safe"
+    assert choice["content_filter_results"]["error"]["code"] == "content_filter_error"
     assert body["prompt_filter_results"][0]["prompt_index"] == 0
     assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
     request = fake_engine.requests[-1]
@@ -195,7 +195,9 @@ def test_stream_framing(client: TestClient) -> None:
     assert "".join(c["choices"][0]["text"] for c in body) == " You said: hello"
     assert [c["choices"][0]["finish_reason"] for c in body][-1] == "stop"
     assert all(c["choices"][0]["finish_reason"] is None for c in body[:-1])
-    assert body[0]["choices"][0]["content_filter_results"]["hate"]["filtered"] is False
+    assert (
+        body[0]["choices"][0]["content_filter_results"]["error"]["code"] == "content_filter_error"
+    )
 
 
 def test_stream_several_prompts_logprobs_and_usage(client: TestClient) -> None:

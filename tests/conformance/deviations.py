@@ -119,6 +119,62 @@ def _stream_choice_filter_results(docs: Docs) -> None:
     )
 
 
+def _async_filter_annotations(docs: Docs) -> None:
+    docs["extras"]["annotationChunk"] = {
+        "type": "object",
+        "required": ["choices", "created", "id", "model", "object"],
+        "additionalProperties": False,
+        "properties": {
+            "choices": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["index", "finish_reason", "content_filter_results"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "finish_reason": {"enum": [None]},
+                        "content_filter_results": _ref(NEW, _schema("contentFilterChoiceResults")),
+                        "content_filter_offsets": {
+                            "type": "object",
+                            "required": ["check_offset", "start_offset", "end_offset"],
+                            "additionalProperties": False,
+                            "properties": {
+                                k: {"type": "integer", "minimum": 0}
+                                for k in ("check_offset", "start_offset", "end_offset")
+                            },
+                        },
+                    },
+                },
+            },
+            "created": {"type": "integer", "enum": [0]},
+            "id": {"type": "string", "enum": [""]},
+            "model": {"type": "string", "enum": [""]},
+            "object": {"type": "string", "enum": [""]},
+            "usage": {"enum": [None]},
+        },
+    }
+
+
+def _custom_blocklists(docs: Docs) -> None:
+    detail = {
+        "type": "object",
+        "required": ["filtered", "id"],
+        "additionalProperties": False,
+        "properties": {"filtered": {"type": "boolean"}, "id": {"type": "string"}},
+    }
+    resolve(docs, NEW, _schema("contentFilterResultsBase"))["properties"]["custom_blocklists"] = {
+        "type": "object",
+        "required": ["filtered", "details"],
+        "additionalProperties": False,
+        "properties": {
+            "filtered": {"type": "boolean"},
+            "details": {"type": "array", "items": detail},
+        },
+    }
+
+
 def _error_nullable_fields(docs: Docs) -> None:
     for prop in ("param", "type"):
         resolve(docs, NEW, _schema("error"))["properties"][prop]["nullable"] = True
@@ -135,7 +191,7 @@ def _error_wire_extras(docs: Docs) -> None:
             "type": "object",
             "properties": {
                 "code": {"type": "string"},
-                "content_filter_result": {"type": "object"},
+                "content_filter_result": _ref(NEW, _schema("contentFilterPromptResults")),
             },
         },
     }
@@ -307,6 +363,20 @@ DEVIATIONS: tuple[Deviation, ...] = (
         "Each chat chunk's choice carries `content_filter_results` (`{}` when nothing was "
         "evaluated); the chunk schema does not list it.",
         _stream_choice_filter_results,
+    ),
+    Deviation(
+        "stream-async-filter-annotations",
+        "With a policy in mode `Asynchronous_filter`, streams carry annotation chunks after the "
+        'text they cover: `id`/`model`/`object` "", `created` 0, choices of `index`, '
+        "`finish_reason` null, `content_filter_results` and `content_filter_offsets` "
+        "{`check_offset`, `start_offset`, `end_offset`}; accepted after the first event.",
+        _async_filter_annotations,
+    ),
+    Deviation(
+        "custom-blocklists",
+        "Content-filter results carry `custom_blocklists` {`filtered`, `details`: [{`filtered`, "
+        "`id`}]} when a policy applies blocklists (the preview specs' shape; 2024-10-21 lacks it).",
+        _custom_blocklists,
     ),
     Deviation(
         "error-nullable-fields",

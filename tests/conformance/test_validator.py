@@ -342,8 +342,31 @@ def test_broken_streams_are_caught(checker: Conformance) -> None:
     assert "no final" in " ".join(messages(checker, stream(first, role, end, done=False)))
     # A client that stopped reading early is not blamed for the missing end.
     assert messages(checker, stream(first, role, done=False, complete=False)) == []
-    # The prompt-filter chunk is an exception for the first event only.
-    assert "is not one of" in " ".join(messages(checker, stream(role, first, end)))
+    # The prompt-filter chunk is an exception for the first event only (later, an empty-id
+    # chunk must be an asynchronous filter's annotation chunk, which has no prompt results).
+    assert "'prompt_filter_results' was unexpected" in " ".join(
+        messages(checker, stream(role, first, end))
+    )
+    note = {
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": None,
+                "content_filter_results": {
+                    "hate": {"filtered": False, "severity": "safe"},
+                    "custom_blocklists": {"filtered": False, "details": []},
+                },
+                "content_filter_offsets": {"check_offset": 0, "start_offset": 0, "end_offset": 9},
+            }
+        ],
+        "created": 0,
+        "id": "",
+        "model": "",
+        "object": "",
+    }
+    assert messages(checker, stream(first, role, content, note, end)) == []
+    note["choices"][0]["content_filter_offsets"] = {"start_offset": -1}  # type: ignore[index]
+    assert messages(checker, stream(first, role, content, note, end))
     bad_role = changed(role, "robot", "choices", 0, "delta", "role")
     assert "'robot' is not one of" in " ".join(messages(checker, stream(first, bad_role, end)))
     assert "'prompt_filter_results' is a required" in " ".join(

@@ -97,6 +97,7 @@ _SCHEMAS: dict[tuple[str, str, str], str] = {
     (OLD, "embeddings", "json"): urn(OLD, EMBEDDINGS_PATH + OK_JSON),
 }
 _PROMPT_FILTER_CHUNK = urn("extras", "/promptFilterChunk")
+_ANNOTATION_CHUNK = urn("extras", "/annotationChunk")
 _APIM_401 = urn("extras", "/apimUnauthorized")
 # Statuses whose body no client ever reads: 499 is logged for a client that went away.
 _UNREAD = frozenset({204, 304, 499})
@@ -294,6 +295,8 @@ class Conformance:
                 ref = urn(spec, "/components/schemas/errorResponse")
             elif index == 0 and isinstance(chunk, dict) and chunk.get("object") == "":
                 ref = _PROMPT_FILTER_CHUNK
+            elif isinstance(chunk, dict) and chunk.get("object") == "":
+                ref = _ANNOTATION_CHUNK
             else:
                 ref = chunk_ref
             problems += self._violations(exchange, where, ref, chunk)

@@ -20,5 +20,7 @@ async def create_chat_completion(
     request: Request, version: ApiVersionDep, deployment: ChatDeploymentDep
 ) -> Response:
     body = parse_chat_request(await request.body(), version)
-    answer = await service.create_chat_completion(chat_call(request, version, deployment), body)
+    answer = await service.create_chat_completion(
+        await chat_call(request, version, deployment), body
+    )
     return await respond(request, answer)

@@ -20,5 +20,5 @@ async def create_completion(
     request: Request, version: ApiVersionDep, deployment: CompletionDeploymentDep
 ) -> Response:
     body = parse_completion_request(await request.body(), version)
-    answer = await service.create_completion(chat_call(request, version, deployment), body)
+    answer = await service.create_completion(await chat_call(request, version, deployment), body)
     return await respond(request, answer)

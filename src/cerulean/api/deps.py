@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Request
@@ -111,11 +112,14 @@ def _call(
     )
 
 
-def chat_call(
+async def chat_call(
     request: Request, version: ApiVersion, deployment: ResolvedDeployment
 ) -> InferenceCall[Engine]:
-    """What the chat and completions services need to serve ``deployment``."""
-    return _call(request, version, deployment, deployment.generator)
+    """What the chat and completions services need to serve ``deployment``, its content
+    filter included."""
+    call = _call(request, version, deployment, deployment.generator)
+    content_filter = await get_state(request).content_safety.filter_for(deployment.record)
+    return replace(call, content_filter=content_filter)
 
 
 def embedding_call(

@@ -12,6 +12,7 @@ resource group is accepted, the account must be ``settings.account_name``.
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Annotated, Any, TypeVar
@@ -27,6 +28,10 @@ from cerulean.protocol.management import (
 )
 from cerulean.protocol.management import (
     Deployment,
+    RaiBlocklist,
+    RaiBlocklistItem,
+    RaiBlocklistItemBulk,
+    RaiPolicy,
     RegenerateKeyParameters,
     parse_arm_body,
 )
@@ -34,6 +39,7 @@ from cerulean.services import deployments as deployment_service
 from cerulean.services.account import arm_account, set_local_auth
 from cerulean.services.auth import bearer_token
 from cerulean.services.entra import looks_like_jwt
+from cerulean.services.filtering import manage as filters
 from cerulean.services.keys import KEY_NAMES, readable_keys, regenerate_key
 from cerulean.services.management import (
     arm_deployment,
@@ -193,6 +199,7 @@ async def put_deployment(
         capacity=body.capacity,
         sku=body.sku.name if body.sku is not None else None,
         upstreams=tuple(body.properties.upstreams) if body.properties.upstreams else None,
+        rai_policy=body.properties.rai_policy_name or "",
     )
     await account.reconcile()  # loads the model now (and unloads one no longer deployed)
     resource = await account.deployment(deployment_name)
@@ -222,6 +229,161 @@ async def regenerate(request: Request, account: AccountDep) -> dict[str, str | N
     known = await run_in_threadpool(readable_keys, account.store, settings)
     known[name] = key
     return {n: known.get(n) for n in KEY_NAMES}
+
+
+# -- content filtering: raiPolicies, raiBlocklists, raiBlocklistItems ----------------------------
+
+
+def _changed(account: Account) -> None:
+    """A policy or blocklist changed: this server applies it to the next request."""
+    account.state.content_safety.invalidate()
+
+
+@router.get(ACCOUNT + "/raiPolicies")
+async def list_rai_policies(account: AccountDep) -> dict[str, Any]:
+    policies = await account.call(filters.list_policies, account.store)
+    return {"value": [filters.arm_policy(n, p, account.id) for n, p in policies]}
+
+
+@router.get(ACCOUNT + "/raiPolicies/{policy_name}")
+async def get_rai_policy(account: AccountDep, policy_name: str) -> dict[str, Any]:
+    name, properties = await account.call(filters.get_policy, account.store, policy_name)
+    return filters.arm_policy(name, properties, account.id)
+
+
+@router.put(ACCOUNT + "/raiPolicies/{policy_name}")
+async def put_rai_policy(request: Request, account: AccountDep, policy_name: str) -> JSONResponse:
+    body: RaiPolicy = parse_arm_body(await request.body(), RaiPolicy)
+    properties = body.properties.model_dump(by_alias=True, exclude_none=True, exclude_unset=True)
+    created = await account.call(filters.put_policy, account.store, policy_name, properties)
+    _changed(account)
+    name, stored = await account.call(filters.get_policy, account.store, policy_name)
+    return JSONResponse(
+        filters.arm_policy(name, stored, account.id), status_code=201 if created else 200
+    )
+
+
+@router.delete(ACCOUNT + "/raiPolicies/{policy_name}")
+async def delete_rai_policy(account: AccountDep, policy_name: str) -> Response:
+    existed = await account.call(filters.delete_policy, account.store, policy_name)
+    _changed(account)
+    return Response(status_code=200 if existed else 204)
+
+
+@router.get(ACCOUNT + "/raiBlocklists")
+async def list_blocklists(account: AccountDep) -> dict[str, Any]:
+    records = await run_in_threadpool(account.store.list_blocklists)
+    return {"value": [filters.arm_blocklist(r, account.id) for r in records]}
+
+
+@router.get(ACCOUNT + "/raiBlocklists/{blocklist_name}")
+async def get_blocklist(account: AccountDep, blocklist_name: str) -> dict[str, Any]:
+    record = await account.call(filters.get_blocklist, account.store, blocklist_name)
+    return filters.arm_blocklist(record, account.id)
+
+
+@router.put(ACCOUNT + "/raiBlocklists/{blocklist_name}")
+async def put_blocklist(request: Request, account: AccountDep, blocklist_name: str) -> JSONResponse:
+    body: RaiBlocklist = parse_arm_body(await request.body(), RaiBlocklist)
+    record, created = await account.call(
+        filters.put_blocklist, account.store, blocklist_name, body.properties.description
+    )
+    _changed(account)
+    return JSONResponse(
+        filters.arm_blocklist(record, account.id), status_code=201 if created else 200
+    )
+
+
+@router.delete(ACCOUNT + "/raiBlocklists/{blocklist_name}")
+async def delete_blocklist(account: AccountDep, blocklist_name: str) -> Response:
+    existed = await account.call(filters.delete_blocklist, account.store, blocklist_name)
+    _changed(account)
+    return Response(status_code=200 if existed else 204)
+
+
+@router.get(ACCOUNT + "/raiBlocklists/{blocklist_name}/raiBlocklistItems")
+async def list_blocklist_items(account: AccountDep, blocklist_name: str) -> dict[str, Any]:
+    record = await account.call(filters.get_blocklist, account.store, blocklist_name)
+    items = await run_in_threadpool(account.store.list_blocklist_items, record.name)
+    return {"value": [filters.arm_item(i, account.id) for i in items]}
+
+
+@router.get(ACCOUNT + "/raiBlocklists/{blocklist_name}/raiBlocklistItems/{item_name}")
+async def get_blocklist_item(
+    account: AccountDep, blocklist_name: str, item_name: str
+) -> dict[str, Any]:
+    item = await account.call(filters.get_item, account.store, blocklist_name, item_name)
+    return filters.arm_item(item, account.id)
+
+
+@router.put(ACCOUNT + "/raiBlocklists/{blocklist_name}/raiBlocklistItems/{item_name}")
+async def put_blocklist_item(
+    request: Request, account: AccountDep, blocklist_name: str, item_name: str
+) -> JSONResponse:
+    body: RaiBlocklistItem = parse_arm_body(await request.body(), RaiBlocklistItem)
+    item, created = await account.call(
+        filters.put_item,
+        account.store,
+        blocklist_name,
+        item_name,
+        body.properties.pattern,
+        body.properties.is_regex,
+    )
+    _changed(account)
+    return JSONResponse(filters.arm_item(item, account.id), status_code=201 if created else 200)
+
+
+@router.delete(ACCOUNT + "/raiBlocklists/{blocklist_name}/raiBlocklistItems/{item_name}")
+async def delete_blocklist_item(
+    account: AccountDep, blocklist_name: str, item_name: str
+) -> Response:
+    existed = await account.call(filters.delete_item, account.store, blocklist_name, item_name)
+    _changed(account)
+    return Response(status_code=200 if existed else 204)
+
+
+@router.post(ACCOUNT + "/raiBlocklists/{blocklist_name}/addRaiBlocklistItems")
+async def add_blocklist_items(
+    request: Request, account: AccountDep, blocklist_name: str
+) -> dict[str, Any]:
+    """``rai_blocklist_items.batch_add``: a JSON array of ``{name, properties}``."""
+    raw = await request.body()
+    body: RaiBlocklistItemBulk = parse_arm_body(
+        b'{"items":' + (raw or b"null") + b"}", RaiBlocklistItemBulk
+    )
+    for entry in body.items:
+        await account.call(
+            filters.put_item,
+            account.store,
+            blocklist_name,
+            entry.name,
+            entry.properties.pattern,
+            entry.properties.is_regex,
+        )
+    _changed(account)
+    record = await account.call(filters.get_blocklist, account.store, blocklist_name)
+    return filters.arm_blocklist(record, account.id)
+
+
+@router.post(ACCOUNT + "/raiBlocklists/{blocklist_name}/deleteRaiBlocklistItems")
+async def delete_blocklist_items(
+    request: Request, account: AccountDep, blocklist_name: str
+) -> Response:
+    """``rai_blocklist_items.batch_delete``: a JSON array of item names."""
+    try:
+        names = json.loads(await request.body() or b"null")
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ArmError(
+            400,
+            "InvalidRequestContent",
+            "The request content was invalid: expected a JSON array of blocklist item names.",
+        )
+    for name in names:
+        await account.call(filters.delete_item, account.store, blocklist_name, name)
+    _changed(account)
+    return Response(status_code=200)
 
 
 @router.get(ACCOUNT + "/usages")

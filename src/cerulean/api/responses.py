@@ -66,7 +66,7 @@ def _stream(events: Any) -> StreamingResponse:
 async def create(request: Request, state: StateDep, version: VersionDep) -> Response:
     body = parse_response_request(await request.body())
     deployment = await state.pool.resolve(require_model(body.model), "chat_completion")
-    call = chat_call(request, version, deployment)
+    call = await chat_call(request, version, deployment)
     answer = await service.create_response(ResponsesContext.of(state), call, body)
     return await respond(request, answer)
 

@@ -37,7 +37,7 @@ async def create_chat_completion(
 ) -> Response:
     body = parse_chat_request(await request.body(), version)
     deployment = await state.pool.resolve(require_model(body.model), "chat_completion")
-    call = chat_call(request, version, deployment)
+    call = await chat_call(request, version, deployment)
     return await respond(request, await chat.create_chat_completion(call, body))
 
 

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from cerulean import __version__
 from cerulean.cli.chat import chat, status
 from cerulean.cli.control import deployments, keys, models, reset
+from cerulean.cli.filters import blocklists, policies
 from cerulean.cli.identity import account, roles, tokens
 from cerulean.cli.naming import command_name
 from cerulean.cli.upstreams import upstreams
@@ -127,7 +128,8 @@ def _run_server(
 
 
 for _command in (
-    models, deployments, upstreams, keys, roles, tokens, account, usage, reset, chat, status
+    models, deployments, upstreams, keys, roles, tokens, account, usage, reset, chat, status,
+    policies, blocklists,
 ):  # fmt: skip
     main.add_command(_command)
 

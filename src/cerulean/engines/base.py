@@ -235,6 +235,9 @@ class EngineChunk:
     tool_calls: tuple[ToolCallDelta, ...] = ()
     # Content-filter results an engine evaluated (an Azure upstream's); None: the edge's own.
     filter_results: Mapping[str, Any] | None = None
+    # Set on an annotation-only chunk of the asynchronous filter: the characters it covers
+    # (``check_offset``, ``start_offset``, ``end_offset``; docs/content-filtering.md).
+    filter_offsets: Mapping[str, int] | None = None
 
 
 # -- the model and the engine -------------------------------------------------------------------

@@ -17,6 +17,10 @@ __all__ = [
     "DeploymentModel",
     "DeploymentProperties",
     "DeploymentScaleSettings",
+    "RaiBlocklist",
+    "RaiBlocklistItem",
+    "RaiBlocklistItemBulk",
+    "RaiPolicy",
     "RegenerateKeyParameters",
     "Sku",
     "parse_arm_body",
@@ -51,6 +55,7 @@ class DeploymentProperties(_ArmModel):
     scale_settings: DeploymentScaleSettings | None = Field(None, alias="scaleSettings")
     # Cerulean's: the upstreams serving a deployment of format "Cerulean.Upstream".
     upstreams: list[str] | None = None
+    rai_policy_name: str | None = Field(None, alias="raiPolicyName")
 
 
 class Deployment(_ArmModel):
@@ -78,6 +83,79 @@ class Account(_ArmModel):
 
 class RegenerateKeyParameters(_ArmModel):
     key_name: Literal["Key1", "Key2", "key1", "key2"] = Field(alias="keyName")
+
+
+# -- content filtering (azure-mgmt-cognitiveservices: RaiPolicy, RaiBlocklist, RaiBlocklistItem) --
+
+
+class RaiPolicyContentFilter(_ArmModel):
+    name: str
+    enabled: bool = True
+    severity_threshold: Literal["Low", "Medium", "High"] | None = Field(
+        None, alias="severityThreshold"
+    )
+    blocking: bool = True
+    source: Literal["Prompt", "Completion"]
+
+
+class CustomBlocklistConfig(_ArmModel):
+    blocklist_name: str = Field(alias="blocklistName")
+    blocking: bool = True
+    source: Literal["Prompt", "Completion"] | None = None
+
+
+class RaiPolicyProperties(_ArmModel):
+    mode: Literal["Default", "Deferred", "Blocking", "Asynchronous_filter"] | None = None
+    base_policy_name: str | None = Field(None, alias="basePolicyName")
+    content_filters: list[RaiPolicyContentFilter] = Field(
+        default_factory=list, alias="contentFilters"
+    )
+    custom_blocklists: list[CustomBlocklistConfig] = Field(
+        default_factory=list, alias="customBlocklists"
+    )
+    # The older documents' spelling: one list per side.
+    prompt_blocklists: list[CustomBlocklistConfig] = Field(
+        default_factory=list, alias="promptBlocklists"
+    )
+    completion_blocklists: list[CustomBlocklistConfig] = Field(
+        default_factory=list, alias="completionBlocklists"
+    )
+
+
+class RaiPolicy(_ArmModel):
+    properties: RaiPolicyProperties = Field(
+        default_factory=lambda: RaiPolicyProperties.model_validate({})
+    )
+
+
+class RaiBlocklistProperties(_ArmModel):
+    description: str | None = None
+
+
+class RaiBlocklist(_ArmModel):
+    properties: RaiBlocklistProperties = Field(
+        default_factory=lambda: RaiBlocklistProperties.model_validate({})
+    )
+
+
+class RaiBlocklistItemProperties(_ArmModel):
+    pattern: str
+    is_regex: bool = Field(False, alias="isRegex")
+
+
+class RaiBlocklistItem(_ArmModel):
+    properties: RaiBlocklistItemProperties
+
+
+class RaiBlocklistItemBulkEntry(_ArmModel):
+    name: str
+    properties: RaiBlocklistItemProperties
+
+
+class RaiBlocklistItemBulk(_ArmModel):
+    """``addRaiBlocklistItems``: a JSON array of named items (wrapped here as ``items``)."""
+
+    items: list[RaiBlocklistItemBulkEntry]
 
 
 def parse_arm_body(raw: bytes, model: type[_ArmModel]) -> Any:

@@ -21,16 +21,17 @@ from cerulean.protocol.ids import completion_id
 from cerulean.protocol.sse import DONE, encode_event, error_event
 from cerulean.services import accounting
 from cerulean.services.admission import Quota
+from cerulean.services.filtering.pipeline import NOT_FILTERED, ContentFilter
 from cerulean.store.base import DeploymentRecord
 
 __all__ = [
-    "CHOICE_FILTER",
-    "PROMPT_FILTER",
+    "NOT_FILTERED",
     "Answer",
     "AnswerContext",
     "InferenceCall",
     "Meter",
     "final_usage",
+    "annotation_chunk",
     "observe_request",
     "guarded",
     "prompt_filter_chunk",
@@ -41,11 +42,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-# Content-filter annotations: no filter runs, so every category reads "safe" (§4.2).
-_SAFE = {"filtered": False, "severity": "safe"}
-CHOICE_FILTER = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence": _SAFE}
-PROMPT_FILTER = {**CHOICE_FILTER, "jailbreak": {"filtered": False, "detected": False}}
 
 
 E = TypeVar("E", Engine, EmbeddingEngine)
@@ -60,6 +56,8 @@ class InferenceCall(Generic[E]):
     version: ApiVersion
     quota: Quota
     request_id: str
+    # The deployment's content filter (None: nothing is evaluated; docs/content-filtering.md).
+    content_filter: ContentFilter | None = None
 
 
 @dataclass
@@ -240,11 +238,13 @@ def final_usage(finals: Iterable[EngineChunk]) -> tuple[int, int]:
 
 
 def prompt_filter_results(prompts: int) -> list[dict[str, Any]]:
-    """``prompt_filter_results``: one entry per prompt."""
-    return [{"prompt_index": i, "content_filter_results": PROMPT_FILTER} for i in range(prompts)]
+    """``prompt_filter_results`` of prompts no filter evaluated: one entry per prompt."""
+    return [{"prompt_index": i, "content_filter_results": NOT_FILTERED} for i in range(prompts)]
 
 
-def prompt_filter_chunk(prompts: int = 1) -> dict[str, Any]:
+def prompt_filter_chunk(
+    prompts: int = 1, results: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The stream's first event: the prompt's filter results and nothing else (§4.4 rule 2)."""
     return {
         "choices": [],
@@ -252,7 +252,25 @@ def prompt_filter_chunk(prompts: int = 1) -> dict[str, Any]:
         "id": "",
         "model": "",
         "object": "",
-        "prompt_filter_results": prompt_filter_results(prompts),
+        "prompt_filter_results": results or prompt_filter_results(prompts),
+    }
+
+
+def annotation_chunk(chunk: EngineChunk, index: int) -> dict[str, Any]:
+    """An asynchronous filter's annotation chunk for choice ``index`` (id and model empty)."""
+    return {
+        "choices": [
+            {
+                "index": index,
+                "finish_reason": None,
+                "content_filter_results": dict(chunk.filter_results or {}),
+                "content_filter_offsets": dict(chunk.filter_offsets or {}),
+            }
+        ],
+        "created": 0,
+        "id": "",
+        "model": "",
+        "object": "",
     }
 
 

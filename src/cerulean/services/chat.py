@@ -29,11 +29,12 @@ from cerulean.errors import EngineError, InvalidRequest
 from cerulean.protocol.chat import ChatCompletionRequestMessage, CreateChatCompletionRequest
 from cerulean.services.admission import reservation
 from cerulean.services.answers import (
-    CHOICE_FILTER,
+    NOT_FILTERED,
     Answer,
     AnswerContext,
     InferenceCall,
     Meter,
+    annotation_chunk,
     final_usage,
     guarded,
     observe_request,
@@ -76,8 +77,12 @@ async def create_chat_completion(
 ) -> Answer:
     """Admit, start and shape one chat completion (raises Azure's errors before any output)."""
     wanted = to_generation_request(body)
+    screened = await screen_prompt(call, wanted.messages)
     started = await start_generation(call, wanted)
     generation, headers, meter = started.generation, started.headers, started.meter
+    if call.content_filter is not None and call.content_filter.active:
+        generation = call.content_filter.wrap(generation, stream=bool(body.stream))
+        generation.prompt_filter_results = screened
     info = call.engine.info
     tools = wanted.tools
     ctx = ChatContext(
@@ -101,6 +106,21 @@ async def create_chat_completion(
         ),
         aclose=generation.aclose,
     )
+
+
+async def screen_prompt(
+    call: InferenceCall[Engine], messages: Sequence[ChatMessage]
+) -> list[Any] | None:
+    """The prompt's filter results (Azure's 400 when the policy filters it); None when the
+    deployment's policy evaluates nothing. The harm categories and blocklists read the whole
+    conversation; the prompt shield reads what users wrote (user prompt attacks). The Responses
+    API can share this (its hook: docs/content-filtering.md)."""
+    content_filter = call.content_filter
+    if content_filter is None or not content_filter.active:
+        return None
+    text = "\n".join(m.text for m in messages)
+    said = "\n".join(m.text for m in messages if m.role == "user")
+    return await content_filter.check_prompts([text], [said])
 
 
 @dataclass(frozen=True)
@@ -306,7 +326,11 @@ def _finish(ctx: ChatContext, reason: str) -> str:
 
 
 def _message_body(ctx: ChatContext, choice: _Choice) -> dict[str, Any]:
-    """The ``message`` of one choice: its text, or its calls (content null)."""
+    """The ``message`` of one choice: its text, or its calls (content null); a choice the
+    content filter withheld has null content (Azure's documents show no ``content`` at all;
+    the spec and openai-python want it, null: docs/content-filtering.md)."""
+    if choice.final is not None and choice.final.finish_reason == "content_filter":
+        return {"role": "assistant", "content": None}
     if not choice.calls:
         return {"role": "assistant", "content": choice.text}
     if ctx.legacy:
@@ -344,7 +368,7 @@ def completion_body(
         }
         if ctx.annotate:
             evaluated = choice.filters
-            default = CHOICE_FILTER if message["content"] else {}
+            default = NOT_FILTERED if message.get("content") else {}
             entry["content_filter_results"] = dict(evaluated) if evaluated is not None else default
         out.append(entry)
     finals = [c.final for c in choices.values() if c.final is not None]
@@ -391,7 +415,7 @@ def _chunk(
 ) -> dict[str, Any]:
     choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish}
     if ctx.annotate:
-        default = CHOICE_FILTER if delta.get("content") else {}
+        default = NOT_FILTERED if delta.get("content") else {}
         choice["content_filter_results"] = dict(filters) if filters is not None else default
     return ctx.stamp(
         {
@@ -470,6 +494,8 @@ def _chunk_events(ctx: ChatContext, chunk: EngineChunk, *, first: bool) -> list[
     """The events one engine chunk makes (none for a chunk with nothing in it)."""
     i = chunk.index
     events: list[dict[str, Any]] = []
+    if chunk.filter_offsets is not None:  # the asynchronous filter's annotation
+        return [annotation_chunk(chunk, i)] if ctx.annotate else []
     if chunk.text:
         if first:
             events.append(_role_chunk(ctx, i))

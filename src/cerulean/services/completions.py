@@ -26,11 +26,12 @@ from cerulean.protocol.completions import DEFAULT_MAX_TOKENS, CreateCompletionRe
 from cerulean.protocol.ids import completion_id
 from cerulean.quota.base import estimate_tokens
 from cerulean.services.answers import (
-    CHOICE_FILTER,
+    NOT_FILTERED,
     Answer,
     AnswerContext,
     InferenceCall,
     Meter,
+    annotation_chunk,
     final_usage,
     guarded,
     observe_request,
@@ -69,6 +70,31 @@ class CompletionContext(AnswerContext):
     """What every body or chunk of one completions request shares."""
 
     id: str = field(default_factory=lambda: completion_id("cmpl-"))
+    # The prompts' filter results when the deployment's policy evaluated them.
+    prompt_filters: list[dict[str, Any]] | None = None
+
+    def prompt_filter_results(self, prompts: int) -> list[dict[str, Any]]:
+        return self.prompt_filters or prompt_filter_results(prompts)
+
+
+async def _screen_prompts(
+    call: InferenceCall[Engine], plan: CompletionPlan
+) -> list[dict[str, Any]] | None:
+    """Every prompt's filter results (Azure's 400 for the first the policy filters); None when
+    the policy evaluates nothing. A prompt of token ids is not read: annotated not filtered."""
+    content_filter = call.content_filter
+    if content_filter is None or not content_filter.active:
+        return None
+    out = []
+    for i, wanted in enumerate(plan.requests):
+        prompt = wanted.prompt
+        if isinstance(prompt, tuple):
+            out.append({"prompt_index": i, "content_filter_results": NOT_FILTERED})
+            continue
+        text = (prompt or "") + ("\n" + wanted.suffix if wanted.suffix else "")
+        entry = (await content_filter.check_prompts([text]))[0]
+        out.append({**entry, "prompt_index": i})
+    return out
 
 
 # -- request -------------------------------------------------------------------------------
@@ -194,9 +220,12 @@ async def create_completion(call: InferenceCall[Engine], body: CreateCompletionR
     answers = sum(choices * (w.params.max_tokens or default) for w in plan.requests)
     call.quota.check_answers(call.deployment, choices=choices, tokens=answers)
     meter = Meter(charged=admission_estimate(info, plan))
+    screened = await _screen_prompts(call, plan)
     headers = await call.quota.admit(call.deployment, tokens=meter.charged, capability="completion")
     meter.record.phases = track_phases()
     generations = await _start(call.engine, plan)
+    if screened is not None and call.content_filter is not None:
+        generations = [call.content_filter.wrap(g, stream=bool(body.stream)) for g in generations]
     if plan.requests and generations:
         first = plan.requests[0]
         observe_request(call, info.name, first.params, plan.n)
@@ -205,7 +234,12 @@ async def create_completion(call: InferenceCall[Engine], body: CreateCompletionR
             {"role": "user", "content": w.prompt if isinstance(w.prompt, str) else repr(w.prompt)}
             for w in plan.requests
         ]
-    ctx = CompletionContext(model=info.name, api_version=call.version, fingerprint=info.fingerprint)
+    ctx = CompletionContext(
+        model=info.name,
+        api_version=call.version,
+        fingerprint=info.fingerprint,
+        prompt_filters=screened,
+    )
     headers["x-ms-deployment-name"] = call.deployment.name
     include_usage = bool((body.stream_options or {}).get("include_usage"))
 
@@ -262,6 +296,7 @@ class _Answer:
     text: str = ""
     logprobs: list[TokenLogprob] = field(default_factory=list)
     final: EngineChunk | None = None
+    filters: Any = None  # the content filter's results, when it evaluated the answer
 
 
 async def _collect(
@@ -274,6 +309,8 @@ async def _collect(
             answer = answers[chunk.index]
             answer.text += chunk.text
             answer.logprobs.extend(chunk.logprobs)
+            if chunk.filter_results is not None:
+                answer.filters = chunk.filter_results
             if chunk.finish_reason is not None:
                 answer.final = chunk
     finally:
@@ -297,6 +334,7 @@ def _choice(
     text: str,
     logprobs: dict[str, Any] | None,
     finish_reason: str | None,
+    filters: Any = None,
 ) -> dict[str, Any]:
     choice: dict[str, Any] = {
         "text": text,
@@ -305,7 +343,8 @@ def _choice(
         "finish_reason": finish_reason,
     }
     if ctx.annotate:
-        choice["content_filter_results"] = CHOICE_FILTER if text else {}
+        default = NOT_FILTERED if text else {}
+        choice["content_filter_results"] = dict(filters) if filters is not None else default
     return choice
 
 
@@ -334,7 +373,9 @@ async def _body(
             if plan.logprobs is not None:
                 shaped = LegacyLogprobs(plan.offsets[i]).shape(answer.logprobs)
             reason = answer.final.finish_reason if answer.final else None
-            choices.append(_choice(ctx, i * plan.n + j, answer.text, shaped, reason))
+            choices.append(
+                _choice(ctx, i * plan.n + j, answer.text, shaped, reason, answer.filters)
+            )
     body: dict[str, Any] = ctx.stamp(
         {
             "id": ctx.id,
@@ -346,7 +387,7 @@ async def _body(
         }
     )
     if ctx.annotate:
-        body["prompt_filter_results"] = prompt_filter_results(len(generations))
+        body["prompt_filter_results"] = ctx.prompt_filter_results(len(generations))
     return body
 
 
@@ -378,12 +419,16 @@ async def _events(
     The prompts' answers follow one another (each one's chunks in order).
     """
     if ctx.annotate:
-        yield prompt_filter_chunk(len(generations))
+        yield prompt_filter_chunk(len(generations), ctx.prompt_filters)
     prompt_tokens = completion_tokens = 0
     for i, generation in enumerate(generations):
         shapers = [LegacyLogprobs(plan.offsets[i]) for _ in range(plan.n)]
         async for chunk in generation:
             meter.add(chunk, i)
+            if chunk.filter_offsets is not None:  # the asynchronous filter's annotation
+                if ctx.annotate:
+                    yield annotation_chunk(chunk, i * plan.n + chunk.index)
+                continue
             if chunk.finish_reason is not None:
                 prompt_tokens += chunk.prompt_tokens if chunk.index == 0 else 0
                 completion_tokens += chunk.completion_tokens
@@ -393,7 +438,9 @@ async def _events(
             if plan.logprobs is not None:
                 shaped = shapers[chunk.index].shape(chunk.logprobs)
             index = i * plan.n + chunk.index
-            choice = _choice(ctx, index, chunk.text, shaped, chunk.finish_reason)
+            choice = _choice(
+                ctx, index, chunk.text, shaped, chunk.finish_reason, chunk.filter_results
+            )
             yield with_usage(_event(ctx, choice), include_usage)
     if include_usage:
         yield {**_event(ctx, {}), "choices": [], "usage": usage(prompt_tokens, completion_tokens)}

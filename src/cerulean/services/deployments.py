@@ -11,6 +11,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from cerulean.errors import ControlError
+from cerulean.services.filtering.manage import check_policy_name
+from cerulean.services.filtering.policy import DEFAULT_POLICY
 from cerulean.services.models import valid_model_name
 from cerulean.store.base import DeploymentRecord, Store
 
@@ -186,6 +188,7 @@ def put_deployment(
     capacity: int | None = None,
     sku: str | None = None,
     upstreams: tuple[str, ...] | None = None,
+    rai_policy: str | None = None,
 ) -> tuple[DeploymentRecord, bool]:
     """Create or replace deployment ``name``; the record and whether it was created.
 
@@ -227,6 +230,11 @@ def put_deployment(
         and existing.builtin
         and (model, upstreams) == (existing.model, existing.upstreams),
     )
+    if rai_policy is not None:  # "" names the default policy; None keeps the current one
+        policy = check_policy_name(store, rai_policy) if rai_policy else None
+        record = replace(record, rai_policy=None if policy == DEFAULT_POLICY else policy)
+    elif existing is not None:
+        record = replace(record, rai_policy=existing.rai_policy)
     store.put_deployment(record)
     return record, existing is None
 

@@ -9,6 +9,7 @@ from typing import Any
 from cerulean.errors import ArmError, ControlError
 from cerulean.protocol.capabilities import CHAT_CAPABILITIES, NAMES, parse_capabilities
 from cerulean.quota.base import Limits
+from cerulean.services.filtering.policy import DEFAULT_POLICY
 from cerulean.store.base import DeploymentRecord, ModelRecord, UsageRecord
 
 __all__ = [
@@ -90,7 +91,7 @@ def arm_deployment(
             "versionUpgradeOption": "NoAutoUpgrade",
             "capabilities": capabilities,
             **({"upstreams": list(record.upstreams)} if record.upstreams else {}),
-            "raiPolicyName": "Microsoft.Default",
+            "raiPolicyName": record.rai_policy or DEFAULT_POLICY,
             "provisioningState": "Succeeded",
             "currentCapacity": record.capacity,
             "rateLimits": [

@@ -8,8 +8,11 @@ from datetime import datetime
 from typing import Protocol
 
 __all__ = [
+    "BlocklistItemRecord",
+    "BlocklistRecord",
     "DeploymentRecord",
     "ModelRecord",
+    "RaiPolicyRecord",
     "ResponseRecord",
     "RoleAssignmentRecord",
     "Store",
@@ -35,6 +38,7 @@ class DeploymentRecord:
     created_at: datetime
     upstreams: tuple[str, ...] = ()
     builtin: bool = False
+    rai_policy: str | None = None  # the content-filter policy it names; None: the default
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,37 @@ class RoleAssignmentRecord:
 
     principal_id: str
     role_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RaiPolicyRecord:
+    """A content-filter policy: its ARM ``properties`` as JSON text (docs/content-filtering.md)."""
+
+    name: str
+    properties: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class BlocklistRecord:
+    """A custom blocklist (``raiBlocklists``)."""
+
+    name: str
+    description: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class BlocklistItemRecord:
+    """One term of a blocklist: an exact phrase, or a regular expression (RE2 syntax)."""
+
+    blocklist: str
+    name: str
+    pattern: str
+    is_regex: bool
     created_at: datetime
 
 
@@ -266,6 +301,50 @@ class Store(Protocol):
 
     def set_account_property(self, name: str, value: str) -> None:
         """Set one account property (``value`` is JSON text)."""
+        ...
+
+    def get_rai_policy(self, name: str) -> RaiPolicyRecord | None:
+        """Policy ``name`` (case-insensitive), or None."""
+        ...
+
+    def list_rai_policies(self) -> list[RaiPolicyRecord]:
+        """Every stored policy, by name."""
+        ...
+
+    def put_rai_policy(self, record: RaiPolicyRecord) -> None:
+        """Create or replace a policy."""
+        ...
+
+    def delete_rai_policy(self, name: str) -> bool:
+        """Delete a policy; whether it existed."""
+        ...
+
+    def get_blocklist(self, name: str) -> BlocklistRecord | None:
+        """Blocklist ``name`` (case-insensitive), or None."""
+        ...
+
+    def list_blocklists(self) -> list[BlocklistRecord]:
+        """Every blocklist, by name."""
+        ...
+
+    def put_blocklist(self, record: BlocklistRecord) -> None:
+        """Create or replace a blocklist (its items stay)."""
+        ...
+
+    def delete_blocklist(self, name: str) -> bool:
+        """Delete a blocklist and its items; whether it existed."""
+        ...
+
+    def list_blocklist_items(self, blocklist: str) -> list[BlocklistItemRecord]:
+        """The items of ``blocklist``, by name."""
+        ...
+
+    def put_blocklist_item(self, record: BlocklistItemRecord) -> None:
+        """Create or replace an item."""
+        ...
+
+    def delete_blocklist_item(self, blocklist: str, name: str) -> bool:
+        """Delete an item; whether it existed."""
         ...
 
     def close(self) -> None:

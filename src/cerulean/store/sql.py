@@ -18,6 +18,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    ForeignKey,
     Integer,
     MetaData,
     String,
@@ -36,8 +37,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from cerulean.store.base import (
+    BlocklistItemRecord,
+    BlocklistRecord,
     DeploymentRecord,
     ModelRecord,
+    RaiPolicyRecord,
     ResponseRecord,
     RoleAssignmentRecord,
     UpstreamRecord,
@@ -67,6 +71,40 @@ deployments = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("upstreams", Text, nullable=True),  # comma-separated upstream names (migration 0004)
     Column("builtin", Boolean, nullable=False, server_default=false()),  # migration 0005
+    Column("rai_policy", String(128), nullable=True),  # migration 0008
+)
+
+rai_policies = Table(
+    "rai_policies",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("properties", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+rai_blocklists = Table(
+    "rai_blocklists",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("description", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+rai_blocklist_items = Table(
+    "rai_blocklist_items",
+    metadata,
+    Column(
+        "blocklist",
+        String(128),
+        ForeignKey("rai_blocklists.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("name", String(128), primary_key=True),
+    Column("pattern", Text, nullable=False),
+    Column("is_regex", Boolean, nullable=False, server_default=false()),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
 seeded = Table(
@@ -275,6 +313,7 @@ class SqlStore:
             "created_at": record.created_at,
             "upstreams": ",".join(record.upstreams) or None,
             "builtin": record.builtin,
+            "rai_policy": record.rai_policy,
         }
         self._upsert(deployments, values)
 
@@ -377,6 +416,59 @@ class SqlStore:
             rows = conn.execute(query).all()
         return [_usage(row._mapping) for row in rows]
 
+    def get_rai_policy(self, name: str) -> RaiPolicyRecord | None:
+        row = self._named(rai_policies, name)
+        return None if row is None else RaiPolicyRecord(**_dated(row))
+
+    def list_rai_policies(self) -> list[RaiPolicyRecord]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(rai_policies).order_by(rai_policies.c.name)).all()
+        return [RaiPolicyRecord(**_dated(row._mapping)) for row in rows]
+
+    def put_rai_policy(self, record: RaiPolicyRecord) -> None:
+        self._upsert(rai_policies, dict(vars(record)))
+
+    def delete_rai_policy(self, name: str) -> bool:
+        with self._engine.begin() as conn:
+            same = func.lower(rai_policies.c.name) == name.lower()
+            return bool(conn.execute(delete(rai_policies).where(same)).rowcount)
+
+    def get_blocklist(self, name: str) -> BlocklistRecord | None:
+        row = self._named(rai_blocklists, name)
+        return None if row is None else BlocklistRecord(**_dated(row))
+
+    def list_blocklists(self) -> list[BlocklistRecord]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(rai_blocklists).order_by(rai_blocklists.c.name)).all()
+        return [BlocklistRecord(**_dated(row._mapping)) for row in rows]
+
+    def put_blocklist(self, record: BlocklistRecord) -> None:
+        self._upsert(rai_blocklists, dict(vars(record)))
+
+    def delete_blocklist(self, name: str) -> bool:
+        items = rai_blocklist_items.c
+        with self._engine.begin() as conn:  # SQLite enforces no foreign keys here: by hand
+            conn.execute(delete(rai_blocklist_items).where(items.blocklist == name))
+            return bool(
+                conn.execute(delete(rai_blocklists).where(rai_blocklists.c.name == name)).rowcount
+            )
+
+    def list_blocklist_items(self, blocklist: str) -> list[BlocklistItemRecord]:
+        items = rai_blocklist_items.c
+        query = select(rai_blocklist_items).where(items.blocklist == blocklist)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query.order_by(items.name)).all()
+        return [_item(row._mapping) for row in rows]
+
+    def put_blocklist_item(self, record: BlocklistItemRecord) -> None:
+        self._upsert(rai_blocklist_items, dict(vars(record)))
+
+    def delete_blocklist_item(self, blocklist: str, name: str) -> bool:
+        items = rai_blocklist_items.c
+        where = (items.blocklist == blocklist) & (items.name == name)
+        with self._engine.begin() as conn:
+            return bool(conn.execute(delete(rai_blocklist_items).where(where)).rowcount)
+
     def put_response(self, record: ResponseRecord) -> None:
         values = {
             "id": record.id,
@@ -478,6 +570,15 @@ class SqlStore:
     def close(self) -> None:
         self._engine.dispose()
 
+    def _named(self, table: Table, name: str) -> Any:
+        """The row of ``table`` named ``name``, case-insensitively (exact spelling first)."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(table).where(func.lower(table.c.name) == name.lower()))
+            found = [row._mapping for row in rows.all()]
+        exact = [row for row in found if row["name"] == name]
+        chosen = exact or found
+        return chosen[0] if chosen else None
+
     def _insert(self, table: Table) -> Any:
         # Both dialects spell an upsert ON CONFLICT; each has its own insert construct.
         dialect = self._engine.dialect.name
@@ -506,6 +607,24 @@ def _deployment(row: Any) -> DeploymentRecord:
         created_at=_aware(row["created_at"]),
         upstreams=tuple(n for n in (row["upstreams"] or "").split(",") if n),
         builtin=bool(row["builtin"]),
+        rai_policy=row["rai_policy"],
+    )
+
+
+def _dated(row: Any) -> dict[str, Any]:
+    out = dict(row)
+    for key in ("created_at", "updated_at"):
+        out[key] = _aware(out[key])
+    return out
+
+
+def _item(row: Any) -> BlocklistItemRecord:
+    return BlocklistItemRecord(
+        blocklist=row["blocklist"],
+        name=row["name"],
+        pattern=row["pattern"],
+        is_regex=bool(row["is_regex"]),
+        created_at=_aware(row["created_at"]),
     )
 
 

@@ -213,7 +213,9 @@ async def _start_chat(request: Request, state: AppState, settings: PlaygroundSet
     assert version is not None
     deployment = await state.pool.resolve(settings.deployment, "chat_completion")
     body = parse_chat_request(json.dumps(request_body(settings)).encode(), version)
-    return await chat_service.create_chat_completion(chat_call(request, version, deployment), body)
+    return await chat_service.create_chat_completion(
+        await chat_call(request, version, deployment), body
+    )
 
 
 @router.get("/playground")
