@@ -63,7 +63,8 @@ chromium: ## Install Debian's headless Chromium for the Studio's browser tests (
 	@if [ -x $(CHROMIUM) ] && [ -x /usr/bin/chromedriver ]; then :; \
 	elif command -v apt-get >/dev/null && { [ -z "$(SUDO)" ] || sudo -n true 2>/dev/null; }; then \
 		echo ">> installing chromium and chromium-driver (Debian) for the Studio's browser tests"; \
-		$(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null; \
+		$(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
+			|| { $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null; }; \
 	else \
 		echo ">> no $(CHROMIUM): the Studio's browser tests will skip ('sudo apt-get install -y chromium chromium-driver' to run them)"; \
 	fi
