@@ -226,3 +226,36 @@ def test_hostile_regexes_do_not_stall(arm: TestClient) -> None:
     assert ask(arm, "a" * 30000 + "!", max_tokens=2).status_code == 200  # no match
     assert ask(arm, "a" * 30000 + "b", max_tokens=2).status_code == 400  # (a|aa)+b
     assert time.monotonic() - started < 5
+
+
+RESPONSES = "/openai/responses?api-version=2025-03-01-preview"
+
+
+def respond(client: TestClient, text: str, **extra: Any) -> Any:
+    body = {"model": "gpt-35-turbo", "input": text, **extra}
+    return client.post(RESPONSES, json=body, headers={"api-key": KEY1, "authorization": ""})
+
+
+def test_responses_prompt_on_a_blocklist_is_azures_400(arm: TestClient) -> None:
+    block(arm, "zanzibar", source="Prompt")
+    refused = respond(arm, "tell me about zanzibar")
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "content_filter"
+    result = error["innererror"]["content_filter_result"]
+    assert result["custom_blocklists"]["filtered"] is True
+    assert respond(arm, "tell me about paris").status_code == 200
+
+
+def test_responses_completion_on_a_blocklist_ends_incomplete(arm: TestClient) -> None:
+    block(arm, "zanzibar", source="Completion")
+    body = respond(arm, "say zanzibar").json()
+    assert body["status"] == "incomplete", body
+    assert body["incomplete_details"] == {"reason": "content_filter"}
+    assert "zanzibar" not in json.dumps(body["output"]).lower()
+    streamed = respond(arm, "say zanzibar", stream=True)
+    assert streamed.status_code == 200
+    assert "zanzibar" not in streamed.text.lower()
+    assert '"type":"response.incomplete"' in streamed.text
+    fine = respond(arm, "say hello").json()
+    assert fine["status"] == "completed"

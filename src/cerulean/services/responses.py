@@ -20,7 +20,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +45,13 @@ from cerulean.protocol.ids import completion_id
 from cerulean.protocol.responses import CreateResponseRequest, parse_response_request
 from cerulean.services.admission import Quota
 from cerulean.services.answers import Answer, InferenceCall
-from cerulean.services.chat import Started, close_generation, require_json_word, start_generation
+from cerulean.services.chat import (
+    Started,
+    close_generation,
+    require_json_word,
+    screen_prompt,
+    start_generation,
+)
 from cerulean.services.response_events import Shaper, usage_body
 from cerulean.services.response_items import (
     chat_messages,
@@ -259,7 +265,9 @@ async def create_response(
         top_p=1.0 if body.top_p is None else body.top_p,
         max_tokens=body.max_output_tokens,
     )
+    await screen_prompt(call, messages)  # the deployment's policy: Azure's 400 when filtered
     started = await _start(call, messages, params, tools, fmt, truncate=body.truncation == "auto")
+    started = _filtered(call, started, stream=bool(body.stream or body.background))
     created = ctx.now()
     response = _base(body, call, tools, fmt_echo, store, int(created.timestamp()))
     turn = _Turn(ctx, call, started, Shaper(response), [*history, *items], items, store, created)
@@ -385,6 +393,18 @@ async def _start(
         except ContextLengthExceeded:
             if not truncate or not _drop_oldest(messages):
                 raise
+
+
+def _filtered(call: InferenceCall[Engine], started: Started, *, stream: bool) -> Started:
+    """The generation with the deployment's completion filter, as chat has it: a filtered
+    answer ends ``incomplete`` with ``incomplete_details.reason`` ``content_filter`` and its
+    text withheld (docs/content-filtering.md). The asynchronous mode's annotation chunks have
+    no place in Responses events, so a stream is filtered in released segments."""
+    content_filter = call.content_filter
+    if content_filter is None or not content_filter.active:
+        return started
+    generation = content_filter.wrap(started.generation, stream=stream, segments_only=True)
+    return replace(started, generation=generation)
 
 
 def _drop_oldest(messages: list[ChatMessage]) -> bool:

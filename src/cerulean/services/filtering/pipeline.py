@@ -161,14 +161,17 @@ class ContentFilter:
             out.append({"prompt_index": i, "content_filter_results": evaluation.results})
         return out
 
-    def wrap(self, generation: Generation, *, stream: bool) -> Generation:
+    def wrap(
+        self, generation: Generation, *, stream: bool, segments_only: bool = False
+    ) -> Generation:
         """The generation with its completions filtered (a no-op for a policy that evaluates
-        nothing on the completion side)."""
+        nothing on the completion side); ``segments_only``: never the asynchronous mode (an
+        API whose events cannot carry its annotations)."""
         if not self.screens_completions:
             return generation
         if not stream:
             mode = "whole"
-        elif self.policy.asynchronous:
+        elif self.policy.asynchronous and not segments_only:
             mode = "async"
         else:
             mode = "segments"
