@@ -14,7 +14,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from cerulean import __version__
-from cerulean.api import chat, completions, embeddings, health, management, metrics, models, v1
+from cerulean.api import (
+    batches,
+    chat,
+    completions,
+    embeddings,
+    files,
+    health,
+    management,
+    metrics,
+    models,
+    v1,
+)
 from cerulean.api.access import AccessMiddleware, RequestMetrics
 from cerulean.api.middleware import (
     AuthMiddleware,
@@ -45,7 +56,11 @@ from cerulean.services.pool import EngineFactory, EnginePool
 from cerulean.settings import Settings
 from cerulean.state import AppState
 from cerulean.store.base import Store
+from cerulean.services.batches import BatchRunner, BatchService
+from cerulean.services.files import FileService
+from cerulean.store.batches import JobStore
 from cerulean.store.home import open_store
+from cerulean.store.sql import SqlStore
 
 __all__ = ["Served", "create_app"]
 
@@ -113,10 +128,13 @@ def create_app(
         gateway = state.pool.gateway
         assert gateway is not None
         checker = asyncio.create_task(gateway.run(settings.upstream_health_interval))
+        tasks = [loader, reconciler, checker]
+        if settings.batch_runner:
+            tasks.append(asyncio.create_task(state.runner.run()))
         try:
             yield
         finally:
-            for task in (loader, reconciler, checker):
+            for task in tasks:
                 task.cancel()
             await _close(state, served)
 
@@ -128,7 +146,18 @@ def create_app(
         redoc_url=None,
         redirect_slashes=False,  # never a Host-built redirect (NormalizePathMiddleware)
     )
-    for module in (health, chat, embeddings, completions, metrics, models, v1, management):
+    for module in (
+        health,
+        chat,
+        embeddings,
+        completions,
+        metrics,
+        models,
+        v1,
+        management,
+        files,
+        batches,
+    ):
         app.include_router(module.router)
     _install_error_handlers(app)
     app.state.request_metrics = RequestMetrics()
@@ -159,17 +188,26 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
         embedders=served.embedders,
         gateway=Gateway(store, settings),
     )
+    limiter = build_limiter(
+        settings.redis_url,
+        prefix=settings.redis_prefix,
+        timeout=settings.redis_timeout,
+        fail_open=settings.redis_outage == "open",
+    )
+    if not isinstance(store, SqlStore):
+        raise TypeError("files and batches need the SQL store")
+    jobs = JobStore(store.engine)
+    file_service = FileService(settings, jobs)
+    runner = BatchRunner(settings, store, jobs, file_service, pool, limiter)
     return AppState(
         settings=settings,
         store=store,
         pool=pool,
         keyring=KeyRing(keys.verifier, store, ttl=settings.key_cache_seconds),
-        limiter=build_limiter(
-            settings.redis_url,
-            prefix=settings.redis_prefix,
-            timeout=settings.redis_timeout,
-            fail_open=settings.redis_outage == "open",
-        ),
+        limiter=limiter,
+        files=file_service,
+        batches=BatchService(jobs, file_service, runner.wake),
+        runner=runner,
         shown_keys=keys.shown,
     )
 
@@ -196,7 +234,11 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
 
     # Added innermost first: requests pass Access → RequestContext → NormalizePath → Auth →
     # BodyLimit.
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=settings.max_body_bytes,
+        larger={path: settings.upload_body_limit for path in files.UPLOAD_PATHS},
+    )
     app.add_middleware(
         AuthMiddleware,
         verifier=lambda: state().keyring.verifier,

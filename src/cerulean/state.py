@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from cerulean.engines.base import Engine
 from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.quota.base import RateLimiter
+from cerulean.services.batches import BatchRunner, BatchService
+from cerulean.services.files import FileService
 from cerulean.services.keys import KeyRing
 from cerulean.services.pool import EnginePool
 from cerulean.settings import Settings
@@ -29,6 +31,9 @@ class AppState:
     pool: EnginePool  # the loaded models, chat engines (loaded and unloaded) and embedders
     keyring: KeyRing  # the valid keys' digests, kept fresh from the store
     limiter: RateLimiter
+    files: FileService  # uploaded and batch-produced files
+    batches: BatchService
+    runner: BatchRunner  # runs batch work when settings.batch_runner (the lifespan starts it)
     shown_keys: dict[str, str] = field(default_factory=dict)
     started_at: int = field(default_factory=lambda: int(time.time()))  # "created_at" of models
     clock: Callable[[], float] = time.time

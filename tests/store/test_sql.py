@@ -101,7 +101,7 @@ def test_usage_adds_up_per_minute(store: SqlStore) -> None:
 
 def test_schema_is_the_migrations_and_matches_the_tables(store: SqlStore) -> None:
     with store.engine.connect() as conn:
-        assert current_revision(conn) == head_revision() == "0005"
+        assert current_revision(conn) == head_revision() == "0007"
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from cerulean.engines.base import Engine, EngineChunk, SamplingParams
+from cerulean.engines.base import Engine, EngineChunk, Priority, SamplingParams
 from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.errors import APIError, EngineError, InternalServerError, InvalidRequest
 from cerulean.protocol.apiversions import ApiVersion
@@ -59,6 +59,7 @@ class InferenceCall(Generic[E]):
     version: ApiVersion
     quota: Quota
     request_id: str
+    priority: Priority = "online"  # "batch": a batch job's line (idle slots only)
 
 
 @dataclass

@@ -9,7 +9,7 @@ gives back — text and tool-call deltas — into Azure's JSON body or event str
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cerulean.engines.base import (
@@ -64,7 +64,7 @@ async def create_chat_completion(
     call: InferenceCall[Engine], body: CreateChatCompletionRequest
 ) -> Answer:
     """Admit, start and shape one chat completion (raises Azure's errors before any output)."""
-    wanted = to_generation_request(body)
+    wanted = replace(to_generation_request(body), priority=call.priority)
     engine = call.engine
     _check_parts(wanted.messages, engine.info.content_parts)
     headers: dict[str, str] = {}
