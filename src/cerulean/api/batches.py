@@ -1,7 +1,8 @@
 """Batches: ``/openai/batches`` (``?api-version=``) and ``/openai/v1/batches``: create,
 retrieve, list, cancel. The deployment is named by the input file's lines (``body.model``)."""
 
-from __future__ import annotations
+# No "from __future__ import annotations": the routes below are built in a function, and
+# FastAPI must see their annotations as objects (the local Version alias).
 
 from typing import Annotated, Any
 

@@ -1,7 +1,8 @@
 """Files: ``/openai/files`` (``?api-version=``, as ``AzureOpenAI`` calls them) and
 ``/openai/v1/files`` (the plain ``OpenAI`` client): upload, list, retrieve, delete, content."""
 
-from __future__ import annotations
+# No "from __future__ import annotations": the routes below are built in a function, and
+# FastAPI must see their annotations as objects (the local Version alias).
 
 from typing import Annotated, Any
 

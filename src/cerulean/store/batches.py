@@ -9,13 +9,14 @@ what makes every ``custom_id`` appear exactly once in a batch's output.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from cerulean.store.sql import batch_lines, batches, files
 
@@ -97,6 +98,16 @@ class JobStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+
+    @contextlib.contextmanager
+    def _claiming(self) -> Iterator[Connection]:
+        """A transaction that reads, then writes what it read: on SQLite it takes the write
+        lock up front (``BEGIN IMMEDIATE``), or a concurrent commit would make its write fail
+        at once with "database is locked" instead of waiting."""
+        with self._engine.connect() as conn:
+            locked = conn.execution_options(cerulean_write_lock=True)
+            with locked.begin():
+                yield locked
 
     @property
     def postgres(self) -> bool:
@@ -191,7 +202,7 @@ class JobStore:
             .limit(1)
             .with_for_update(skip_locked=True)
         )
-        with self._engine.begin() as conn:
+        with self._claiming() as conn:
             found = conn.execute(query).first()
             if found is None:
                 return None
@@ -245,7 +256,7 @@ class JobStore:
     ) -> bool:
         """Store a validated batch's lines and move it to ``in_progress``, in one transaction
         (a runner that dies half-way leaves nothing behind); whether it was still ours."""
-        with self._engine.begin() as conn:
+        with self._claiming() as conn:
             mine = conn.execute(
                 update(batches)
                 .where(
@@ -308,7 +319,7 @@ class JobStore:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        with self._engine.begin() as conn:
+        with self._claiming() as conn:
             keys = conn.execute(query).all()
             claimed: list[ClaimedLine] = []
             for batch_id, line, custom_id in keys:
