@@ -18,7 +18,14 @@ from hypothesis import given
 
 from tests.conformance.fuzz import check_answer, fuzz_settings, send, wait_idle
 from tests.conformance.recorder import recording_client
-from tests.conformance.strategies import OPERATIONS, Case, hostile_cases, spec_cases
+from tests.conformance.strategies import (
+    OPERATIONS,
+    Case,
+    batch_cases,
+    hostile_cases,
+    spec_cases,
+    upload_cases,
+)
 from tests.e2e.conftest import Server
 
 pytestmark = pytest.mark.slow
@@ -71,4 +78,16 @@ def test_real_server_chat_bodies_invalid_for_the_spec(
 @fuzz_settings(12, env="FUZZ_E2E_EXAMPLES")
 @given(case=hostile_cases(OPERATIONS["chat"]).map(capped))
 def test_real_server_chat_hostile_requests(http: httpx.Client, server: Server, case: Case) -> None:
+    exercise(http, server, case)
+
+
+@fuzz_settings(12, env="FUZZ_E2E_EXAMPLES")
+@given(case=batch_cases())
+def test_real_server_batch_requests(http: httpx.Client, server: Server, case: Case) -> None:
+    exercise(http, server, case)
+
+
+@fuzz_settings(12, env="FUZZ_E2E_EXAMPLES")
+@given(case=upload_cases())
+def test_real_server_file_uploads(http: httpx.Client, server: Server, case: Case) -> None:
     exercise(http, server, case)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from cerulean.errors import FileTooLarge, InvalidRequest, ObjectNotFound, RequestTooLarge
@@ -102,14 +103,7 @@ class FileService:
         limit = max(self._settings.batch_file_max_bytes, self._settings.file_max_bytes)
         try:
             with part.open("wb") as sink:
-                parser = MultipartParser(boundary, self._callbacks(form, sink, limit))
-                async for chunk in chunks:
-                    parser.write(chunk)
-                    if form.error is not None:
-                        raise form.error
-                parser.finalize()
-                if form.error is not None:
-                    raise form.error
+                await self._read(boundary, chunks, self._callbacks(form, sink, limit), form)
                 sink.flush()
                 await asyncio.to_thread(os.fsync, sink.fileno())
             record = self._record(file_id, form)
@@ -120,6 +114,25 @@ class FileService:
             raise
         await asyncio.to_thread(self._jobs.put_file, record)
         return record
+
+    @staticmethod
+    async def _read(
+        boundary: bytes, chunks: AsyncIterator[bytes], callbacks: Any, form: _Form
+    ) -> None:
+        """Push the body through the multipart parser (a malformed form is a 400)."""
+        try:
+            parser = MultipartParser(boundary, callbacks)
+            async for chunk in chunks:
+                parser.write(chunk)
+                if form.error is not None:
+                    raise form.error
+            parser.finalize()
+        except FormParserError as exc:
+            raise InvalidRequest(
+                f"The multipart/form-data body could not be parsed: {exc}", param="file"
+            ) from None
+        if form.error is not None:
+            raise form.error
 
     def _callbacks(self, form: _Form, sink: IO[bytes], limit: int) -> Any:
         def on_part_begin() -> None:
