@@ -45,10 +45,12 @@ from cerulean.errors import (
 )
 from cerulean.protocol.common import validation_message
 from cerulean.quota import build_limiter
+from cerulean.services.batches import BatchRunner, BatchService
 from cerulean.services.deployments import (
     BUILTIN_EMBEDDING_DEPLOYMENTS,
     ensure_builtin_deployments,
 )
+from cerulean.services.files import FileService
 from cerulean.services.gateway import Gateway
 from cerulean.services.keys import KeyRing, provision_keys
 from cerulean.services.models import ensure_models, resident_records
@@ -56,8 +58,6 @@ from cerulean.services.pool import EngineFactory, EnginePool
 from cerulean.settings import Settings
 from cerulean.state import AppState
 from cerulean.store.base import Store
-from cerulean.services.batches import BatchRunner, BatchService
-from cerulean.services.files import FileService
 from cerulean.store.batches import JobStore
 from cerulean.store.home import open_store
 from cerulean.store.sql import SqlStore

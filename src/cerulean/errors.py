@@ -263,7 +263,9 @@ class NotCancellable(InvalidRequest):
     status_code = 409
 
     def __init__(self, status: str) -> None:
-        super().__init__(f"Cannot cancel a batch with status '{status}'.", code="batch_not_cancellable")
+        super().__init__(
+            f"Cannot cancel a batch with status '{status}'.", code="batch_not_cancellable"
+        )
 
 
 class OperationNotSupported(_CodeMessageError):

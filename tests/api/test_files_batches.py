@@ -31,20 +31,28 @@ def app(tmp_path: Path) -> Iterator[TestClient]:
         max_files=5,
         batch_poll_interval=0.05,
     )
-    with TestClient(create_app(settings, {"fake-model": FakeEngine()}), raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(settings, {"fake-model": FakeEngine()}), raise_server_exceptions=False
+    ) as client:
         record_responses(client)
         client.headers["api-key"] = KEY1
         yield client
 
 
-def upload(client: TestClient, content: bytes, purpose: str = "batch", path: str = "/openai/files") -> Any:
+def upload(
+    client: TestClient, content: bytes, purpose: str = "batch", path: str = "/openai/files"
+) -> Any:
     params = V if path == "/openai/files" else None
-    return client.post(path, params=params, data={"purpose": purpose}, files={"file": ("in.jsonl", content)})
+    return client.post(
+        path, params=params, data={"purpose": purpose}, files={"file": ("in.jsonl", content)}
+    )
 
 
 def chat_line(i: int, model: str = "gpt-4") -> str:
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
-    return json.dumps({"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions", "body": body})
+    return json.dumps(
+        {"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+    )
 
 
 def test_upload_is_written_to_the_files_directory(app: TestClient, tmp_path: Path) -> None:
@@ -76,14 +84,20 @@ def test_batch_file_limit_and_file_count_limit(app: TestClient, tmp_path: Path) 
 
 def test_upload_errors(app: TestClient) -> None:
     assert upload(app, b"{}", purpose="vision").json()["error"]["param"] == "purpose"
-    no_file = app.post("/openai/files", params=V, data={"purpose": "batch"}, files={"x": ("a", b"1")})
+    no_file = app.post(
+        "/openai/files", params=V, data={"purpose": "batch"}, files={"x": ("a", b"1")}
+    )
     assert no_file.status_code == 400 and no_file.json()["error"]["param"] == "file"
     not_form = app.post("/openai/files", params=V, json={"purpose": "batch"})
     assert not_form.status_code == 400
     expiry = app.post(
         "/openai/files",
         params=V,
-        data={"purpose": "batch", "expires_after[anchor]": "created_at", "expires_after[seconds]": "60"},
+        data={
+            "purpose": "batch",
+            "expires_after[anchor]": "created_at",
+            "expires_after[seconds]": "60",
+        },
         files={"file": ("in.jsonl", b"{}")},
     )
     assert expiry.json()["error"]["param"] == "expires_after.seconds"
@@ -119,11 +133,17 @@ def test_batch_runs_on_the_fake_engine(app: TestClient) -> None:
     )
     assert created.status_code == 200, created.text
     done = wait(app, created.json()["id"])
-    assert done["status"] == "completed" and done["request_counts"] == {"total": 6, "completed": 6, "failed": 0}
+    assert done["status"] == "completed" and done["request_counts"] == {
+        "total": 6,
+        "completed": 6,
+        "failed": 0,
+    }
     assert done["metadata"] == {"job": "nightly"} and done["model"] == "gpt-4"
     out = app.get(f"/openai/v1/files/{done['output_file_id']}").json()
     assert out["purpose"] == "batch_output" and out["expires_at"] == out["created_at"] + 7200
-    rows = [json.loads(r) for r in app.get(f"/openai/v1/files/{out['id']}/content").text.splitlines()]
+    rows = [
+        json.loads(r) for r in app.get(f"/openai/v1/files/{out['id']}/content").text.splitlines()
+    ]
     assert sorted(r["custom_id"] for r in rows) == [f"c{i}" for i in range(6)]
     listed = app.get("/openai/batches", params={**V, "limit": 1}).json()
     assert listed["object"] == "list" and listed["data"][0]["id"] == done["id"]
@@ -131,11 +151,31 @@ def test_batch_runs_on_the_fake_engine(app: TestClient) -> None:
 
 
 def test_a_line_that_fails_goes_to_the_error_file(app: TestClient) -> None:
-    bad = json.dumps({"custom_id": "bad", "method": "POST", "url": "/chat/completions", "body": {"model": "gpt-4", "messages": "nope"}})
+    bad = json.dumps(
+        {
+            "custom_id": "bad",
+            "method": "POST",
+            "url": "/chat/completions",
+            "body": {"model": "gpt-4", "messages": "nope"},
+        }
+    )
     file_id = upload(app, (chat_line(0) + "\n" + bad).encode()).json()["id"]
-    created = app.post("/openai/batches", params=V, json={"input_file_id": file_id, "endpoint": "/chat/completions", "completion_window": "24h"})
+    created = app.post(
+        "/openai/batches",
+        params=V,
+        json={
+            "input_file_id": file_id,
+            "endpoint": "/chat/completions",
+            "completion_window": "24h",
+        },
+    )
     done = wait(app, created.json()["id"])
     assert done["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
-    rows = [json.loads(r) for r in app.get(f"/openai/files/{done['error_file_id']}/content", params=V).text.splitlines()]
+    rows = [
+        json.loads(r)
+        for r in app.get(
+            f"/openai/files/{done['error_file_id']}/content", params=V
+        ).text.splitlines()
+    ]
     assert [r["custom_id"] for r in rows] == ["bad"]
     assert rows[0]["response"]["status_code"] == 400 and "error" in rows[0]["response"]["body"]

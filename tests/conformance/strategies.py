@@ -329,9 +329,7 @@ def batch_cases() -> st.SearchStrategy[Case]:
             "completion_window": st.sampled_from(["24h", "48h", "", "24H"]),
         },
         optional={
-            "metadata": st.one_of(
-                st.dictionaries(ODD_TEXT, ODD_TEXT, max_size=20), JSON_VALUES
-            ),
+            "metadata": st.one_of(st.dictionaries(ODD_TEXT, ODD_TEXT, max_size=20), JSON_VALUES),
             "output_expires_after": st.one_of(
                 st.fixed_dictionaries(
                     {"anchor": st.just("created_at"), "seconds": st.integers(0, 3_000_000)}
@@ -377,9 +375,13 @@ def upload_cases() -> st.SearchStrategy[Case]:
         data = "".join(parts).encode()
         if file is not None:
             data += (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-                f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-            ).encode() + file + b"\r\n"
+                (
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                    f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+                ).encode()
+                + file
+                + b"\r\n"
+            )
         return data + f"--{boundary}--\r\n".encode()
 
     valid = st.fixed_dictionaries(
@@ -393,8 +395,11 @@ def upload_cases() -> st.SearchStrategy[Case]:
         st.sampled_from(
             ["purpose", "expires_after[anchor]", "expires_after[seconds]", "other", ""]
         ),
-        st.one_of(st.sampled_from(["batch", "fine-tune", "assistants", "vision", "created_at"]),
-                  st.integers(-5, 3_000_000).map(str), ODD_TEXT.map(lambda t: t.replace("\r", ""))),
+        st.one_of(
+            st.sampled_from(["batch", "fine-tune", "assistants", "vision", "created_at"]),
+            st.integers(-5, 3_000_000).map(str),
+            ODD_TEXT.map(lambda t: t.replace("\r", "")),
+        ),
         max_size=4,
     )
     fields = st.one_of(valid, random_fields)

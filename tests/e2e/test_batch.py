@@ -68,7 +68,9 @@ def v1(server: Server) -> OpenAI:
     )
 
 
-def submit(client: AzureOpenAI | OpenAI, content: bytes, endpoint: str = "/chat/completions") -> Batch:
+def submit(
+    client: AzureOpenAI | OpenAI, content: bytes, endpoint: str = "/chat/completions"
+) -> Batch:
     uploaded = client.files.create(file=("input.jsonl", content), purpose="batch")
     return client.batches.create(
         input_file_id=uploaded.id,
@@ -268,10 +270,10 @@ def test_kill_9_mid_run_and_restart_resumes(tmp_path: Path) -> None:
 
 
 def _admitted(server: Server) -> float:
-    text = httpx.get(
-        f"{server.endpoint}metrics", headers={"api-key": server.key1}, timeout=10
-    ).text
-    found = re.findall(r"^cerulean_engine_requests_admitted_total\{[^}]*\} ([0-9.e+]+)$", text, re.M)
+    text = httpx.get(f"{server.endpoint}metrics", headers={"api-key": server.key1}, timeout=10).text
+    found = re.findall(
+        r"^cerulean_engine_requests_admitted_total\{[^}]*\} ([0-9.e+]+)$", text, re.M
+    )
     return sum(float(v) for v in found)
 
 

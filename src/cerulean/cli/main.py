@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from cerulean import __version__
 from cerulean.cli.chat import chat, status
 from cerulean.cli.control import deployments, keys, models, reset
+from cerulean.cli.jobs import batches, files
 from cerulean.cli.naming import command_name
 from cerulean.cli.upstreams import upstreams
 from cerulean.services.keys import mask_key
@@ -124,7 +125,7 @@ def _run_server(
         uvicorn.Server(config).run()
 
 
-for _command in (models, deployments, upstreams, keys, reset, chat, status):
+for _command in (models, deployments, upstreams, keys, reset, chat, status, files, batches):
     main.add_command(_command)
 
 

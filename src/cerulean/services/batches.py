@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from cerulean.engines.base import Preempted
 from cerulean.errors import (
     APIError,
     EngineError,
@@ -33,16 +34,15 @@ from cerulean.errors import (
     ServerBusy,
     ServiceUnavailable,
 )
-from cerulean.engines.base import Preempted
 from cerulean.protocol.apiversions import V1, ApiVersion, parse_api_version
 from cerulean.protocol.batches import BATCH_ENDPOINTS, CreateBatchRequest
 from cerulean.protocol.chat import parse_chat_request
 from cerulean.protocol.ids import request_id
+from cerulean.quota.base import RateLimiter
 from cerulean.services import chat
 from cerulean.services.admission import Quota
 from cerulean.services.answers import InferenceCall
 from cerulean.services.files import FileService
-from cerulean.quota.base import RateLimiter
 from cerulean.services.pool import EnginePool
 from cerulean.settings import Settings
 from cerulean.store.base import DeploymentRecord, Store
@@ -239,7 +239,9 @@ class Validated:
     errors: list[dict[str, Any]]
 
 
-def _error(code: str, message: str, line: int | None = None, param: str | None = None) -> dict[str, Any]:
+def _error(
+    code: str, message: str, line: int | None = None, param: str | None = None
+) -> dict[str, Any]:
     return {"code": code, "message": message, "param": param, "line": line}
 
 
@@ -377,7 +379,9 @@ def batch_token_limit(record: DeploymentRecord, settings: Settings) -> int:
 class _BatchQuota(Quota):
     """Batch lines are charged to the batch quota when validated, never to online TPM."""
 
-    async def admit(self, record: DeploymentRecord, *, tokens: int, capability: Any) -> dict[str, str]:
+    async def admit(
+        self, record: DeploymentRecord, *, tokens: int, capability: Any
+    ) -> dict[str, str]:
         return {}
 
     async def settle(self, record: DeploymentRecord, *, charged: int, used: int) -> None:
@@ -439,9 +443,7 @@ class BatchRunner:
                     logger.exception("batch runner step failed")
                     await asyncio.sleep(self._settings.batch_poll_interval)
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(
-                        self._wakeup.wait(), self._settings.batch_poll_interval
-                    )
+                    await asyncio.wait_for(self._wakeup.wait(), self._settings.batch_poll_interval)
                 self._wakeup.clear()
         finally:
             for task in self._inflight.values():
@@ -491,9 +493,7 @@ class BatchRunner:
             self._fail(record, [_error("empty_file", "The input file is empty.")])
             return
         with path.open("rb") as handle:
-            checked = validate_lines(
-                iter(handle), record.endpoint, self._settings.batch_max_lines
-            )
+            checked = validate_lines(iter(handle), record.endpoint, self._settings.batch_max_lines)
         if not checked.errors and not checked.lines:
             checked.errors.append(_error("empty_batch", "The input file has no requests."))
         if checked.errors:
@@ -724,4 +724,3 @@ def with_handler(runner: BatchRunner, operation: str, handler: LineHandler) -> B
     """Register the line handler of another endpoint's operation (e.g. ``responses``)."""
     runner.handlers = {**runner.handlers, operation: handler}
     return runner
-

@@ -145,7 +145,9 @@ class JobStore:
     def count_files(self, *, with_expiry: bool) -> int:
         has = files.c.expires_at.is_not(None) if with_expiry else files.c.expires_at.is_(None)
         with self._engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(files).where(has)).scalar_one())
+            return int(
+                conn.execute(select(func.count()).select_from(files).where(has)).scalar_one()
+            )
 
     def delete_file(self, file_id: str) -> bool:
         with self._engine.begin() as conn:
@@ -376,7 +378,9 @@ class JobStore:
         query = select(
             func.count(),
             func.count().filter(batch_lines.c.done.is_(True)),
-            func.count().filter(and_(batch_lines.c.done.is_(True), batch_lines.c.is_error.is_(True))),
+            func.count().filter(
+                and_(batch_lines.c.done.is_(True), batch_lines.c.is_error.is_(True))
+            ),
         ).where(batch_lines.c.batch_id == batch_id)
         with self._engine.connect() as conn:
             total, done, errors = conn.execute(query).one()
@@ -415,7 +419,7 @@ class JobStore:
                 rows = conn.execute(query).all()
             if not rows:
                 return
-            for line, is_error, result in rows:
+            for _line, is_error, result in rows:
                 yield bool(is_error), str(result)
             last = rows[-1][0]
 
