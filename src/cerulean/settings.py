@@ -323,8 +323,8 @@ class Settings(BaseSettings):
         None,
         ge=1,
         le=1024,
-        description="Batch lines one runner keeps in flight per deployment (default: twice the "
-        "engine's slots, so that it stays at full width).",
+        description="Batch lines one runner keeps in flight (default: the largest engine's "
+        "slots and a quarter more, so that the engine stays at full width).",
     )
     region: str = Field("local", description="Value of the x-ms-region response header.")
     max_body_bytes: int = Field(

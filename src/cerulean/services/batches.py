@@ -417,6 +417,7 @@ class BatchRunner:
         self._inflight: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._wakeup = asyncio.Event()
         self._renewed = 0.0
+        self._records: dict[str, BatchRecord] = {}  # batches of in-flight lines
         self.handlers: dict[str, LineHandler] = {"chat": self._chat_line}
 
     def wake(self) -> None:
@@ -424,11 +425,12 @@ class BatchRunner:
 
     @property
     def width(self) -> int:
-        """Lines kept in flight: ``batch_width``, else twice the largest engine's slots."""
+        """Lines kept in flight: ``batch_width``, else the largest engine's slots and a quarter
+        more, so that a freed slot finds the next line already waiting in the engine."""
         if self._settings.batch_width is not None:
             return self._settings.batch_width
-        slots = [e.stats().get("slots", 0) for e in self._pool.engines.values()]
-        return max(2 * max(slots, default=0), 2)
+        slots = max((e.stats().get("slots", 0) for e in self._pool.engines.values()), default=1)
+        return max(slots + max(slots // 4, 1), 2)
 
     async def run(self) -> None:
         if not self._jobs.postgres:  # SQLite: one runner; whatever held a lease before died
@@ -549,8 +551,17 @@ class BatchRunner:
 
     # -- lines --------------------------------------------------------------------------------
 
+    async def _batch(self, batch_id: str) -> BatchRecord | None:
+        """The batch of a claimed line (its fixed fields; read once per batch and tick)."""
+        record = self._records.get(batch_id)
+        if record is None:
+            record = await asyncio.to_thread(self._jobs.get_batch, batch_id)
+            if record is not None:
+                self._records[batch_id] = record
+        return record
+
     async def _run_line(self, line: ClaimedLine) -> None:
-        record = await asyncio.to_thread(self._jobs.get_batch, line.batch_id)
+        record = await self._batch(line.batch_id)
         if record is None or record.status != "in_progress":
             return
         body = json.loads(line.body)
@@ -622,7 +633,12 @@ class BatchRunner:
             for key, task in list(self._inflight.items()):
                 if statuses.get(key[0]) != "in_progress":
                     task.cancel()
-        for batch_id, status, lease_until in await asyncio.to_thread(self._jobs.open_batches):
+        opened = await asyncio.to_thread(self._jobs.open_batches)
+        running = {batch_id for batch_id, status, _ in opened if status == "in_progress"}
+        for batch_id in list(self._records):  # a cached record is good while its batch runs
+            if batch_id not in running:
+                del self._records[batch_id]
+        for batch_id, status, lease_until in opened:
             if lease_until is not None and lease_until >= now:
                 continue
             if status == "in_progress":
