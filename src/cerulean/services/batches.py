@@ -63,6 +63,7 @@ WINDOW_SECONDS = 24 * 3600
 _MAX_ERRORS = 20  # validation errors reported per batch
 _DEFAULT_ANSWER_TOKENS = 256  # enqueued-token estimate of a line without max_tokens
 _TERMINAL = ("completed", "failed", "expired", "cancelled")
+_PURGE_INTERVAL = 300.0  # seconds between purges of expired files
 
 
 def _now() -> int:
@@ -435,9 +436,13 @@ class BatchRunner:
     async def run(self) -> None:
         if not self._jobs.postgres:  # SQLite: one runner; whatever held a lease before died
             await asyncio.to_thread(self._jobs.release_leases)
+        purged = 0.0
         try:
             while True:
                 try:
+                    if time.monotonic() - purged > _PURGE_INTERVAL:
+                        purged = time.monotonic()
+                        await asyncio.to_thread(self._files.purge_expired)
                     await self._tick()
                 except asyncio.CancelledError:
                     raise
