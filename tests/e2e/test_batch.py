@@ -247,7 +247,7 @@ def _counted_kill(server: Server, client: AzureOpenAI, batch_id: str, at_least: 
 def test_kill_9_mid_run_and_restart_resumes(tmp_path: Path) -> None:
     home = tmp_path / "home"
     server = Server(home=home, env=ENV).start()
-    total = 150
+    total = 100
     try:
         client = azure(server)
         batch = submit(client, jsonl([line(i, tokens=8) for i in range(total)]))
@@ -293,7 +293,7 @@ def test_two_servers_on_one_postgres_share_one_batch(
         for server in servers:
             server.start()
         before = [_admitted(s) for s in servers]
-        total = 120
+        total = 60
         client = azure(servers[0])
         batch = submit(client, jsonl([line(i, tokens=8) for i in range(total)]))
         done = wait(azure(servers[1]), batch.id)

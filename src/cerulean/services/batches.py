@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -20,8 +21,9 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from cerulean.engines.base import Preempted
 from cerulean.errors import (
@@ -57,6 +59,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BATCH_SKUS = ("GlobalBatch", "DataZoneBatch")
 WINDOW_SECONDS = 24 * 3600
@@ -419,6 +422,13 @@ class BatchRunner:
         self._wakeup = asyncio.Event()
         self._renewed = 0.0
         self._records: dict[str, BatchRecord] = {}  # batches of in-flight lines
+        # The runner's store calls have threads of their own: online requests' work in the
+        # default executor (tokenizing prompts) never waits behind a batch checkpoint.
+        self._threads = ThreadPoolExecutor(2, thread_name_prefix="batch-store")
+
+    async def _db(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, functools.partial(func, *args, **kwargs))
         self.handlers: dict[str, LineHandler] = {"chat": self._chat_line}
 
     def wake(self) -> None:
@@ -435,14 +445,14 @@ class BatchRunner:
 
     async def run(self) -> None:
         if not self._jobs.postgres:  # SQLite: one runner; whatever held a lease before died
-            await asyncio.to_thread(self._jobs.release_leases)
+            await self._db(self._jobs.release_leases)
         purged = 0.0
         try:
             while True:
                 try:
                     if time.monotonic() - purged > _PURGE_INTERVAL:
                         purged = time.monotonic()
-                        await asyncio.to_thread(self._files.purge_expired)
+                        await self._db(self._files.purge_expired)
                     await self._tick()
                 except asyncio.CancelledError:
                     raise
@@ -455,6 +465,7 @@ class BatchRunner:
         finally:
             for task in self._inflight.values():
                 task.cancel()
+            self._threads.shutdown(wait=False)
 
     async def _tick(self) -> None:
         lease = self._settings.batch_lease_seconds
@@ -462,9 +473,7 @@ class BatchRunner:
         await self._watch(lease)
         room = self.width - len(self._inflight)
         if room > 0 and self._pool.engines:
-            claimed = await asyncio.to_thread(
-                self._jobs.claim_lines, self.owner, room, time.time(), lease
-            )
+            claimed = await self._db(self._jobs.claim_lines, self.owner, room, time.time(), lease)
             for line in claimed:
                 self._spawn(line)
 
@@ -482,12 +491,12 @@ class BatchRunner:
     # -- validation ---------------------------------------------------------------------------
 
     async def _validate_one(self, lease: float) -> None:
-        record = await asyncio.to_thread(
+        record = await self._db(
             self._jobs.claim_batch, ("validating",), self.owner, time.time(), lease
         )
         if record is None:
             return
-        await asyncio.to_thread(self._validate, record)
+        await self._db(self._validate, record)
         self._wakeup.set()
 
     def _validate(self, record: BatchRecord) -> None:
@@ -560,7 +569,7 @@ class BatchRunner:
         """The batch of a claimed line (its fixed fields; read once per batch and tick)."""
         record = self._records.get(batch_id)
         if record is None:
-            record = await asyncio.to_thread(self._jobs.get_batch, batch_id)
+            record = await self._db(self._jobs.get_batch, batch_id)
             if record is not None:
                 self._records[batch_id] = record
         return record
@@ -580,7 +589,7 @@ class BatchRunner:
             status, answer = await self._attempt(handler, body, record, rid)
             output = _line(line.custom_id, (status, answer), rid)
             is_error = status != 200
-        await asyncio.to_thread(
+        await self._db(
             self._jobs.finish_line, line.batch_id, line.line, json.dumps(output), is_error=is_error
         )
 
@@ -631,14 +640,12 @@ class BatchRunner:
         if self._inflight and now - self._renewed > lease / 3:
             self._renewed = now
             keys = list(self._inflight)
-            await asyncio.to_thread(self._jobs.renew, self.owner, keys, now + lease)
-            statuses = await asyncio.to_thread(
-                self._jobs.running_statuses, sorted({b for b, _ in keys})
-            )
+            await self._db(self._jobs.renew, self.owner, keys, now + lease)
+            statuses = await self._db(self._jobs.running_statuses, sorted({b for b, _ in keys}))
             for key, task in list(self._inflight.items()):
                 if statuses.get(key[0]) != "in_progress":
                     task.cancel()
-        opened = await asyncio.to_thread(self._jobs.open_batches)
+        opened = await self._db(self._jobs.open_batches)
         running = {batch_id for batch_id, status, _ in opened if status == "in_progress"}
         for batch_id in list(self._records):  # a cached record is good while its batch runs
             if batch_id not in running:
@@ -647,10 +654,10 @@ class BatchRunner:
             if lease_until is not None and lease_until >= now:
                 continue
             if status == "in_progress":
-                total, done, _ = await asyncio.to_thread(self._jobs.line_counts, batch_id)
+                total, done, _ = await self._db(self._jobs.line_counts, batch_id)
                 if done < total:
                     continue
-                taken = await asyncio.to_thread(
+                taken = await self._db(
                     self._jobs.take_batch,
                     batch_id,
                     "in_progress",
@@ -660,25 +667,25 @@ class BatchRunner:
                     {"status": "finalizing", "finalizing_at": _now()},
                 )
                 if taken:
-                    await asyncio.to_thread(self._finalize, batch_id, "completed")
+                    await self._db(self._finalize, batch_id, "completed")
             elif status == "finalizing":  # a runner died while finalizing: do it again
-                if await asyncio.to_thread(
+                if await self._db(
                     self._jobs.take_batch, batch_id, "finalizing", self.owner, now, lease
                 ):
-                    await asyncio.to_thread(self._finalize, batch_id, "completed")
+                    await self._db(self._finalize, batch_id, "completed")
             else:  # cancelling
                 for key, task in list(self._inflight.items()):
                     if key[0] == batch_id:
                         task.cancel()
-                record = await asyncio.to_thread(self._jobs.get_batch, batch_id)
-                held = await asyncio.to_thread(self._jobs.leased_pending, batch_id, now)
+                record = await self._db(self._jobs.get_batch, batch_id)
+                held = await self._db(self._jobs.leased_pending, batch_id, now)
                 since = record.cancelling_at if record and record.cancelling_at else 0
                 if held and now - since < lease:
                     continue
-                if await asyncio.to_thread(
+                if await self._db(
                     self._jobs.take_batch, batch_id, "cancelling", self.owner, now, lease
                 ):
-                    await asyncio.to_thread(self._finalize, batch_id, "cancelled")
+                    await self._db(self._finalize, batch_id, "cancelled")
 
     def _finalize(self, batch_id: str, final: str) -> None:
         """Write the output and error files from the checkpoints; the batch ends ``final``."""
