@@ -24,6 +24,7 @@ from cerulean.api import (
     management,
     metrics,
     models,
+    responses,
     v1,
 )
 from cerulean.api.access import AccessMiddleware, RequestMetrics
@@ -45,7 +46,7 @@ from cerulean.errors import (
 )
 from cerulean.protocol.common import validation_message
 from cerulean.quota import build_limiter
-from cerulean.services.batches import BatchRunner, BatchService
+from cerulean.services.batches import BatchRunner, BatchService, responses_handler
 from cerulean.services.deployments import (
     BUILTIN_EMBEDDING_DEPLOYMENTS,
     ensure_builtin_deployments,
@@ -55,6 +56,7 @@ from cerulean.services.gateway import Gateway
 from cerulean.services.keys import KeyRing, provision_keys
 from cerulean.services.models import ensure_models, resident_records
 from cerulean.services.pool import EngineFactory, EnginePool
+from cerulean.services.responses import ResponsesContext, prepare_store, upkeep
 from cerulean.settings import Settings
 from cerulean.state import AppState
 from cerulean.store.base import Store
@@ -128,7 +130,10 @@ def create_app(
         gateway = state.pool.gateway
         assert gateway is not None
         checker = asyncio.create_task(gateway.run(settings.upstream_health_interval))
-        tasks = [loader, reconciler, checker]
+        stored = ResponsesContext.of(state)
+        await prepare_store(stored)
+        upkeeper = asyncio.create_task(upkeep(stored, settings.response_purge_interval))
+        tasks = [loader, reconciler, checker, upkeeper]
         if settings.batch_runner:
             tasks.append(asyncio.create_task(state.runner.run()))
         try:
@@ -136,6 +141,7 @@ def create_app(
         finally:
             for task in tasks:
                 task.cancel()
+            await state.responses.aclose()
             await _close(state, served)
 
     app = FastAPI(
@@ -154,6 +160,7 @@ def create_app(
         metrics,
         models,
         v1,
+        responses,
         management,
         files,
         batches,
@@ -199,7 +206,7 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
     jobs = JobStore(store.engine)
     file_service = FileService(settings, jobs)
     runner = BatchRunner(settings, store, jobs, file_service, pool, limiter)
-    return AppState(
+    state = AppState(
         settings=settings,
         store=store,
         pool=pool,
@@ -210,6 +217,8 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
         runner=runner,
         shown_keys=keys.shown,
     )
+    runner.handlers["responses"] = responses_handler(state)  # /v1/responses batch lines
+    return state
 
 
 async def _close(state: AppState, served: Served) -> None:

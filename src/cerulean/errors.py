@@ -11,9 +11,9 @@ exact Azure body (see ``shared/reference/azure-openai-wire.md`` §2.2, §5)::
     │   ├── InvalidSubscriptionKey      401 wrong api-key
     │   ├── MissingCredentials          401 APIM body (no "error" wrapper), no/invalid bearer
     │   ├── InvalidRequest              400 invalid_request_error (message/type/param/code)
+    │   │   ├── ObjectNotFound          404 the same shape: an unknown (or deleted) stored object
     │   │   ├── ContextLengthExceeded   400 context_length_exceeded
     │   │   ├── InputTooLong            400 an embeddings input beyond the model's context
-    │   │   ├── ObjectNotFound          404 no such file or batch (OpenAI's wording)
     │   │   ├── FileTooLarge            413 a file over its purpose's limit
     │   │   └── NotCancellable          409 a batch that has already ended
     │   ├── OperationNotSupported       400 e.g. embeddings on a chat model's deployment
@@ -190,6 +190,17 @@ class InvalidRequest(APIError):
         }
 
 
+class ObjectNotFound(InvalidRequest):
+    """A stored object (a response...) that does not exist, was deleted or has expired: OpenAI's
+    404 body, which openai-python raises as ``NotFoundError``."""
+
+    status_code = 404
+
+    def __init__(self, kind: str, object_id: str) -> None:
+        shown = object_id if len(object_id) <= 100 else object_id[:97] + "..."
+        super().__init__(f"{kind} with id '{shown}' not found.")
+
+
 class ContextLengthExceeded(InvalidRequest):
     """The prompt (plus the requested completion) does not fit the model's context."""
 
@@ -232,15 +243,6 @@ class InputTooLong(InvalidRequest):
             f"{tokens} tokens ({tokens} in your prompt; 0 for the completion). Please reduce your "
             "prompt; or completion length."
         )
-
-
-class ObjectNotFound(InvalidRequest):
-    """An unknown (or deleted, or expired) file or batch id: 404, in OpenAI's words."""
-
-    status_code = 404
-
-    def __init__(self, kind: str, object_id: str) -> None:
-        super().__init__(f"No such {kind} object: {object_id}", param="id")
 
 
 class FileTooLarge(InvalidRequest):

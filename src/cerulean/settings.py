@@ -326,6 +326,22 @@ class Settings(BaseSettings):
         description="Batch lines one runner keeps in flight (default: the largest engine's "
         "slots and a quarter more, so that the engine stays at full width).",
     )
+    response_retention_days: float = Field(
+        30,
+        gt=0,
+        description="Days a stored Responses API response (and its input items) is kept before "
+        "the purge deletes it (Azure: 30).",
+        json_schema_extra=_CLI,
+    )
+    response_purge_interval: float = Field(
+        3600, gt=0, description="Seconds between purges of expired stored responses."
+    )
+    response_heartbeat: float = Field(
+        10,
+        gt=0,
+        description="Seconds between the heartbeats of running background responses; one "
+        "silent for three heartbeats (its server died) is marked failed.",
+    )
     region: str = Field("local", description="Value of the x-ms-region response header.")
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted (bytes)."

@@ -13,6 +13,7 @@ from cerulean.services.batches import BatchRunner, BatchService
 from cerulean.services.files import FileService
 from cerulean.services.keys import KeyRing
 from cerulean.services.pool import EnginePool
+from cerulean.services.responses import BackgroundRuns
 from cerulean.settings import Settings
 from cerulean.store.base import Store
 
@@ -35,6 +36,7 @@ class AppState:
     batches: BatchService
     runner: BatchRunner  # runs batch work when settings.batch_runner (the lifespan starts it)
     shown_keys: dict[str, str] = field(default_factory=dict)
+    responses: BackgroundRuns = field(default_factory=BackgroundRuns)  # background responses
     started_at: int = field(default_factory=lambda: int(time.time()))  # "created_at" of models
     clock: Callable[[], float] = time.time
 

@@ -179,3 +179,28 @@ def test_a_line_that_fails_goes_to_the_error_file(app: TestClient) -> None:
     ]
     assert [r["custom_id"] for r in rows] == ["bad"]
     assert rows[0]["response"]["status_code"] == 400 and "error" in rows[0]["response"]["body"]
+
+
+def test_responses_lines_run_through_the_responses_api(app: TestClient) -> None:
+    lines = [
+        json.dumps(
+            {
+                "custom_id": f"r{i}",
+                "method": "POST",
+                "url": "/v1/responses",
+                "body": {"model": "gpt-4o", "input": "hi", "max_output_tokens": 16},
+            }
+        )
+        for i in range(3)
+    ]
+    file_id = upload(app, "\n".join(lines).encode()).json()["id"]
+    created = app.post(
+        "/openai/v1/batches",
+        json={"input_file_id": file_id, "endpoint": "/v1/responses", "completion_window": "24h"},
+    )
+    done = wait(app, created.json()["id"])
+    assert done["request_counts"] == {"total": 3, "completed": 3, "failed": 0}, done
+    out = app.get(f"/openai/v1/files/{done['output_file_id']}/content").text.splitlines()
+    bodies = [json.loads(row)["response"]["body"] for row in out]
+    assert {b["object"] for b in bodies} == {"response"}
+    assert all(b["status"] in ("completed", "incomplete") for b in bodies)

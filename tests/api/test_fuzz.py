@@ -93,6 +93,30 @@ def test_embeddings_hostile_requests(app_client: TestClient, case: Case) -> None
     exercise(app_client, case)
 
 
+@fuzz_settings(60)
+@given(case=spec_cases(OPERATIONS["responses"], "positive"))
+def test_responses_bodies_valid_for_the_spec(app_client: TestClient, case: Case) -> None:
+    exercise(app_client, case)
+
+
+@fuzz_settings(30)
+@given(case=spec_cases(OPERATIONS["responses"], "negative"))
+def test_responses_bodies_invalid_for_the_spec(app_client: TestClient, case: Case) -> None:
+    exercise(app_client, case)
+
+
+@fuzz_settings(150)
+@given(case=hostile_cases(OPERATIONS["responses"]))
+def test_responses_hostile_requests(app_client: TestClient, case: Case) -> None:
+    exercise(app_client, case)
+
+
+@fuzz_settings(60)
+@given(case=hostile_cases(OPERATIONS["responses-dated"]))
+def test_responses_dated_hostile_requests(app_client: TestClient, case: Case) -> None:
+    exercise(app_client, case)
+
+
 @fuzz_settings(150)
 @given(case=batch_cases())
 def test_batch_create_and_cancel_requests(app_client: TestClient, case: Case) -> None:

@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DEVIATIONS", "Deviation", "apply_all", "urn"]
+__all__ = ["DEVIATIONS", "OPENAI", "Deviation", "apply_all", "urn"]
 
 Docs = dict[str, dict[str, Any]]
 
 NEW = "2024-10-21"
 OLD = "2023-05-15"
+OPENAI = "openai-2.3.0"  # OpenAI's own description (openai-openapi 2.3.0): the Responses API
 CHAT_PATH = "/paths/~1deployments~1{deployment-id}~1chat~1completions/post"
 COMPLETIONS_PATH = "/paths/~1deployments~1{deployment-id}~1completions/post"
 EMBEDDINGS_PATH = "/paths/~1deployments~1{deployment-id}~1embeddings/post"
@@ -252,6 +253,19 @@ def _error_envelope(docs: Docs) -> None:
     old["properties"]["error"]["required"] = ["message"]
 
 
+def _deleted_response(docs: Docs) -> None:
+    docs["extras"]["deletedResponse"] = {
+        "type": "object",
+        "required": ["id", "object", "deleted"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string", "enum": ["response"]},
+            "deleted": {"type": "boolean", "enum": [True]},
+        },
+    }
+
+
 def _rebase(node: Any, doc: str) -> Any:
     """Make local ``#/...`` references of a schema copied out of ``doc`` absolute."""
     if isinstance(node, dict):
@@ -353,6 +367,12 @@ DEVIATIONS: tuple[Deviation, ...] = (
         "Stricter than the spec: the 2024-10-21 response objects (bodies, choices, messages, "
         "deltas, usage, errors) admit only the spec's properties plus the extras listed here.",
         _closed_objects,
+    ),
+    Deviation(
+        "responses-delete-body",
+        '`DELETE /responses/{id}` answers 200 with `{id, object: "response", deleted: true}` '
+        "(OpenAI's documented example; the 2.3.0 spec gives the 200 no schema).",
+        _deleted_response,
     ),
     Deviation(
         "error-envelope",

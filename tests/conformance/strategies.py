@@ -22,13 +22,20 @@ import schemathesis
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from tests.conformance.deviations import NEW
+from tests.conformance.deviations import NEW, OPENAI
 from tests.conformance.validator import raw_spec
 
 __all__ = ["GOOD_KEY", "OPERATIONS", "Case", "Operation", "cases", "hostile_cases", "spec_cases"]
 
 GOOD_KEY = "<a valid key>"  # replaced by the server's key when the case is sent
-API_VERSIONS = ("2024-10-21", "2023-05-15", "2024-06-01", "2025-04-01-preview", "2022-12-01")
+API_VERSIONS: tuple[str | None, ...] = (
+    "2024-10-21",
+    "2023-05-15",
+    "2024-06-01",
+    "2025-04-01-preview",
+    "2022-12-01",
+)
+V1_VERSIONS: tuple[str | None, ...] = (None, "v1", "preview")
 
 
 @dataclass(frozen=True)
@@ -43,10 +50,25 @@ class Operation:
     # Request properties removed before generation, with the reason (hostile cases still send
     # them as unknown fields).
     skipped: dict[str, str] = field(default_factory=dict)
+    spec: str = NEW  # the spec file describing it
+    # Where the deployment goes: the path (Azure's deployment routes) or the body's "model"
+    # (the v1 and Responses routes, which are sent to ``url``).
+    url: str | None = None
+    versions: tuple[str | None, ...] = API_VERSIONS  # the api-versions drawn
 
     @property
     def route(self) -> str:
         return self.spec_path.removeprefix("/deployments/{deployment-id}/")
+
+    def path(self, deployment: str) -> str:
+        """The request path for ``deployment`` (ignored when the body names it)."""
+        return self.url or f"/openai/deployments/{deployment}/{self.route}"
+
+    def named(self, body: Any, deployment: str) -> Any:
+        """``body`` naming ``deployment`` where the route reads it from the body."""
+        if self.url is not None and isinstance(body, dict):
+            return {**self.minimal, **body, "model": deployment}
+        return body
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -69,6 +91,24 @@ OPERATIONS: dict[str, Operation] = {
         deployment="text-embedding-ada-002",
         minimal={"input": "hi"},
         streams=False,
+    ),
+    "responses": Operation(
+        name="responses",
+        spec_path="/responses",
+        deployment="gpt-4",
+        minimal={"model": "gpt-4", "input": "hi"},
+        spec=OPENAI,
+        url="/openai/v1/responses",
+        versions=V1_VERSIONS,
+    ),
+    "responses-dated": Operation(
+        name="responses-dated",
+        spec_path="/responses",
+        deployment="gpt-4",
+        minimal={"model": "gpt-4", "input": "hi"},
+        spec=OPENAI,
+        url="/openai/responses",
+        versions=("2025-03-01-preview", "2025-04-01-preview", "2024-10-21", None),
     ),
 }
 
@@ -118,8 +158,8 @@ def _parts(doc: dict[str, Any], operation: Operation) -> list[dict[str, Any]]:
 
 
 def _request_schema(operation: Operation) -> dict[str, Any]:
-    """A copy of the 2024-10-21 spec without ``operation.skipped`` in its request body."""
-    doc = raw_spec(NEW)
+    """A copy of the operation's spec without ``operation.skipped`` in its request body."""
+    doc = raw_spec(operation.spec)
     for part in _parts(doc, operation):
         for name in operation.skipped:
             part.get("properties", {}).pop(name, None)
@@ -127,7 +167,7 @@ def _request_schema(operation: Operation) -> dict[str, Any]:
 
 
 def _property_names(operation: Operation) -> list[str]:
-    doc = raw_spec(NEW)
+    doc = raw_spec(operation.spec)
     return sorted({name for part in _parts(doc, operation) for name in part.get("properties", {})})
 
 
@@ -152,17 +192,19 @@ def spec_cases(operation: Operation, mode: str = "positive") -> st.SearchStrateg
         path_parameters={"deployment-id": operation.deployment},
         headers={"api-key": GOOD_KEY},
     )
-    path = f"/openai/deployments/{operation.deployment}/{operation.route}"
+    path = operation.path(operation.deployment)
     streaming = st.booleans() if mode == "positive" and operation.streams else st.just(False)
 
-    def build(body: Any, version: str, stream: bool) -> Case:
+    def build(body: Any, version: str | None, stream: bool) -> Case:
+        if mode == "positive":
+            body = operation.named(body, operation.deployment)
         if stream and isinstance(body, dict):
             body = {**body, "stream": True}
         headers = {"api-key": GOOD_KEY, "content-type": "application/json"}
         return Case(path, version, headers, _encoded(body))
 
     return st.builds(
-        build, generated.map(lambda case: case.body), st.sampled_from(API_VERSIONS), streaming
+        build, generated.map(lambda case: case.body), st.sampled_from(operation.versions), streaming
     )
 
 
@@ -263,24 +305,24 @@ def _headers() -> st.SearchStrategy[dict[str, str]]:
 
 def hostile_cases(operation: Operation) -> st.SearchStrategy[Case]:
     """Hostile bodies to a good address, or a good body to a hostile address."""
-    good_path = f"/openai/deployments/{operation.deployment}/{operation.route}"
+    good_path = operation.path(operation.deployment)
     good_headers = {"api-key": GOOD_KEY, "content-type": "application/json"}
     bodies = st.builds(
         lambda content, version: Case(good_path, version, good_headers, content),
         hostile_bodies(operation),
-        st.sampled_from(API_VERSIONS),
+        st.sampled_from(operation.versions),
     )
     deployment = st.one_of(
         st.just(operation.deployment),
         st.text(min_size=1, max_size=20).map(lambda d: quote(d, safe="")),
     )
-    version = st.one_of(st.sampled_from(API_VERSIONS), st.none(), st.text(max_size=20))
+    version = st.one_of(st.sampled_from(operation.versions), st.none(), st.text(max_size=20))
     envelopes = st.builds(
         lambda d, v, h: Case(
-            f"/openai/deployments/{d}/{operation.route}",
+            operation.path(d),
             v,
             h,
-            json.dumps(operation.minimal).encode(),
+            json.dumps(operation.named(dict(operation.minimal), d)).encode(),
         ),
         deployment,
         version,

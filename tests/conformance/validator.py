@@ -34,7 +34,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from jsonschema.exceptions import ValidationError  # type: ignore[import-untyped]
-from openapi_schema_validator import OAS30Validator
+from openapi_schema_validator import OAS30Validator, OAS31Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT4, DRAFT202012
 
@@ -66,13 +66,24 @@ SPEC_DIR = Path(__file__).parent / "specs"
 SPEC_FILES = {
     NEW: SPEC_DIR / "2024-10-21-inference.json",
     OLD: SPEC_DIR / "2023-05-15-inference.json",
+    OPENAI: SPEC_DIR / "openai-openapi-2.3.0.json",  # OpenAPI 3.1: the Responses API
 }
 
 _ROUTES = (
     ("chat", re.compile(r"^/openai/(?:deployments/[^/]+|v1)/chat/completions$")),
     ("completions", re.compile(r"^/openai/(?:deployments/[^/]+|v1)/completions$")),
     ("embeddings", re.compile(r"^/openai/(?:deployments/[^/]+|v1)/embeddings$")),
+    ("responses", re.compile(r"^/openai/(?:v1/)?responses(?:/[^/]+(?:/cancel)?)?$")),
+    ("response_input_items", re.compile(r"^/openai/(?:v1/)?responses/[^/]+/input_items$")),
 )
+
+# The Responses API, from OpenAI's spec whatever the api-version: (operation, method) -> schema.
+_OPENAI_SCHEMAS: dict[tuple[str, str], str] = {
+    ("responses", "POST"): urn(OPENAI, "/components/schemas/Response"),
+    ("responses", "GET"): urn(OPENAI, "/components/schemas/Response"),
+    ("responses", "DELETE"): urn("extras", "/deletedResponse"),
+    ("response_input_items", "GET"): urn(OPENAI, "/components/schemas/ResponseItemList"),
+}
 
 # (spec file, operation, "json" | "chunk") -> the schema's reference
 _SCHEMAS: dict[tuple[str, str, str], str] = {
@@ -198,7 +209,10 @@ def load_specs() -> dict[str, dict[str, Any]]:
 
 
 def _registry(docs: dict[str, dict[str, Any]]) -> Registry[Any]:
-    resources = [(f"urn:spec:{name}", DRAFT4.create_resource(doc)) for name, doc in docs.items()]
+    resources = [
+        (f"urn:spec:{name}", (DRAFT202012 if name == OPENAI else DRAFT4).create_resource(doc))
+        for name, doc in docs.items()
+    ]
     return Registry().with_resources(resources)
 
 
@@ -238,7 +252,8 @@ class Conformance:
         """The validation errors of ``instance`` against the schema at ``ref``."""
         validator = self._validators.get(ref)
         if validator is None:
-            validator = OAS30Validator({"$ref": ref}, registry=self._registry)
+            kind = OAS31Validator if ref.startswith(f"urn:spec:{OPENAI}#") else OAS30Validator
+            validator = kind({"$ref": ref}, registry=self._registry)
             self._validators[ref] = validator
         return sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
 
@@ -260,6 +275,10 @@ class Conformance:
                 return self._check_openai(exchange, openai_schema)
             self.counts["no schema (route outside the inference spec)"] += 1
             return []
+        if (operation, exchange.method) in _OPENAI_SCHEMAS:
+            if exchange.content_type.startswith("text/event-stream"):
+                return self._check_response_events(exchange)
+            return self._check_json(exchange, _OPENAI_SCHEMAS[(operation, exchange.method)], "body")
         if exchange.content_type.startswith("text/event-stream"):
             return self._check_stream(exchange, spec, operation)
         return self._check_json(exchange, _SCHEMAS[(spec, operation, "json")], "body")
@@ -342,6 +361,62 @@ class Conformance:
                 ref = chunk_ref
             problems += self._violations(exchange, where, ref, chunk)
         return problems
+
+    def _check_response_events(self, exchange: Exchange) -> list[Violation]:
+        """A Responses API stream: ``event: <type>`` + ``data: <event>`` blocks, each event valid
+        for its ``ResponseStreamEvent`` member, ``sequence_number`` strictly increasing."""
+        problems: list[Violation] = []
+        last = -1
+        for index, (name, data) in enumerate(_named_events(exchange, problems)):
+            where = f"event {index}"
+            event, bad = self._parse(exchange, where, data)
+            problems += bad
+            if bad:
+                continue
+            kind = event.get("type") if isinstance(event, dict) else None
+            if name is not None and name != kind:
+                message = f"`event: {name}` names a {kind!r} event"
+                problems.append(Violation(exchange, where, "SSE", "", message))
+            ref = response_event_schemas().get(str(kind))
+            if ref is None:
+                problems.append(Violation(exchange, where, "type", "", f"unknown event {kind!r}"))
+                continue
+            problems += self._violations(exchange, where, ref, event)
+            number = event.get("sequence_number")
+            if isinstance(number, int) and number <= last:
+                message = f"sequence_number {number} after {last}"
+                problems.append(Violation(exchange, where, "order", "", message))
+            last = number if isinstance(number, int) else last
+        return problems
+
+
+@cache
+def response_event_schemas() -> dict[str, str]:
+    """Each ``ResponseStreamEvent`` member's reference, by its ``type``."""
+    schemas = load_specs()[OPENAI]["components"]["schemas"]
+    out: dict[str, str] = {}
+    for member in schemas["ResponseStreamEvent"]["anyOf"]:
+        name = member["$ref"].rsplit("/", 1)[-1]
+        kinds = schemas[name].get("properties", {}).get("type", {}).get("enum", [])
+        for kind in kinds:
+            out[kind] = urn(OPENAI, f"/components/schemas/{name}")
+    return out
+
+
+def _named_events(exchange: Exchange, problems: list[Violation]) -> list[tuple[str | None, str]]:
+    """``(event name, data)`` of each block of an SSE body with optional ``event:`` lines."""
+    text = exchange.body.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    out: list[tuple[str | None, str]] = []
+    for index, block in enumerate(text.split("\n\n")[:-1]):
+        lines = block.split("\n")
+        name = lines[0][len("event: ") :] if lines[0].startswith("event: ") else None
+        data = lines[1:] if name is not None else lines
+        if len(data) != 1 or not data[0].startswith("data: "):
+            message = f"not an `event:` + `data:` block: {block[:120]!r}"
+            problems.append(Violation(exchange, f"event {index}", "SSE", "", message))
+            continue
+        out.append((name, data[0][len("data: ") :]))
+    return out
 
 
 def sse_data(exchange: Exchange) -> tuple[list[str], list[Violation]]:

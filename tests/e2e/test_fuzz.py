@@ -81,6 +81,36 @@ def test_real_server_chat_hostile_requests(http: httpx.Client, server: Server, c
     exercise(http, server, case)
 
 
+def capped_response(case: Case) -> Case:
+    """A Responses body with a short answer (the default would be the model's 256 tokens)."""
+    try:
+        body = case.body()
+    except RecursionError:  # a hostile 100,000-deep nesting: sent as it is
+        return case
+    if not isinstance(body, dict):
+        return case
+    value = body.get("max_output_tokens")
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 16):
+        return case.with_body({**body, "max_output_tokens": 16})
+    return case  # a hostile value stays
+
+
+@fuzz_settings(6, env="FUZZ_E2E_EXAMPLES")
+@given(case=spec_cases(OPERATIONS["responses"], "positive").map(capped_response))
+def test_real_server_responses_bodies_valid_for_the_spec(
+    http: httpx.Client, server: Server, case: Case
+) -> None:
+    exercise(http, server, case)
+
+
+@fuzz_settings(12, env="FUZZ_E2E_EXAMPLES")
+@given(case=hostile_cases(OPERATIONS["responses"]).map(capped_response))
+def test_real_server_responses_hostile_requests(
+    http: httpx.Client, server: Server, case: Case
+) -> None:
+    exercise(http, server, case)
+
+
 @fuzz_settings(12, env="FUZZ_E2E_EXAMPLES")
 @given(case=batch_cases())
 def test_real_server_batch_requests(http: httpx.Client, server: Server, case: Case) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
 from cerulean.store import DeploymentRecord, SqlStore
-from cerulean.store.base import ModelRecord
+from cerulean.store.base import ModelRecord, ResponseRecord
 from cerulean.store.migrate import current_revision, head_revision, upgrade
 from cerulean.store.sql import create_store_engine, deployments, metadata, models, normalize_url
 from tests.store.legacy import NOW, legacy_home
@@ -222,3 +223,45 @@ def test_migration_0005_marks_built_ins_and_keeps_a_users_choice(db_url: str) ->
         assert store.seeded_names() == {"gpt-4", "gpt-35-turbo"}
     finally:
         store.close()
+
+
+def _response(
+    response_id: str, status: str, expires: datetime, runner: str | None = None
+) -> ResponseRecord:  # a heartbeat at NOW when it has a runner
+    return ResponseRecord(
+        id=response_id,
+        deployment="gpt-4",
+        status=status,
+        created_at=NOW,
+        expires_at=expires,
+        body=json.dumps({"id": response_id}),
+        input_items="[]",
+        conversation="[]",
+        events=None,
+        runner=runner,
+        heartbeat=NOW if runner else None,
+    )
+
+
+def test_responses_expire_purge_and_delete(store: SqlStore) -> None:
+    later = NOW + timedelta(days=30)
+    store.put_response(_response("resp_a", "completed", later))
+    store.put_response(_response("resp_old", "completed", NOW + timedelta(seconds=1)))
+    store.put_response(_response("resp_bg", "in_progress", later, runner="me"))
+    assert store.get_response("resp_a", NOW) == _response("resp_a", "completed", later)
+    # Expired: invisible at once, deleted by the purge.
+    assert store.get_response("resp_old", NOW + timedelta(seconds=2)) is None
+    assert store.purge_responses(NOW + timedelta(seconds=2)) == 1
+    assert store.get_response("resp_old", NOW) is None
+    soon = NOW + timedelta(seconds=30)
+    assert [r.id for r in store.stale_responses(soon)] == ["resp_bg"]
+    assert store.touch_responses("someone else", soon) == 0
+    assert store.touch_responses("me", soon) == 1
+    assert store.stale_responses(soon) == []
+    beaten = store.get_response("resp_bg", NOW)
+    assert beaten is not None and beaten.heartbeat == soon
+    store.put_response(_response("resp_bg", "completed", later, runner="me"))
+    assert store.stale_responses(later) == []
+    assert store.delete_response("resp_a") is True
+    assert store.delete_response("resp_a") is False
+    assert store.get_response("resp_a", NOW) is None

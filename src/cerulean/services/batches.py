@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cerulean.engines.base import Preempted
 from cerulean.errors import (
@@ -50,11 +50,16 @@ from cerulean.settings import Settings
 from cerulean.store.base import DeploymentRecord, Store
 from cerulean.store.batches import BatchRecord, ClaimedLine, JobStore
 
+if TYPE_CHECKING:
+    from cerulean.state import AppState
+
 __all__ = [
     "BATCH_SKUS",
     "BatchRunner",
     "BatchService",
+    "LineFailed",
     "batch_object",
+    "responses_handler",
     "validate_lines",
 ]
 
@@ -395,6 +400,15 @@ class _BatchQuota(Quota):
 LineHandler = Callable[[dict[str, Any], ApiVersion, str], Awaitable[dict[str, Any]]]
 
 
+class LineFailed(Exception):
+    """A line handler's non-200 answer: its status and Azure-shaped body."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
 def _version(text: str) -> ApiVersion:
     return parse_api_version(text) or V1
 
@@ -425,11 +439,11 @@ class BatchRunner:
         # The runner's store calls have threads of their own: online requests' work in the
         # default executor (tokenizing prompts) never waits behind a batch checkpoint.
         self._threads = ThreadPoolExecutor(2, thread_name_prefix="batch-store")
+        self.handlers: dict[str, LineHandler] = {"chat": self._chat_line}
 
     async def _db(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._threads, functools.partial(func, *args, **kwargs))
-        self.handlers: dict[str, LineHandler] = {"chat": self._chat_line}
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -604,6 +618,8 @@ class BatchRunner:
                 return 200, await handler(body, version, rid)
             except Preempted:
                 continue
+            except LineFailed as failed:
+                return failed.status, failed.body
             except (ServiceUnavailable, ServerBusy):
                 await asyncio.sleep(1.0)
             except APIError as exc:
@@ -748,7 +764,26 @@ def _line(
     }
 
 
-def with_handler(runner: BatchRunner, operation: str, handler: LineHandler) -> BatchRunner:
-    """Register the line handler of another endpoint's operation (e.g. ``responses``)."""
-    runner.handlers = {**runner.handlers, operation: handler}
-    return runner
+def responses_handler(state: AppState) -> LineHandler:
+    """The handler of ``/v1/responses`` lines: the Responses API's own path
+    (:func:`cerulean.services.responses.run_response_request`), at batch priority and outside
+    the online rate limits."""
+    from cerulean.services.responses import run_response_request
+
+    async def run(body: dict[str, Any], version: ApiVersion, rid: str) -> dict[str, Any]:
+        quota = _BatchQuota(
+            state.limiter,
+            time.time,
+            version.text,
+            max_answer_tokens=state.settings.max_answer_tokens,
+        )
+        status, answer = await run_response_request(
+            state, body, request_id=rid, quota=quota, version=version, priority="batch"
+        )
+        if status in (429, 503):  # a busy or loading engine: the runner waits and retries
+            raise ServiceUnavailable()
+        if status != 200:
+            raise LineFailed(status, answer)
+        return answer
+
+    return run

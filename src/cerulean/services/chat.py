@@ -44,7 +44,16 @@ from cerulean.services.answers import (
 from cerulean.services.logprobs import chat_logprobs, chat_logprobs_param
 from cerulean.services.tools import read_tools
 
-__all__ = ["ChatContext", "create_chat_completion", "to_generation_request"]
+__all__ = [
+    "ChatContext",
+    "Started",
+    "close_generation",
+    "create_chat_completion",
+    "read_response_format",
+    "require_json_word",
+    "start_generation",
+    "to_generation_request",
+]
 
 # Roles whose messages must have content (assistant may carry calls instead; function may be null).
 _CONTENT_REQUIRED = frozenset({"system", "developer", "user", "tool"})
@@ -64,24 +73,10 @@ async def create_chat_completion(
     call: InferenceCall[Engine], body: CreateChatCompletionRequest
 ) -> Answer:
     """Admit, start and shape one chat completion (raises Azure's errors before any output)."""
-    wanted = replace(to_generation_request(body), priority=call.priority)
-    engine = call.engine
-    _check_parts(wanted.messages, engine.info.content_parts)
-    headers: dict[str, str] = {}
-    meter = Meter()
-
-    async def admit(prompt_tokens: int) -> None:
-        budget = engine.info.completion_budget(prompt_tokens, wanted.params.max_tokens)
-        call.quota.check_answers(call.deployment, choices=wanted.n, tokens=budget * wanted.n)
-        tokens = reservation(engine.info, prompt_tokens, wanted.params.max_tokens, choices=wanted.n)
-        charged = await call.quota.admit(
-            call.deployment, tokens=tokens, capability="chat_completion"
-        )
-        meter.charged = tokens
-        headers.update(charged)
-
-    generation = await engine.generate(wanted, admit=admit)
-    info = engine.info
+    wanted = to_generation_request(body)
+    started = await start_generation(call, wanted)
+    generation, headers, meter = started.generation, started.headers, started.meter
+    info = call.engine.info
     tools = wanted.tools
     ctx = ChatContext(
         model=info.name,
@@ -106,15 +101,54 @@ async def create_chat_completion(
     )
 
 
+@dataclass(frozen=True)
+class Started:
+    """A generation admitted to the deployment's rate limits: the ``x-ratelimit-*`` headers
+    its admission gave, and the meter that settles its real usage (:func:`close_generation`)."""
+
+    generation: Generation
+    headers: dict[str, str]
+    meter: Meter
+
+
+async def start_generation(call: InferenceCall[Engine], wanted: GenerationRequest) -> Started:
+    """Admit ``wanted`` to the deployment's rate limits once the engine has counted its prompt,
+    and start it (raises Azure's errors before any output). Chat and the Responses API share
+    this: both charge the same limits and send the same headers."""
+    wanted = replace(wanted, priority=call.priority)  # "batch" for a batch job's line
+    engine = call.engine
+    _check_parts(wanted.messages, engine.info.content_parts)
+    headers: dict[str, str] = {}
+    meter = Meter()
+
+    async def admit(prompt_tokens: int) -> None:
+        budget = engine.info.completion_budget(prompt_tokens, wanted.params.max_tokens)
+        call.quota.check_answers(call.deployment, choices=wanted.n, tokens=budget * wanted.n)
+        tokens = reservation(engine.info, prompt_tokens, wanted.params.max_tokens, choices=wanted.n)
+        charged = await call.quota.admit(
+            call.deployment, tokens=tokens, capability="chat_completion"
+        )
+        meter.charged = tokens
+        headers.update(charged)
+
+    generation = await engine.generate(wanted, admit=admit)
+    return Started(generation, headers, meter)
+
+
+async def close_generation(started: Started, call: InferenceCall[Engine]) -> None:
+    """Free the engine and settle the usage (finished, failed or abandoned)."""
+    await _closed(started.generation, started.meter, call)
+
+
 # -- the request ----------------------------------------------------------------------------------
 
 
 def to_generation_request(body: CreateChatCompletionRequest) -> GenerationRequest:
     """Translate a validated wire request into the engine's terms (raises Azure's 400s)."""
     messages = tuple(_message(m, i) for i, m in enumerate(body.messages))
-    response_format = _response_format(body.response_format)
+    response_format = read_response_format(body.response_format)
     if response_format is not None and response_format.kind == "json_object":
-        _require_json_word(messages)
+        require_json_word(messages)
     tools = read_tools(
         body.tools, body.tool_choice, body.functions, body.function_call, body.parallel_tool_calls
     )
@@ -182,7 +216,7 @@ def _check_parts(messages: Sequence[ChatMessage], readable: frozenset[str]) -> N
                 )
 
 
-def _response_format(value: dict[str, Any] | None) -> ResponseFormat | None:
+def read_response_format(value: dict[str, Any] | None) -> ResponseFormat | None:
     """``text`` (or nothing), ``json_object``, or ``json_schema`` with its ``schema``."""
     value = value or {}
     kind = value.get("type", "text")
@@ -216,7 +250,7 @@ def _response_format(value: dict[str, Any] | None) -> ResponseFormat | None:
     )
 
 
-def _require_json_word(messages: tuple[ChatMessage, ...]) -> None:
+def require_json_word(messages: tuple[ChatMessage, ...]) -> None:
     """OpenAI's JSON-mode rule: the prompt must ask for JSON, or models may emit whitespace."""
     if not any("json" in message.text.lower() for message in messages):
         raise InvalidRequest(

@@ -6,7 +6,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-__all__ = ["DeploymentRecord", "ModelRecord", "Store", "UpstreamRecord", "UsageRecord"]
+__all__ = [
+    "DeploymentRecord",
+    "ModelRecord",
+    "ResponseRecord",
+    "Store",
+    "UpstreamRecord",
+    "UsageRecord",
+]
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,30 @@ class UsageRecord:
     prompt_tokens: int
     completion_tokens: int
     throttled: int
+
+
+@dataclass(frozen=True)
+class ResponseRecord:
+    """A stored Responses API response (docs/responses.md).
+
+    ``body`` is the response object, ``input_items`` the items of its own input (with ids) and
+    ``conversation`` every item the next turn's model reads (earlier turns, this input, this
+    output), all JSON text. ``events`` are a background stream's events (for resumption);
+    ``runner`` names the server process running a background response, which refreshes
+    ``heartbeat`` while it runs (a run whose heartbeat stops was interrupted).
+    """
+
+    id: str
+    deployment: str
+    status: str
+    created_at: datetime
+    expires_at: datetime
+    body: str
+    input_items: str
+    conversation: str
+    events: str | None = None
+    runner: str | None = None
+    heartbeat: datetime | None = None
 
 
 class Store(Protocol):
@@ -158,6 +189,30 @@ class Store(Protocol):
 
     def usage(self, deployment: str, since: datetime) -> list[UsageRecord]:
         """``deployment``'s minutes from the one holding ``since`` on, oldest first."""
+        ...
+
+    def put_response(self, record: ResponseRecord) -> None:
+        """Store (or replace) a response."""
+        ...
+
+    def get_response(self, response_id: str, now: datetime) -> ResponseRecord | None:
+        """The response ``response_id`` unless deleted or expired by ``now``."""
+        ...
+
+    def delete_response(self, response_id: str) -> bool:
+        """Delete a response; whether it existed."""
+        ...
+
+    def purge_responses(self, now: datetime) -> int:
+        """Delete the responses expired by ``now``; how many."""
+        ...
+
+    def touch_responses(self, runner: str, now: datetime) -> int:
+        """Refresh the heartbeat of the queued or in-progress responses ``runner`` runs."""
+        ...
+
+    def stale_responses(self, before: datetime) -> list[ResponseRecord]:
+        """The queued or in-progress responses whose heartbeat is older than ``before``."""
         ...
 
     def close(self) -> None:

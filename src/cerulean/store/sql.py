@@ -34,7 +34,13 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from cerulean.store.base import DeploymentRecord, ModelRecord, UpstreamRecord, UsageRecord
+from cerulean.store.base import (
+    DeploymentRecord,
+    ModelRecord,
+    ResponseRecord,
+    UpstreamRecord,
+    UsageRecord,
+)
 
 __all__ = ["SqlStore", "create_store_engine", "metadata", "normalize_url"]
 
@@ -166,6 +172,23 @@ batch_lines = Table(
     Index("ix_batch_lines_pending", "batch_id", "done"),
 )
 
+responses = Table(  # migration 0006
+    "responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("deployment", String(64), nullable=False),
+    Column("status", String(16), nullable=False, index=True),  # the upkeep's stale-run query
+    Column("runner", String(256), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("body", Text, nullable=False),
+    Column("input_items", Text, nullable=False),
+    Column("conversation", Text, nullable=False),
+    Column("events", Text, nullable=True),
+    Column("heartbeat", DateTime(timezone=True), nullable=True),
+)
+
+_RUNNING = ("queued", "in_progress")
 _USAGE_COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "throttled")
 
 
@@ -381,6 +404,55 @@ class SqlStore:
             rows = conn.execute(query).all()
         return [_usage(row._mapping) for row in rows]
 
+    def put_response(self, record: ResponseRecord) -> None:
+        values = {
+            "id": record.id,
+            "deployment": record.deployment,
+            "status": record.status,
+            "runner": record.runner,
+            "created_at": record.created_at,
+            "expires_at": record.expires_at,
+            "body": record.body,
+            "input_items": record.input_items,
+            "conversation": record.conversation,
+            "events": record.events,
+            "heartbeat": record.heartbeat,
+        }
+        self._upsert(responses, values)
+
+    def get_response(self, response_id: str, now: datetime) -> ResponseRecord | None:
+        query = select(responses).where(responses.c.id == response_id)
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None or _aware(row.expires_at) <= now:
+            return None
+        return _response(row._mapping)
+
+    def delete_response(self, response_id: str) -> bool:
+        with self._engine.begin() as conn:
+            result = conn.execute(delete(responses).where(responses.c.id == response_id))
+        return bool(result.rowcount)
+
+    def purge_responses(self, now: datetime) -> int:
+        with self._engine.begin() as conn:
+            result = conn.execute(delete(responses).where(responses.c.expires_at <= now))
+        return int(result.rowcount or 0)
+
+    def touch_responses(self, runner: str, now: datetime) -> int:
+        running = responses.c.status.in_(_RUNNING)
+        query = responses.update().where(responses.c.runner == runner, running)
+        with self._engine.begin() as conn:
+            result = conn.execute(query.values(heartbeat=now))
+        return int(result.rowcount or 0)
+
+    def stale_responses(self, before: datetime) -> list[ResponseRecord]:
+        query = select(responses).where(
+            responses.c.status.in_(_RUNNING), responses.c.heartbeat < before
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [_response(row._mapping) for row in rows]
+
     def close(self) -> None:
         self._engine.dispose()
 
@@ -449,4 +521,20 @@ def _usage(row: Any) -> UsageRecord:
         prompt_tokens=row["prompt_tokens"],
         completion_tokens=row["completion_tokens"],
         throttled=row["throttled"],
+    )
+
+
+def _response(row: Any) -> ResponseRecord:
+    return ResponseRecord(
+        id=row["id"],
+        deployment=row["deployment"],
+        status=row["status"],
+        created_at=_aware(row["created_at"]),
+        expires_at=_aware(row["expires_at"]),
+        body=row["body"],
+        input_items=row["input_items"],
+        conversation=row["conversation"],
+        events=row["events"],
+        runner=row["runner"],
+        heartbeat=None if row["heartbeat"] is None else _aware(row["heartbeat"]),
     )
