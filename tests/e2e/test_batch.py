@@ -9,8 +9,11 @@ on one PostgreSQL finish one batch together. Answers are kept to a few tokens.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +26,7 @@ from openai import AzureOpenAI, OpenAI
 from openai.types import Batch
 
 from tests.conformance.recorder import recording_client
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import PROGRAMS, ROOT, Server
 
 pytestmark = pytest.mark.slow
 
@@ -306,3 +309,28 @@ def test_two_servers_on_one_postgres_share_one_batch(
     finally:
         for server in servers:
             server.stop()
+
+
+def test_azures_batch_quickstart_runs_unchanged(batch_server: Server, tmp_path: Path) -> None:
+    """docs/batch.md's quickstart (the docs' own text, kept in programs/)."""
+    program = PROGRAMS / "batch_quickstart.py"
+    docs = (ROOT / "docs" / "batch.md").read_text()
+    text = program.read_text().split('"""\n\n', 1)[1]
+    assert "".join(text.split()) in "".join(docs.split())  # the same code (formatting aside)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "OPENAI_"))}
+    env.update(
+        {"AZURE_OPENAI_ENDPOINT": batch_server.endpoint, "AZURE_OPENAI_API_KEY": batch_server.key1}
+    )
+    done = subprocess.run(
+        [sys.executable, str(program)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Status: completed" in done.stdout
+    assert done.stdout.count('"custom_id": "task-') == 3
+    assert '"status_code": 200' in done.stdout
