@@ -202,7 +202,9 @@ class Scheduler:
                 admitted = self._take_admissible()
             try:
                 self._reap()
-                self._preempt()
+                if self._preempt():  # the online job takes the freed slots in this very step
+                    with self._cond:
+                        admitted += self._take_admissible()
                 while admitted:
                     self._start(admitted.pop(0))
                 self._step()
@@ -239,12 +241,14 @@ class Scheduler:
             taken.append(job)
         return taken
 
-    def _preempt(self) -> None:
-        """Free slots for the first waiting online job by ending the newest batch jobs."""
+    def _preempt(self) -> bool:
+        """Free slots for the first waiting online job by ending the newest batch jobs;
+        whether any was ended."""
         with self._cond:
             if not self._waiting:
-                return
+                return False
             short = self._busy + self._waiting[0].n - self.slots
+        ended = False
         for job in reversed(list(self._active)):
             if short <= 0:
                 break
@@ -256,6 +260,8 @@ class Scheduler:
             with self._cond:
                 self._preempted += 1
             self._release(job)
+            ended = True
+        return ended
 
     def _start(self, job: Job) -> None:
         if job.cancelled:
