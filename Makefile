@@ -20,7 +20,7 @@ PEERS_STAMP := $(VENV_PEERS)/.installed
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install chromium run test test-fast check format bench bench-gateway bench-embeddings bench-prompts peer-langchain clean
+.PHONY: help install chromium run test test-fast check format bench bench-gateway bench-embeddings bench-batch bench-prompts peer-langchain clean
 
 help: ## Show this help
 	@echo "Cerulean — a self-hosted Azure OpenAI Service"
@@ -97,6 +97,9 @@ bench-gateway: $(BENCH_STAMP) ## Gateway cost in front of llama-server, and pref
 
 bench-embeddings: $(BENCH_STAMP) ## Embedding runtimes side by side (llama.cpp, sentence-transformers, numpy)
 	@$(BIN)/python bench/embeddings.py $(BENCH_ARGS)
+
+bench-batch: $(BENCH_STAMP) ## Batch throughput vs online, and an online client's TTFT during a batch
+	@flock /tmp/bench.lock $(BIN)/python bench/batch.py $(BENCH_ARGS)
 
 bench-prompts: $(STAMP) ## Measure the embedded base model's prompt formats (bench/prompt_formats.py)
 	@$(BIN)/python bench/prompt_formats.py

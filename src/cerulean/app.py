@@ -15,9 +15,11 @@ from starlette.responses import Response
 
 from cerulean import __version__
 from cerulean.api import (
+    batches,
     chat,
     completions,
     embeddings,
+    files,
     health,
     issuer,
     management,
@@ -46,10 +48,12 @@ from cerulean.errors import (
 )
 from cerulean.protocol.common import validation_message
 from cerulean.quota import build_limiter
+from cerulean.services.batches import BatchRunner, BatchService, responses_handler
 from cerulean.services.deployments import (
     BUILTIN_EMBEDDING_DEPLOYMENTS,
     ensure_builtin_deployments,
 )
+from cerulean.services.files import FileService
 from cerulean.services.filtering.pipeline import ContentSafety, harm_classifier
 from cerulean.services.gateway import Gateway
 from cerulean.services.identity import build_entra
@@ -63,7 +67,9 @@ from cerulean.services.usage import UsageRecorder
 from cerulean.settings import Settings
 from cerulean.state import AppState
 from cerulean.store.base import Store
+from cerulean.store.batches import JobStore
 from cerulean.store.home import open_store
+from cerulean.store.sql import SqlStore
 
 __all__ = ["Served", "create_app"]
 
@@ -135,10 +141,13 @@ def create_app(
         await prepare_store(stored)
         upkeeper = asyncio.create_task(upkeep(stored, settings.response_purge_interval))
         recorder = None if state.usage is None else asyncio.create_task(state.usage.run())
+        tasks = [loader, reconciler, checker, upkeeper]
+        if settings.batch_runner:
+            tasks.append(asyncio.create_task(state.runner.run()))
         try:
             yield
         finally:
-            for task in (loader, reconciler, checker, upkeeper):
+            for task in tasks:
                 task.cancel()
             await state.responses.aclose()
             if recorder is not None:  # its last flush: what the final requests used
@@ -155,7 +164,8 @@ def create_app(
         redirect_slashes=False,  # never a Host-built redirect (NormalizePathMiddleware)
     )
     modules = (
-        health, chat, embeddings, completions, metrics, models, v1, responses, management, issuer
+        health, chat, embeddings, completions, metrics, models, v1, responses, management,
+        issuer, files, batches,
     )  # fmt: skip
     for module in modules:
         app.include_router(module.router)
@@ -194,23 +204,32 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
     keyring = KeyRing(keys.verifier, store, ttl=settings.key_cache_seconds)
     await keyring.reload()  # the account's disableLocalAuth too
     entra = await asyncio.to_thread(build_entra, settings, store)
-    return AppState(
+    limiter = build_limiter(
+        settings.redis_url,
+        prefix=settings.redis_prefix,
+        timeout=settings.redis_timeout,
+        fail_open=settings.redis_outage == "open",
+    )
+    if not isinstance(store, SqlStore):
+        raise TypeError("files and batches need the SQL store")
+    jobs = JobStore(store.engine)
+    file_service = FileService(settings, jobs)
+    runner = BatchRunner(settings, store, jobs, file_service, pool, limiter)
+    state = AppState(
         settings=settings,
         store=store,
         pool=pool,
         keyring=keyring,
         entra=entra,
-        limiter=build_limiter(
-            settings.redis_url,
-            prefix=settings.redis_prefix,
-            timeout=settings.redis_timeout,
-            fail_open=settings.redis_outage == "open",
-        ),
+        limiter=limiter,
         content_safety=ContentSafety(
             store,
             harm=lambda: harm_classifier(served.embedders),
             ttl=settings.content_filter_cache_seconds,
         ),
+        files=file_service,
+        batches=BatchService(jobs, file_service, runner.wake),
+        runner=runner,
         shown_keys=keys.shown,
         studio=await asyncio.to_thread(_studio_sessions, settings) if settings.studio else None,
         usage=(
@@ -224,6 +243,8 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
         ),
         telemetry=build_telemetry(settings),
     )
+    runner.handlers["responses"] = responses_handler(state)  # /v1/responses batch lines
+    return state
 
 
 def _studio_sessions(settings: Settings) -> StudioSessions:
@@ -256,7 +277,11 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
 
     # Added innermost first: requests pass Access → RequestContext → NormalizePath → Auth →
     # BodyLimit.
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=settings.max_body_bytes,
+        larger={path: settings.upload_body_limit for path in files.UPLOAD_PATHS},
+    )
     app.add_middleware(
         AuthMiddleware,
         verifier=lambda: state().keyring.verifier,

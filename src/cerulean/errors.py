@@ -15,7 +15,9 @@ exact Azure body (see ``shared/reference/azure-openai-wire.md`` §2.2, §5)::
     │   ├── InvalidRequest              400 invalid_request_error (message/type/param/code)
     │   │   ├── ObjectNotFound          404 the same shape: an unknown (or deleted) stored object
     │   │   ├── ContextLengthExceeded   400 context_length_exceeded
-    │   │   └── InputTooLong            400 an embeddings input beyond the model's context
+    │   │   ├── InputTooLong            400 an embeddings input beyond the model's context
+    │   │   ├── FileTooLarge            413 a file over its purpose's limit
+    │   │   └── NotCancellable          409 a batch that has already ended
     │   ├── OperationNotSupported       400 e.g. embeddings on a chat model's deployment
     │   ├── RequestTooLarge             413 invalid_request_error
     │   ├── ServiceUnavailable          503 temporarily unable to process
@@ -45,12 +47,14 @@ __all__ = [
     "ControlError",
     "DeploymentNotFound",
     "EngineError",
+    "FileTooLarge",
     "GatewayTimeout",
     "InputTooLong",
     "InternalServerError",
     "InvalidRequest",
     "InvalidSubscriptionKey",
     "MissingCredentials",
+    "NotCancellable",
     "ObjectNotFound",
     "OperationNotSupported",
     "PermissionDenied",
@@ -267,6 +271,31 @@ class InputTooLong(InvalidRequest):
             f"This model's maximum context length is {limit} tokens, however you requested "
             f"{tokens} tokens ({tokens} in your prompt; 0 for the completion). Please reduce your "
             "prompt; or completion length."
+        )
+
+
+class FileTooLarge(InvalidRequest):
+    """A file over its purpose's limit (Azure: 200 MB for batch files)."""
+
+    status_code = 413
+
+    def __init__(self, purpose: str, limit: int, size: int) -> None:
+        super().__init__(
+            f"The file is {size} bytes; files of purpose '{purpose}' may have at most {limit} "
+            f"bytes ({limit // (1024 * 1024)} MB).",
+            param="file",
+            code="file_too_large",
+        )
+
+
+class NotCancellable(InvalidRequest):
+    """Cancelling a batch that has completed, failed or expired: 409, as OpenAI answers."""
+
+    status_code = 409
+
+    def __init__(self, status: str) -> None:
+        super().__init__(
+            f"Cannot cancel a batch with status '{status}'.", code="batch_not_cancellable"
         )
 
 

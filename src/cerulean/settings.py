@@ -294,6 +294,64 @@ class Settings(BaseSettings):
     routing_redis_prefix: str = Field(
         "cerulean:routing:", description="Prefix of the routing state's Redis keys."
     )
+    files_dir: Path | None = Field(
+        None,
+        description="Where uploaded and batch-produced files are kept (default: <home>/files). "
+        "Servers that share a database must share this directory too.",
+        json_schema_extra=_CLI,
+    )
+    max_files: int = Field(
+        500,
+        ge=1,
+        description="Files the resource may hold without an expiry (Azure: 500); files uploaded "
+        "with expires_after count against max_files_with_expiry instead.",
+    )
+    max_files_with_expiry: int = Field(
+        10_000, ge=1, description="Files with an expiry the resource may hold (Azure: 10,000)."
+    )
+    batch_file_max_bytes: int = Field(
+        200 * 1024 * 1024,
+        ge=1,
+        description="Largest file of purpose batch (Azure: 200 MB).",
+    )
+    file_max_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1,
+        description="Largest file of the other purposes (fine-tune, assistants; Azure: 512 MB).",
+    )
+    batch_max_lines: int = Field(
+        100_000, ge=1, description="Most requests (lines) in one batch input file (Azure: 100,000)."
+    )
+    batch_token_limit: int = Field(
+        200_000_000,
+        ge=1,
+        description="Enqueued-token quota of a deployment's batch jobs (prompts estimated at four "
+        "characters a token, plus max_tokens); a GlobalBatch or DataZoneBatch deployment uses "
+        "its capacity (thousands of tokens) instead.",
+    )
+    batch_runner: bool = Field(
+        True,
+        description="Run batch jobs in this server (several servers on one PostgreSQL share "
+        "them through leases; with SQLite, one server).",
+        json_schema_extra=_CLI,
+    )
+    batch_lease_seconds: float = Field(
+        30.0,
+        ge=0.5,
+        le=3600,
+        description="How long a runner's claim on a batch line (or on a batch it validates or "
+        "finalizes) lasts without renewal; a runner that died is replaced after it.",
+    )
+    batch_poll_interval: float = Field(
+        1.0, gt=0, le=60, description="Seconds between a batch runner's looks for new work."
+    )
+    batch_width: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Batch lines one runner keeps in flight (default: the largest engine's "
+        "slots and a quarter more, so that the engine stays at full width).",
+    )
     response_retention_days: float = Field(
         30,
         gt=0,
@@ -519,6 +577,16 @@ class Settings(BaseSettings):
         if self.otel_endpoint:
             return f"{self.otel_endpoint.rstrip('/')}/v1/{signal}"
         return None
+
+    @property
+    def files_path(self) -> Path:
+        """The directory holding file contents."""
+        return self.files_dir.expanduser().resolve() if self.files_dir else self.home / "files"
+
+    @property
+    def upload_body_limit(self) -> int:
+        """The body limit of a file upload: the largest file plus room for the form around it."""
+        return max(self.batch_file_max_bytes, self.file_max_bytes) + 1024 * 1024
 
     @property
     def sqlite_file(self) -> Path:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from cerulean.engines.base import Engine
 from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.quota.base import RateLimiter
+from cerulean.services.batches import BatchRunner, BatchService
+from cerulean.services.files import FileService
 from cerulean.services.filtering.pipeline import ContentSafety
 from cerulean.services.identity import EntraAuth
 from cerulean.services.keys import KeyRing
@@ -36,6 +38,9 @@ class AppState:
     keyring: KeyRing  # the valid keys' digests, kept fresh from the store
     limiter: RateLimiter
     content_safety: ContentSafety  # content-filter classifiers, policies and blocklists
+    files: FileService  # uploaded and batch-produced files
+    batches: BatchService
+    runner: BatchRunner  # runs batch work when settings.batch_runner (the lifespan starts it)
     shown_keys: dict[str, str] = field(default_factory=dict)
     responses: BackgroundRuns = field(default_factory=BackgroundRuns)  # background responses
     entra: EntraAuth | None = None  # Entra ID sign-in (None: no issuer trusted, keys only)

@@ -20,7 +20,14 @@ from cerulean.engines.fake_embeddings import FakeEmbedder
 from cerulean.settings import Settings
 from tests.conformance.fuzz import check_answer, fuzz_settings, send, wait_idle
 from tests.conformance.recorder import record_responses
-from tests.conformance.strategies import OPERATIONS, Case, hostile_cases, spec_cases
+from tests.conformance.strategies import (
+    OPERATIONS,
+    Case,
+    batch_cases,
+    hostile_cases,
+    spec_cases,
+    upload_cases,
+)
 from tests.conftest import KEY1, KEY2
 
 
@@ -107,4 +114,16 @@ def test_responses_hostile_requests(app_client: TestClient, case: Case) -> None:
 @fuzz_settings(60)
 @given(case=hostile_cases(OPERATIONS["responses-dated"]))
 def test_responses_dated_hostile_requests(app_client: TestClient, case: Case) -> None:
+    exercise(app_client, case)
+
+
+@fuzz_settings(150)
+@given(case=batch_cases())
+def test_batch_create_and_cancel_requests(app_client: TestClient, case: Case) -> None:
+    exercise(app_client, case)
+
+
+@fuzz_settings(100)
+@given(case=upload_cases())
+def test_file_uploads(app_client: TestClient, case: Case) -> None:
     exercise(app_client, case)

@@ -458,3 +458,75 @@ def apply_all(docs: Docs) -> None:
     docs.setdefault("extras", {})
     for deviation in DEVIATIONS:
         deviation.apply(docs)
+
+
+# -- OpenAI's spec (openai-openapi 2.3.0, OpenAPI 3.1): the Files and Batch surfaces --------------
+
+OPENAI = "openai-2.3.0"
+_FILE_NULLABLE = ("expires_at", "status_details")
+_BATCH_NULLABLE = (
+    "errors",
+    "output_file_id",
+    "error_file_id",
+    "in_progress_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+)
+
+
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _openai_nullable_fields(docs: Docs) -> None:
+    schemas = docs[OPENAI]["components"]["schemas"]
+    for name, nullable in (("OpenAIFile", _FILE_NULLABLE), ("Batch", _BATCH_NULLABLE)):
+        props = schemas[name]["properties"]
+        for prop in nullable:
+            props[prop] = _or_null(props[prop])
+
+
+def _openai_list_ids_nullable(docs: Docs) -> None:
+    schemas = docs[OPENAI]["components"]["schemas"]
+    for name in ("ListFilesResponse", "ListBatchesResponse"):
+        props = schemas[name]["properties"]
+        for prop in ("first_id", "last_id"):
+            props[prop] = _or_null(props.get(prop, {"type": "string"}))
+
+
+def _openai_closed_objects(docs: Docs) -> None:
+    schemas = docs[OPENAI]["components"]["schemas"]
+    for name in ("OpenAIFile", "Batch", "BatchRequestCounts"):
+        schemas[name]["additionalProperties"] = False
+
+
+OPENAI_DEVIATIONS: tuple[Deviation, ...] = (
+    Deviation(
+        "openai-nullable-fields",
+        "Files and batches send every optional field, null when unset (`expires_at`, "
+        "`status_details`; a batch's `errors`, file ids and `*_at` timestamps), as Azure's "
+        "samples and openai-python's types have them; OpenAI's spec types them as non-null.",
+        _openai_nullable_fields,
+    ),
+    Deviation(
+        "openai-list-ids-nullable",
+        "An empty file or batch list has `first_id` and `last_id` null.",
+        _openai_list_ids_nullable,
+    ),
+    Deviation(
+        "openai-closed-objects",
+        "Stricter than the spec: the file and batch objects (and `request_counts`) admit only "
+        "the spec's properties.",
+        _openai_closed_objects,
+    ),
+)
+
+
+def apply_openai(docs: Docs) -> None:
+    """Apply the Files/Batch deviations to ``docs[OPENAI]`` (a copy of OpenAI's spec)."""
+    for deviation in OPENAI_DEVIATIONS:
+        deviation.apply(docs)

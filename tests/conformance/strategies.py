@@ -338,3 +338,135 @@ def cases(operation: Operation) -> st.SearchStrategy[Case]:
         spec_cases(operation, "negative"),
         hostile_cases(operation),
     )
+
+
+# --- Files and Batch (the routes OpenAI's spec describes) --------------------------------------
+
+BATCH_MINIMAL = {
+    "input_file_id": "file-" + "0" * 32,
+    "endpoint": "/chat/completions",
+    "completion_window": "24h",
+}
+_BATCH_FIELDS = [*BATCH_MINIMAL, "metadata", "output_expires_after"]
+_BATCH_PATHS = ("/openai/batches", "/openai/v1/batches")
+_UPLOAD_PATHS = ("/openai/files", "/openai/v1/files")
+
+
+def _version_for(path: str) -> st.SearchStrategy[str | None]:
+    if "/v1/" in path:
+        return st.sampled_from([None, "v1", "preview", "2024-10-21"])
+    return st.one_of(st.sampled_from(API_VERSIONS), st.none())
+
+
+def batch_cases() -> st.SearchStrategy[Case]:
+    """Bodies for ``POST /openai/batches`` and ``/openai/v1/batches`` (and ``…/{id}/cancel``):
+    plausible ones (valid values, real endpoints, expiry objects, metadata), one field given
+    any JSON value, unknown fields, and raw bytes."""
+    plausible = st.fixed_dictionaries(
+        {
+            "input_file_id": st.one_of(st.just(BATCH_MINIMAL["input_file_id"]), ODD_TEXT),
+            "endpoint": st.sampled_from(
+                ["/chat/completions", "/v1/chat/completions", "/v1/responses", "/v1/embeddings", ""]
+            ),
+            "completion_window": st.sampled_from(["24h", "48h", "", "24H"]),
+        },
+        optional={
+            "metadata": st.one_of(st.dictionaries(ODD_TEXT, ODD_TEXT, max_size=20), JSON_VALUES),
+            "output_expires_after": st.one_of(
+                st.fixed_dictionaries(
+                    {"anchor": st.just("created_at"), "seconds": st.integers(0, 3_000_000)}
+                ),
+                JSON_VALUES,
+            ),
+        },
+    ).map(lambda body: json.dumps(body).encode())
+    wrong = _hostile_value(_BATCH_FIELDS).map(
+        lambda kv: json.dumps({**BATCH_MINIMAL, kv[0]: kv[1]}).encode()
+    )
+    raw = st.one_of(
+        st.binary(max_size=64),
+        st.sampled_from([b"", b"null", b"[]", json.dumps(BATCH_MINIMAL).encode()[:-1]]),
+        JSON_VALUES.map(lambda v: json.dumps(v).encode()),
+    )
+    headers = {"api-key": GOOD_KEY, "content-type": "application/json"}
+
+    def build(path: str, suffix: str, version: Any, content: bytes) -> Case:
+        return Case(path + suffix, version, headers, content)
+
+    def with_version(path: str) -> st.SearchStrategy[Case]:
+        suffix = st.one_of(
+            st.just(""),
+            st.text(min_size=1, max_size=12).map(lambda t: f"/{quote(t, safe='')}/cancel"),
+        )
+        return st.builds(
+            build, st.just(path), suffix, _version_for(path), st.one_of(plausible, wrong, raw)
+        )
+
+    return st.sampled_from(_BATCH_PATHS).flatmap(with_version)
+
+
+def upload_cases() -> st.SearchStrategy[Case]:
+    """Multipart (and not) uploads to ``POST /openai/files`` and ``/openai/v1/files``."""
+    boundary = "cerulean-fuzz-boundary"
+
+    def form(fields: dict[str, str], file: bytes | None, filename: str) -> bytes:
+        parts = [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{quote(k)}"\r\n\r\n{v}\r\n'
+            for k, v in fields.items()
+        ]
+        data = "".join(parts).encode()
+        if file is not None:
+            data += (
+                (
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                    f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+                ).encode()
+                + file
+                + b"\r\n"
+            )
+        return data + f"--{boundary}--\r\n".encode()
+
+    valid = st.fixed_dictionaries(
+        {"purpose": st.sampled_from(["batch", "fine-tune", "assistants"])},
+        optional={
+            "expires_after[anchor]": st.just("created_at"),
+            "expires_after[seconds]": st.integers(1_000_000, 3_000_000).map(str),
+        },
+    )
+    random_fields = st.dictionaries(
+        st.sampled_from(
+            ["purpose", "expires_after[anchor]", "expires_after[seconds]", "other", ""]
+        ),
+        st.one_of(
+            st.sampled_from(["batch", "fine-tune", "assistants", "vision", "created_at"]),
+            st.integers(-5, 3_000_000).map(str),
+            ODD_TEXT.map(lambda t: t.replace("\r", "")),
+        ),
+        max_size=4,
+    )
+    fields = st.one_of(valid, random_fields)
+    multipart = st.builds(
+        form,
+        fields,
+        st.one_of(st.none(), st.binary(max_size=200)),
+        st.sampled_from(["in.jsonl", "", "../../etc/passwd", "a\\b.jsonl", "😀.txt"]),
+    )
+    good = {"api-key": GOOD_KEY, "content-type": f"multipart/form-data; boundary={boundary}"}
+    odd_types = st.sampled_from(
+        ["application/json", "multipart/form-data", "multipart/form-data; boundary=", "text/plain"]
+    )
+
+    def build(path: str, version: Any, content: bytes, content_type: str | None) -> Case:
+        headers = dict(good) if content_type is None else {**good, "content-type": content_type}
+        return Case(path, version, headers, content)
+
+    def with_version(path: str) -> st.SearchStrategy[Case]:
+        return st.builds(
+            build,
+            st.just(path),
+            _version_for(path),
+            st.one_of(multipart, st.binary(max_size=64)),
+            st.one_of(st.none(), odd_types),
+        )
+
+    return st.sampled_from(_UPLOAD_PATHS).flatmap(with_version)

@@ -525,3 +525,33 @@ def test_response_hook_records_a_plain_client() -> None:
         record_responses(http, recorder)
         http.post(CHAT)
     assert [e.body for e in recorder.drain()] == [STREAM_BODY]
+
+
+def test_files_and_batches_are_validated_against_openais_schemas() -> None:
+    from cerulean.services.batches import batch_object
+    from cerulean.services.files import file_object
+    from cerulean.store.batches import BatchRecord, FileRecord
+    from tests.conformance.validator import Conformance, Exchange
+
+    checker = Conformance()
+    record = FileRecord("file-" + "a" * 32, "in.jsonl", "batch", 3, 1, None, "processed")
+    batch = BatchRecord("batch_x", record.id, "/chat/completions", "24h", "v1", "validating", 1, 2)
+
+    def check(method: str, path: str, body: object) -> list[str]:
+        exchange = Exchange(method, path, None, 200, "application/json", json.dumps(body).encode())
+        return [v.message for v in checker.check(exchange)]
+
+    assert check("POST", "/openai/v1/files", file_object(record)) == []
+    assert check("GET", "/openai/batches/batch_x", batch_object(batch)) == []
+    assert check("POST", "/openai/v1/batches", {**batch_object(batch), "invented": 1})
+    assert check("GET", "/openai/files/f", {**file_object(record), "status": "pending"})
+
+
+def test_openai_deviations_are_documented() -> None:
+    from tests.conformance.deviations import OPENAI_DEVIATIONS
+
+    docs = (ROOT / "docs" / "conformance.md").read_text()
+    section = docs.split("## Files and Batch: deviations from OpenAI's spec", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([a-z0-9-]+)` \|", section, re.M))
+    assert documented == {d.id for d in OPENAI_DEVIATIONS}

@@ -32,6 +32,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from jsonschema.exceptions import ValidationError  # type: ignore[import-untyped]
 from openapi_schema_validator import OAS30Validator, OAS31Validator
 from referencing import Registry
@@ -46,6 +47,7 @@ from tests.conformance.deviations import (
     OLD,
     OPENAI,
     apply_all,
+    apply_openai,
     urn,
 )
 
@@ -96,6 +98,18 @@ _SCHEMAS: dict[tuple[str, str, str], str] = {
     (OLD, "completions", "chunk"): urn("extras", f"/completionStreamChunk-{OLD}"),
     (OLD, "embeddings", "json"): urn(OLD, EMBEDDINGS_PATH + OK_JSON),
 }
+# Files and Batch (Azure follows OpenAI there): (method, path pattern) -> OpenAI's schema.
+_OPENAI_ROUTES = (
+    ("POST", re.compile(r"^/openai/(?:v1/)?files$"), "OpenAIFile"),
+    ("GET", re.compile(r"^/openai/(?:v1/)?files$"), "ListFilesResponse"),
+    ("GET", re.compile(r"^/openai/(?:v1/)?files/[^/]+$"), "OpenAIFile"),
+    ("DELETE", re.compile(r"^/openai/(?:v1/)?files/[^/]+$"), "DeleteFileResponse"),
+    ("POST", re.compile(r"^/openai/(?:v1/)?batches$"), "Batch"),
+    ("GET", re.compile(r"^/openai/(?:v1/)?batches$"), "ListBatchesResponse"),
+    ("GET", re.compile(r"^/openai/(?:v1/)?batches/[^/]+$"), "Batch"),
+    ("POST", re.compile(r"^/openai/(?:v1/)?batches/[^/]+/cancel$"), "Batch"),
+)
+OPENAI_SPEC_FILE = SPEC_DIR / "openai-openapi-2.3.0.json"
 _PROMPT_FILTER_CHUNK = urn("extras", "/promptFilterChunk")
 _ANNOTATION_CHUNK = urn("extras", "/annotationChunk")
 _APIM_401 = urn("extras", "/apimUnauthorized")
@@ -108,6 +122,23 @@ def spec_for(api_version: str | None) -> str:
     if api_version and re.match(r"^\d{4}-\d{2}-\d{2}", api_version) and api_version[:10] <= OLD:
         return OLD
     return NEW
+
+
+def openai_schema_for(method: str, path: str) -> str | None:
+    """The OpenAI schema of a Files or Batch route's 2xx body (None: not such a route)."""
+    normalised = re.sub(r"/{2,}", "/", path).rstrip("/")
+    for verb, pattern, name in _OPENAI_ROUTES:
+        if verb == method and pattern.match(normalised):
+            return name
+    return None
+
+
+@cache
+def load_openai_spec() -> dict[str, Any]:
+    """OpenAI's spec with the Files/Batch deviations applied."""
+    docs = {OPENAI: json.loads(OPENAI_SPEC_FILE.read_text(encoding="utf-8"))}
+    apply_openai(docs)
+    return docs[OPENAI]
 
 
 def operation_for(path: str) -> str | None:
@@ -201,7 +232,22 @@ class Conformance:
     def __init__(self) -> None:
         self._registry = _registry(copy.deepcopy(load_specs()))
         self._validators: dict[str, OAS30Validator] = {}
+        self._openai: Registry[Any] | None = None
         self.counts: Counter[str] = Counter()
+
+    def openai_errors(self, instance: Any, name: str) -> list[ValidationError]:
+        """Validation errors of ``instance`` against OpenAI's schema ``name`` (OpenAPI 3.1,
+        JSON Schema 2020-12)."""
+        if self._openai is None:
+            resource = DRAFT202012.create_resource(load_openai_spec())
+            self._openai = Registry().with_resource(f"urn:spec:{OPENAI}", resource)
+        key = f"{OPENAI}:{name}"
+        validator = self._validators.get(key)
+        if validator is None:
+            ref = f"urn:spec:{OPENAI}#/components/schemas/{name}"
+            validator = Draft202012Validator({"$ref": ref}, registry=self._openai)
+            self._validators[key] = validator
+        return sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
 
     def errors(self, instance: Any, ref: str) -> list[ValidationError]:
         """The validation errors of ``instance`` against the schema at ``ref``."""
@@ -225,6 +271,9 @@ class Conformance:
         if not 200 <= exchange.status < 300:
             return self._check_error(exchange, spec)
         if operation is None:
+            openai_schema = openai_schema_for(exchange.method, exchange.path)
+            if openai_schema is not None:
+                return self._check_openai(exchange, openai_schema)
             self.counts["no schema (route outside the inference spec)"] += 1
             return []
         if (operation, exchange.method) in _OPENAI_SCHEMAS:
@@ -234,6 +283,20 @@ class Conformance:
         if exchange.content_type.startswith("text/event-stream"):
             return self._check_stream(exchange, spec, operation)
         return self._check_json(exchange, _SCHEMAS[(spec, operation, "json")], "body")
+
+    def _check_openai(self, exchange: Exchange, name: str) -> list[Violation]:
+        if not exchange.content_type.startswith("application/json"):
+            message = f"content-type {exchange.content_type!r}, expected application/json"
+            return [Violation(exchange, "body", "headers", "", message)]
+        body, problems = self._parse(exchange, "body", exchange.body)
+        if problems:
+            return problems
+        label = f"{OPENAI} {name}"
+        self.counts[label] += 1
+        return [
+            Violation(exchange, "body", label, "/".join(map(str, e.absolute_path)), e.message)
+            for e in self.openai_errors(body, name)
+        ]
 
     def _violations(
         self, exchange: Exchange, where: str, ref: str, instance: Any

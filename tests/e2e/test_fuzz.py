@@ -18,7 +18,14 @@ from hypothesis import given
 
 from tests.conformance.fuzz import check_answer, fuzz_settings, send, wait_idle
 from tests.conformance.recorder import recording_client
-from tests.conformance.strategies import OPERATIONS, Case, hostile_cases, spec_cases
+from tests.conformance.strategies import (
+    OPERATIONS,
+    Case,
+    batch_cases,
+    hostile_cases,
+    spec_cases,
+    upload_cases,
+)
 from tests.e2e.conftest import Server
 
 pytestmark = pytest.mark.slow
@@ -101,4 +108,16 @@ def test_real_server_responses_bodies_valid_for_the_spec(
 def test_real_server_responses_hostile_requests(
     http: httpx.Client, server: Server, case: Case
 ) -> None:
+    exercise(http, server, case)
+
+
+@fuzz_settings(12, env="FUZZ_E2E_EXAMPLES")
+@given(case=batch_cases())
+def test_real_server_batch_requests(http: httpx.Client, server: Server, case: Case) -> None:
+    exercise(http, server, case)
+
+
+@fuzz_settings(12, env="FUZZ_E2E_EXAMPLES")
+@given(case=upload_cases())
+def test_real_server_file_uploads(http: httpx.Client, server: Server, case: Case) -> None:
     exercise(http, server, case)

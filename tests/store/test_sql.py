@@ -168,7 +168,7 @@ def test_migration_0010_keeps_the_old_usage_rows(db_url: str) -> None:
 
 def test_schema_is_the_migrations_and_matches_the_tables(store: SqlStore) -> None:
     with store.engine.connect() as conn:
-        assert current_revision(conn) == head_revision() == "0008"
+        assert current_revision(conn) == head_revision() == "0007"
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
 

@@ -114,19 +114,27 @@ class NormalizePathMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuses bodies over ``limit`` bytes, by Content-Length up front or while reading."""
+    """Refuses bodies over ``limit`` bytes, by Content-Length up front or while reading.
 
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+    ``larger`` gives the paths (after normalising) whose POST bodies may be bigger — file
+    uploads, which their route streams to disk — their own limit.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
-        self.limit = limit
+        self.default = limit
+        self.larger = dict(larger or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.default
+        if scope.get("method") == "POST":
+            limit = self.larger.get(scope["path"].rstrip("/"), self.default)
         declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.limit:
-            await error_response(RequestTooLarge(self.limit))(scope, receive, send)
+        if declared.isdigit() and int(declared) > limit:
+            await error_response(RequestTooLarge(limit))(scope, receive, send)
             return
         seen = 0
 
@@ -135,8 +143,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise RequestTooLarge(self.limit)
+                if seen > limit:
+                    raise RequestTooLarge(limit)
             return message
 
         await self.app(scope, limited_receive, send)

@@ -17,6 +17,7 @@ from cerulean.cli.chat import chat, status
 from cerulean.cli.control import deployments, keys, models, reset
 from cerulean.cli.filters import blocklists, policies
 from cerulean.cli.identity import account, roles, tokens
+from cerulean.cli.jobs import batches, files
 from cerulean.cli.naming import command_name
 from cerulean.cli.upstreams import upstreams
 from cerulean.cli.usage import usage
@@ -129,7 +130,7 @@ def _run_server(
 
 for _command in (
     models, deployments, upstreams, keys, roles, tokens, account, usage, reset, chat, status,
-    policies, blocklists,
+    policies, blocklists, files, batches,
 ):  # fmt: skip
     main.add_command(_command)
 

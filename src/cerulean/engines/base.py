@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cerulean.errors import ContextLengthExceeded
+from cerulean.errors import ContextLengthExceeded, EngineError
 from cerulean.protocol.capabilities import CHAT_CAPABILITIES, Capability
 
 __all__ = [
@@ -32,6 +32,8 @@ __all__ = [
     "GenerationRequest",
     "ModelInfo",
     "Phases",
+    "Preempted",
+    "Priority",
     "ResponseFormat",
     "Role",
     "SamplingParams",
@@ -51,6 +53,14 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 # Called with a prompt's token count before the request is queued (rate limits).
 Admission = Callable[[int], Awaitable[None]]
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+# ``online``: a client waits for the answer; ``batch``: a batch job's line, run only on slots
+# that online requests leave idle (and made to give its slot back when one needs it).
+Priority = Literal["online", "batch"]
+
+
+class Preempted(EngineError):
+    """A ``batch`` generation gave its slot to an online request before it finished: nothing
+    of it was kept, and the caller runs it again later (docs/batch.md)."""
 
 
 # -- the conversation ---------------------------------------------------------------------------
@@ -180,6 +190,9 @@ class GenerationRequest:
     prompt: str | tuple[int, ...] | None = None
     echo: bool = False
     suffix: str | None = None  # text after the completion (fill-in-the-middle models only)
+    # Engines that share slots put ``online`` requests first; a ``batch`` request never waits
+    # for the queue timeout and may end in :class:`Preempted` before any output.
+    priority: Priority = "online"
 
 
 # -- what comes back ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from cerulean.engines.base import Engine, EngineChunk, SamplingParams
+from cerulean.engines.base import Engine, EngineChunk, Priority, SamplingParams
 from cerulean.engines.embedding import EmbeddingEngine
 from cerulean.errors import APIError, EngineError, InternalServerError, InvalidRequest
 from cerulean.protocol.apiversions import ApiVersion
@@ -58,6 +58,7 @@ class InferenceCall(Generic[E]):
     request_id: str
     # The deployment's content filter (None: nothing is evaluated; docs/content-filtering.md).
     content_filter: ContentFilter | None = None
+    priority: Priority = "online"  # "batch": a batch job's line (idle slots only)
 
 
 @dataclass

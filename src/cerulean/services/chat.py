@@ -9,7 +9,7 @@ gives back — text and tool-call deltas — into Azure's JSON body or event str
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cerulean.engines.base import (
@@ -137,6 +137,7 @@ async def start_generation(call: InferenceCall[Engine], wanted: GenerationReques
     """Admit ``wanted`` to the deployment's rate limits once the engine has counted its prompt,
     and start it (raises Azure's errors before any output). Chat and the Responses API share
     this: both charge the same limits and send the same headers."""
+    wanted = replace(wanted, priority=call.priority)  # "batch" for a batch job's line
     engine = call.engine
     _check_parts(wanted.messages, engine.info.content_parts)
     headers: dict[str, str] = {}

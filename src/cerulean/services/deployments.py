@@ -49,7 +49,9 @@ MAX_CAPACITY = 1_000_000
 DEFAULT_SKU = "Standard"
 DEFAULT_VERSION = "1"
 # The token-metered deployment types; Cerulean limits all of them as Azure limits Standard.
-SKUS = ("Standard", "GlobalStandard", "DataZoneStandard")
+# The batch types (GlobalBatch, DataZoneBatch) serve online requests too here; their capacity
+# is also the enqueued-token quota of their batch jobs, in thousands (docs/batch.md).
+SKUS = ("Standard", "GlobalStandard", "DataZoneStandard", "GlobalBatch", "DataZoneBatch")
 _DEPLOYMENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{2,64}$")
 
 

@@ -29,6 +29,7 @@ from cerulean.engines.base import (
     Engine,
     EngineChunk,
     GenerationRequest,
+    Priority,
     ResponseFormat,
     SamplingParams,
     Tools,
@@ -728,6 +729,7 @@ async def run_response_request(
     request_id: str,
     quota: Quota | None = None,
     version: ApiVersion = V1,
+    priority: Priority = "online",
 ) -> tuple[int, dict[str, Any]]:
     """Run one Responses API request body to the end, as ``POST /openai/v1/responses`` would:
     the deployment named by ``model``; the result's HTTP status and JSON body (the response
@@ -751,7 +753,15 @@ async def run_response_request(
             version.text,
             max_answer_tokens=state.settings.max_answer_tokens,
         )
-        call = InferenceCall(deployment.record, deployment.generator, version, limits, request_id)
+        call = InferenceCall(
+            deployment.record,
+            deployment.generator,
+            version,
+            limits,
+            request_id,
+            content_filter=await state.content_safety.filter_for(deployment.record),
+            priority=priority,
+        )
         answer = await create_response(ResponsesContext.of(state), call, request)
         return 200, await answer.collect()
     except APIError as exc:

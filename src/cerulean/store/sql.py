@@ -19,6 +19,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -156,6 +157,67 @@ usage = Table(  # migration 0010: one row per minute, deployment, caller, operat
     Column("ttft_count", Integer, nullable=False),
     Column("duration_sum", Float, nullable=False),
     Column("duration_max", Float, nullable=False),
+)
+
+# Files and batch jobs (migration 0007; queried by :mod:`cerulean.store.batches`).
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("filename", Text, nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("status_details", Text, nullable=True),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("input_file_id", String(64), nullable=False),
+    Column("endpoint", String(64), nullable=False),
+    Column("completion_window", String(16), nullable=False),
+    Column("api_version", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("deployment", String(64), nullable=True),
+    Column("metadata", Text, nullable=True),
+    Column("errors", Text, nullable=True),
+    Column("output_file_id", String(64), nullable=True),
+    Column("error_file_id", String(64), nullable=True),
+    Column("output_expires_after", BigInteger, nullable=True),
+    Column("enqueued_tokens", BigInteger, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("completed", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("in_progress_at", BigInteger, nullable=True),
+    Column("finalizing_at", BigInteger, nullable=True),
+    Column("completed_at", BigInteger, nullable=True),
+    Column("failed_at", BigInteger, nullable=True),
+    Column("expired_at", BigInteger, nullable=True),
+    Column("cancelling_at", BigInteger, nullable=True),
+    Column("cancelled_at", BigInteger, nullable=True),
+    Column("lease_owner", String(96), nullable=True),
+    Column("lease_until", Float, nullable=True),
+)
+
+batch_lines = Table(
+    "batch_lines",
+    metadata,
+    Column("batch_id", String(64), primary_key=True),
+    Column("line", Integer, primary_key=True),
+    Column("custom_id", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("done", Boolean, nullable=False),
+    Column("is_error", Boolean, nullable=False),
+    Column("result", Text, nullable=True),
+    Column("lease_owner", String(96), nullable=True),
+    Column("lease_until", Float, nullable=True),
+    Index("ix_batch_lines_pending", "batch_id", "done"),
 )
 
 responses = Table(  # migration 0006

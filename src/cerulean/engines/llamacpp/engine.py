@@ -556,8 +556,10 @@ class LlamaCppEngine(Engine):
             scheduler.submit(job)
         except QueueFull:
             raise ServerBusy(retry_after=_RETRY_AFTER_S) from None
+        # A batch line waits as long as online work keeps the slots (its job has no deadline).
+        timeout = None if job.batch else self._spec.queue_timeout
         try:
-            await asyncio.wait_for(asyncio.shield(admitted), self._spec.queue_timeout)
+            await asyncio.wait_for(asyncio.shield(admitted), timeout)
         except asyncio.TimeoutError:
             scheduler.cancel(job)
             raise ServiceUnavailable(retry_after=_RETRY_AFTER_S) from None
@@ -674,6 +676,7 @@ def _job(
         anchors=plan.anchors,
         trim=request.prompt is None,
         echo=echo,
+        batch=request.priority == "batch",
     )
 
 

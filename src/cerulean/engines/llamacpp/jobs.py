@@ -66,6 +66,7 @@ class Job:
     anchors: tuple[int, ...] = ()
     trim: bool = True  # chat answers drop edge whitespace; raw completions keep it
     echo: str | None = None  # text every answer starts with (the prompt's)
+    batch: bool = False  # low priority: runs on idle slots, preempted for online jobs
     cancelled: bool = False
     # Loop-thread state.
     seqs: list[int] = field(default_factory=list)

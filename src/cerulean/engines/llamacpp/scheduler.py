@@ -17,6 +17,14 @@ Prompts are computed in *canonical chunks*: every chunk ends at the next multipl
 So a prompt's KV is computed by the same sequence of batch shapes whether or not part of it came
 from the cache, and greedy answers do not change with what the cache holds (sampled ones may; see
 docs/differences.md).
+
+Priorities: a job is ``online`` or ``batch`` (a batch job's line). Online jobs wait in their own
+line and always start first; batch jobs take only the slots no online job waits for, so with no
+online traffic the loop runs at its full width on batch work. An online job that finds every
+slot busy preempts the newest batch jobs (they end in :class:`~cerulean.engines.base.Preempted`
+and their callers run them again), so its wait does not grow with the batch's answers; and while
+an online prompt is being computed, batch jobs skip the steps, so that its first token is as
+quick as on an idle engine.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from cerulean.engines.base import EngineChunk, FinishReason, TokenLogprob, TopLogprob
+from cerulean.engines.base import EngineChunk, FinishReason, Preempted, TokenLogprob, TopLogprob
 from cerulean.engines.llamacpp.jobs import CHUNK, Choice, Job
 from cerulean.engines.llamacpp.kvspace import KvSpace
 from cerulean.engines.llamacpp.logprobs import log_softmax_at, read_logits
@@ -67,6 +75,9 @@ class SchedulerStats:
     rejected: int
     prompt_tokens_computed: int
     prompt_tokens_reused: int
+    batch_running: int = 0
+    batch_waiting: int = 0
+    batch_preempted: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,7 +104,8 @@ class Scheduler:
             ctx, n_swa=model.n_swa, entries=config.cache_entries, tokens=config.cache_tokens
         )
         self._cond = threading.Condition()
-        self._waiting: collections.deque[Job] = collections.deque()
+        self._waiting: collections.deque[Job] = collections.deque()  # online jobs
+        self._batch_waiting: collections.deque[Job] = collections.deque()
         self._active: list[Job] = []
         self._busy = 0
         self._closed = False
@@ -101,6 +113,7 @@ class Scheduler:
         self._rejected = 0
         self._computed = 0
         self._reused = 0
+        self._preempted = 0
         self._thread = threading.Thread(target=self._run, name="llama-batch", daemon=True)
         threads = ctx.config.n_threads
         self._pool_threads = (
@@ -113,10 +126,15 @@ class Scheduler:
         self._thread.start()
 
     def submit(self, job: Job) -> None:
-        """Queue ``job``; raises :class:`QueueFull` when the waiting line is full."""
+        """Queue ``job``; raises :class:`QueueFull` when the waiting line is full (batch jobs
+        have a line of their own, which their runner keeps short)."""
         with self._cond:
             if self._closed:
                 raise EngineError("the engine is shut down")
+            if job.batch:
+                self._batch_waiting.append(job)
+                self._cond.notify()
+                return
             # Waiting jobs take the free slots first; beyond those, at most queue_size may wait.
             ahead = sum(waiting.n for waiting in self._waiting)
             if ahead + job.n > self.slots - self._busy + self._config.queue_size:
@@ -129,8 +147,9 @@ class Scheduler:
         """Stop ``job`` wherever it is; its slots and KV cells are freed before the next step."""
         with self._cond:
             job.cancelled = True
-            if job in self._waiting:
-                self._waiting.remove(job)
+            for line in (self._waiting, self._batch_waiting):
+                if job in line:
+                    line.remove(job)
             self._cond.notify()
 
     @property
@@ -138,16 +157,16 @@ class Scheduler:
         return self._config.slots
 
     def requests(self) -> int:
-        """Requests (jobs) running or waiting now."""
+        """Online requests (jobs) running or waiting now (batch jobs make way for them)."""
         with self._cond:
-            return len(self._active) + len(self._waiting)
+            return sum(1 for job in self._active if not job.batch) + len(self._waiting)
 
     def stats(self) -> SchedulerStats:
         with self._cond:
             return SchedulerStats(
                 slots=self.slots,
                 slots_busy=self._busy,
-                waiting=len(self._waiting),
+                waiting=len(self._waiting) + len(self._batch_waiting),
                 running=len(self._active),
                 kv_tokens=sum(_kv_tokens(job) for job in self._active),
                 cached_prefixes=len(self._kv.cache),
@@ -156,6 +175,9 @@ class Scheduler:
                 rejected=self._rejected,
                 prompt_tokens_computed=self._computed,
                 prompt_tokens_reused=self._reused,
+                batch_running=sum(1 for job in self._active if job.batch),
+                batch_waiting=len(self._batch_waiting),
+                batch_preempted=self._preempted,
             )
 
     def close(self) -> None:
@@ -180,6 +202,9 @@ class Scheduler:
                 admitted = self._take_admissible()
             try:
                 self._reap()
+                if self._preempt():  # the online job takes the freed slots in this very step
+                    with self._cond:
+                        admitted += self._take_admissible()
                 while admitted:
                     self._start(admitted.pop(0))
                 self._step()
@@ -201,17 +226,42 @@ class Scheduler:
         return bool(self._active) or self._head_fits()
 
     def _head_fits(self) -> bool:
-        """Whether the first waiting job's slots are free (lock held)."""
-        return bool(self._waiting) and self._busy + self._waiting[0].n <= self.slots
+        """Whether the next job's slots are free: the first online one, else (none waiting)
+        the first batch one (lock held)."""
+        line = self._waiting or self._batch_waiting
+        return bool(line) and self._busy + line[0].n <= self.slots
 
     def _take_admissible(self) -> list[Job]:
-        """Pop waiting jobs, first come first served, while their slots are free (lock held)."""
+        """Pop waiting jobs while their slots are free: online ones first come first served,
+        batch ones only while no online job waits (lock held)."""
         taken: list[Job] = []
         while self._head_fits():
-            job = self._waiting.popleft()
+            job = (self._waiting or self._batch_waiting).popleft()
             self._busy += job.n  # reserved now, so submit() never sees a free slot twice
             taken.append(job)
         return taken
+
+    def _preempt(self) -> bool:
+        """Free slots for the first waiting online job by ending the newest batch jobs;
+        whether any was ended."""
+        with self._cond:
+            if not self._waiting:
+                return False
+            short = self._busy + self._waiting[0].n - self.slots
+        ended = False
+        for job in reversed(list(self._active)):
+            if short <= 0:
+                break
+            if not job.batch or job.cancelled:
+                continue
+            short -= job.n
+            job.out.append(Preempted("made way for an online request"))
+            job.cancelled = True
+            with self._cond:
+                self._preempted += 1
+            self._release(job)
+            ended = True
+        return ended
 
     def _start(self, job: Job) -> None:
         if job.cancelled:
@@ -243,6 +293,8 @@ class Scheduler:
         leader, leader_k = None, best_k + _LEADER_GAIN
         for other in self._active:
             if other is job or not other.prefilling or other.cancelled or other.score_prompt:
+                continue
+            if other.batch and not job.batch:  # batch jobs sit out while an online one prefills
                 continue
             k = job.boundary_at_most(min(common_prefix(other.prompt, job.prompt), limit), other)
             if k < self._kv.cache.min_tokens:
@@ -283,8 +335,13 @@ class Scheduler:
     def _step(self) -> None:
         batch = self._batch
         batch.clear()
+        # While an online prompt is computed, batch jobs sit the step out: the online request's
+        # first token comes as fast as on an idle engine (its time to first token).
+        yielding = any(not job.batch and job.prefilling for job in self._active)
         decoding: list[tuple[Job, Choice, int]] = []
         for job in self._active:
+            if yielding and job.batch:
+                continue
             for choice in job.choices:
                 if not choice.done:
                     index = batch.add(choice.pending, choice.n_kv, choice.seq, logits=True)
@@ -295,6 +352,8 @@ class Scheduler:
         for job in self._active:
             if batch.room == 0:
                 break
+            if yielding and job.batch:
+                continue
             if not job.prefilling or (job.leader is not None and not self._follow(job)):
                 continue
             every = job.score_prompt
