@@ -306,3 +306,43 @@ def test_the_local_issuer_keys_are_served_only_when_trusted(tmp_path: Path) -> N
             token = issue_token(settings, USER)
             assert jwt.get_unverified_header(token)["kid"] == key["kid"]
             jwt.decode(token, jwt.PyJWK(key).key, algorithms=["ES256"], audience=AUDIENCE)
+
+
+def test_the_studio_signs_in_a_contributor_token_only(
+    tmp_path: Path, jwks: JwksServer, issuer: Issuer
+) -> None:
+    """The Studio's pages are HTML (outside the spec the conformance recorder checks)."""
+    settings = Settings(
+        home=tmp_path / "home",
+        key1=KEY1,  # type: ignore[arg-type]
+        entra_issuer=ISSUER,
+        entra_jwks_url=jwks.url,
+        entra_jwks_refresh_interval=0,
+    )
+    with TestClient(create_app(settings, {"fake-model": FakeEngine()})) as app_client:
+        state: AppState = app_client.app.state.cerulean  # type: ignore[attr-defined]
+        state.store.add_role_assignment(USER, "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd")
+        state.store.add_role_assignment(ADMIN_ROLE, "25fbc0a9-bd7c-42a3-aa1a-3b75d497ee68")
+        _studio_sign_ins(app_client, issuer)
+
+
+def _studio_sign_ins(app_client: TestClient, issuer: Issuer) -> None:
+    origin = {"origin": "http://testserver"}
+    refused = [
+        issuer.token(ADMIN_ROLE),  # the data-plane audience: not a management token
+        issuer.token(USER, audience=MANAGEMENT),  # OpenAI User: no key management
+        issuer.token(NOBODY, audience=MANAGEMENT),  # no role at all
+    ]
+    for token in refused:
+        answer = app_client.post(
+            "/studio/sign-in", data={"token": token}, headers=origin, follow_redirects=False
+        )
+        assert answer.status_code == 401, answer.text
+    signed = app_client.post(
+        "/studio/sign-in",
+        data={"token": issuer.token(ADMIN_ROLE, audience=MANAGEMENT)},
+        headers=origin,
+        follow_redirects=False,
+    )
+    assert signed.status_code == 303, signed.text
+    assert app_client.get("/studio/playground", follow_redirects=False).status_code == 200

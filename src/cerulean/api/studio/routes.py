@@ -33,6 +33,7 @@ from cerulean.quota.base import Limits
 from cerulean.services import accounting
 from cerulean.services import chat as chat_service
 from cerulean.services import deployments as deployment_service
+from cerulean.services.entra import looks_like_jwt
 from cerulean.services.keys import KEY_NAMES, mask_key, readable_keys, regenerate_key
 from cerulean.services.snippets import (
     API_VERSION,
@@ -116,7 +117,8 @@ async def sign_in(request: Request, state: StateDep) -> Response:
     pages.check_origin(request)
     studio = sessions(state)
     fields = await pages.form_fields(request)
-    if not studio.check_token(fields.get("token", "")):
+    given = fields.get("token", "")
+    if not studio.check_token(given) and not await _entra_operator(state, given):
         await asyncio.sleep(_FAILED_SIGN_IN_DELAY_S)  # guessing costs time
         secret = studio.secret
         return page(
@@ -139,6 +141,24 @@ async def sign_in(request: Request, state: StateDep) -> Response:
         secure=request.url.scheme == "https",
     )
     return response
+
+
+async def _entra_operator(state: AppState, token: str) -> bool:
+    """Whether ``token`` is an Entra ID token for the management API whose principal may
+    regenerate the account's keys (Cognitive Services Contributor): the Studio does what that
+    role does (docs/studio.md)."""
+    entra = state.entra
+    if entra is None or not looks_like_jwt(token.strip()):
+        return False
+    scope = (
+        "/subscriptions/-/resourceGroups/-/providers/Microsoft.CognitiveServices/accounts/"
+        f"{state.settings.account_name}"
+    )
+    try:
+        await entra.management(token.strip(), "POST", "/regenerateKey", scope)
+    except APIError:
+        return False
+    return True
 
 
 @router.post("/sign-out")
