@@ -26,8 +26,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
-
 from cerulean.quota.outage import OutageLog
 
 __all__ = [
@@ -197,15 +195,20 @@ class FallbackRoutingState(RoutingState):
     _LOCAL = "local:"
 
     def __init__(self, shared: RoutingState, outage: OutageLog) -> None:
+        # Imported here: the redis package pulls in OpenTelemetry's SDK when it is installed,
+        # which a server without Redis (or without telemetry) must not pay for.
+        from redis.exceptions import RedisError
+
         self._shared = shared
         self._local = InProcessRoutingState()
         self._outage = outage
+        self._failures: tuple[type[BaseException], ...] = (OSError, RedisError)
 
     async def _call(self, method: str, *args: Any) -> Any:
         for attempt in (1, 2):
             try:
                 result = await getattr(self._shared, method)(*args)
-            except (OSError, RedisError) as exc:
+            except self._failures as exc:
                 if attempt == 2:
                     self._outage.failed(exc)
                     return await getattr(self._local, method)(*args)
