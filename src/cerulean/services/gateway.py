@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 RECORDS_TTL_S = 1.0
 DEFAULT_CONTEXT = 4096  # reserved for the rate limits when no probe found the context
 _HEALTH_TIMEOUT_S = 2.0
+_SLOW_CHECKS_TOLERATED = 1  # consecutive health checks that may time out before a cooldown
 
 
 def build_routing_state(settings: Settings) -> RoutingState:
@@ -189,12 +190,22 @@ class Gateway:
             url = upstream.record.url.rstrip("/") + "/models"
         client = upstream.client
         assert client is not None
+        slow = False
         try:
             answer = await client.get(url, headers=upstream.headers(), timeout=_HEALTH_TIMEOUT_S)
             healthy = answer.status_code == 200
+        except httpx.TimeoutException:
+            healthy, slow = False, True
         except httpx.HTTPError:
             healthy = False
         state = self.router.state
+        if slow and upstream.health_misses < _SLOW_CHECKS_TOLERATED:
+            # An engine busy with a full batch can answer its health route late while every
+            # request it serves still streams: one slow check is not an outage (a refused or
+            # failing check is; requests' own timeouts cool a stalled upstream at once).
+            upstream.health_misses += 1
+            return False
+        upstream.health_misses = 0
         if healthy:
             if upstream.failures:
                 upstream.failures = 0

@@ -13,6 +13,8 @@ from cerulean.engines.base import ChatMessage, GenerationRequest
 from cerulean.engines.remote.engine import RemoteEngine, Upstream
 from cerulean.engines.remote.routing import InProcessRoutingState, Router
 from cerulean.engines.remote.stats import UpstreamStats
+from cerulean.services.gateway import Gateway
+from cerulean.settings import Settings
 from cerulean.store.base import UpstreamRecord
 
 ASK = GenerationRequest((ChatMessage("user", "hi"),))
@@ -84,5 +86,44 @@ def test_a_refused_connection_is_a_failure_and_cools_the_upstream_down() -> None
         assert calls["n"] == 1  # not resent: the upstream is down
         assert set(await state.cooldowns(["u"])) == {"u"}
         assert await state.outstanding(["u"]) == {"u": 0}
+
+    asyncio.run(scenario())
+
+
+def _gateway_upstream(handler: httpx.MockTransport) -> tuple[Gateway, Upstream]:
+    gateway = Gateway(None, Settings(), InProcessRoutingState())  # type: ignore[arg-type]
+    record = UpstreamRecord(
+        "u", "http://upstream.test/v1", "openai", "m", None, None, None, 1.0,
+        datetime.now(timezone.utc),
+    )  # fmt: skip
+    return gateway, Upstream(record, httpx.AsyncClient(transport=handler))
+
+
+def test_one_slow_health_check_is_tolerated_two_cool_the_upstream_down() -> None:
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out")
+
+    gateway, upstream = _gateway_upstream(httpx.MockTransport(slow))
+
+    async def scenario() -> None:
+        state = gateway.router.state
+        assert await gateway.check(upstream) is False
+        assert await state.cooldowns(["u"]) == {}  # busy, not down: still routed
+        assert await gateway.check(upstream) is False
+        assert set(await state.cooldowns(["u"])) == {"u"}
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_health_check_cools_the_upstream_down_at_once() -> None:
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Connection refused")
+
+    gateway, upstream = _gateway_upstream(httpx.MockTransport(refused))
+
+    async def scenario() -> None:
+        state = gateway.router.state
+        assert await gateway.check(upstream) is False
+        assert set(await state.cooldowns(["u"])) == {"u"}
 
     asyncio.run(scenario())

@@ -86,6 +86,7 @@ class Upstream:
     record: UpstreamRecord
     client: httpx.AsyncClient | None = None  # None: only its URLs and headers are wanted
     failures: int = 0  # consecutive, for the cooldown's backoff
+    health_misses: int = 0  # consecutive health checks that timed out (not yet cooled down)
     profile: Flavor = field(init=False)
 
     def __post_init__(self) -> None:
