@@ -8,32 +8,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from cerulean.api.deps import ApiVersionDep, StateDep, V1ApiVersionDep
-from cerulean.errors import InvalidRequest
+from cerulean.api.deps import StateDep, get_api_version, get_v1_api_version, page_limit
 from cerulean.protocol.apiversions import ApiVersion
 from cerulean.protocol.batches import parse_batch_request
 
 __all__ = ["router"]
 
 router = APIRouter()
-
-
-def _dated(version: ApiVersionDep) -> ApiVersion:
-    return version
-
-
-def _v1(version: V1ApiVersionDep) -> ApiVersion:
-    return version
-
-
-def _limit(value: int | None) -> int:
-    if value is None:
-        return 20
-    if not 1 <= value <= 100:
-        raise InvalidRequest(
-            f"Invalid value for 'limit': {value}. It must be between 1 and 100.", param="limit"
-        )
-    return value
 
 
 def _routes(prefix: str, version_dep: Any) -> None:
@@ -51,7 +32,9 @@ def _routes(prefix: str, version_dep: Any) -> None:
         after: Annotated[str | None, Query()] = None,
         limit: Annotated[int | None, Query()] = None,
     ) -> dict[str, Any]:
-        return await state.batches.listing(after=after, limit=_limit(limit))
+        return await state.batches.listing(
+            after=after, limit=page_limit(limit, default=20, most=100)
+        )
 
     @router.get(prefix + "/{batch_id}")
     async def retrieve(state: StateDep, _version: Version, batch_id: str) -> dict[str, Any]:
@@ -62,5 +45,5 @@ def _routes(prefix: str, version_dep: Any) -> None:
         return await state.batches.cancel(batch_id)
 
 
-_routes("/openai/batches", _dated)
-_routes("/openai/v1/batches", _v1)
+_routes("/openai/batches", get_api_version)
+_routes("/openai/v1/batches", get_v1_api_version)

@@ -11,7 +11,7 @@ from fastapi import Depends, Path, Request
 
 from cerulean.engines.base import Engine
 from cerulean.engines.embedding import EmbeddingEngine
-from cerulean.errors import ResourceNotFound, UnsupportedApiVersion
+from cerulean.errors import InvalidRequest, ResourceNotFound, UnsupportedApiVersion
 from cerulean.protocol.apiversions import (
     KNOWN_API_VERSIONS,
     ApiVersion,
@@ -34,6 +34,7 @@ __all__ = [
     "EmbeddingDeploymentDep",
     "StateDep",
     "V1ApiVersionDep",
+    "page_limit",
     "chat_call",
     "embedding_call",
 ]
@@ -70,6 +71,17 @@ def get_v1_api_version(request: Request) -> ApiVersion:
     if version is None:
         raise UnsupportedApiVersion()
     return version
+
+
+def page_limit(value: int | None, *, default: int, most: int) -> int:
+    """A list route's ``limit`` query: ``default`` when absent, else 1 to ``most`` (a 400)."""
+    if value is None:
+        return default
+    if not 1 <= value <= most:
+        raise InvalidRequest(
+            f"Invalid value for 'limit': {value}. It must be between 1 and {most}.", param="limit"
+        )
+    return value
 
 
 ApiVersionDep = Annotated[ApiVersion, Depends(get_api_version)]

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 
-from cerulean.api.deps import ApiVersionDep, StateDep, V1ApiVersionDep
+from cerulean.api.deps import StateDep, get_api_version, get_v1_api_version, page_limit
 from cerulean.errors import InvalidRequest
 from cerulean.protocol.apiversions import ApiVersion
 from cerulean.services.files import file_object
@@ -20,22 +20,7 @@ router = APIRouter()
 UPLOAD_PATHS = ("/openai/files", "/openai/v1/files")
 
 
-def _dated(version: ApiVersionDep) -> ApiVersion:
-    return version
-
-
-def _v1(version: V1ApiVersionDep) -> ApiVersion:
-    return version
-
-
-def _limit(value: int | None) -> int:
-    if value is None:
-        return 10_000
-    if not 1 <= value <= 10_000:
-        raise InvalidRequest(
-            f"Invalid value for 'limit': {value}. It must be between 1 and 10000.", param="limit"
-        )
-    return value
+_LIST_LIMIT = 10_000  # the default and the most a files listing returns
 
 
 def _order(value: str | None) -> str:
@@ -66,7 +51,10 @@ def _routes(prefix: str, version_dep: Any) -> None:
         order: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
         return await state.files.listing(
-            purpose=purpose, after=after, limit=_limit(limit), order=_order(order)
+            purpose=purpose,
+            after=after,
+            limit=page_limit(limit, default=10_000, most=10_000),
+            order=_order(order),
         )
 
     @router.get(prefix + "/{file_id}")
@@ -84,5 +72,5 @@ def _routes(prefix: str, version_dep: Any) -> None:
         return FileResponse(path, media_type=media or "application/octet-stream")
 
 
-_routes("/openai/files", _dated)
-_routes("/openai/v1/files", _v1)
+_routes("/openai/files", get_api_version)
+_routes("/openai/v1/files", get_v1_api_version)
