@@ -83,17 +83,25 @@ def serve(**overrides: Any) -> None:
         _run_server(settings, None, "", None)
         return
     from cerulean.engines.llamacpp.build import build_default_embedder, build_default_engine
+    from cerulean.engines.llamacpp.turns import CpuTurns
 
+    turns = CpuTurns()  # this process's llama.cpp models take turns on the CPU
     try:
-        engine, version = build_default_engine(settings)
-        embedder = build_default_embedder(settings, announce=lambda m: click.echo(f">> {m}"))
+        engine, version = build_default_engine(settings, turns=turns)
+        embedder = build_default_embedder(
+            settings, announce=lambda m: click.echo(f">> {m}"), turns=turns
+        )
     except (FileNotFoundError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
-    _run_server(settings, engine, version, embedder)
+    _run_server(settings, engine, version, embedder, turns)
 
 
 def _run_server(
-    settings: Settings, engine: Any, version: str, embedder: tuple[Any, str] | None
+    settings: Settings,
+    engine: Any,
+    version: str,
+    embedder: tuple[Any, str] | None,
+    turns: Any = None,
 ) -> None:
     import uvicorn
 
@@ -101,11 +109,16 @@ def _run_server(
     from cerulean.cli.serverlock import ServerLock
     from cerulean.server import raise_fd_limit, uvicorn_config
 
+    shared = {"turns": turns}
+
     def catalog_engine(record: Any) -> Any:
         # llama.cpp is imported only when a registered GGUF is loaded (not in a pure gateway).
         from cerulean.engines.llamacpp.build import build_catalog_engine
+        from cerulean.engines.llamacpp.turns import CpuTurns
 
-        return build_catalog_engine(settings, record)
+        if shared["turns"] is None:
+            shared["turns"] = CpuTurns()
+        return build_catalog_engine(settings, record, turns=shared["turns"])
 
     engines = {} if engine is None else {engine.info.name: engine}
     embedders = {} if embedder is None else {embedder[0].info.name: embedder[0]}

@@ -11,6 +11,7 @@ import pytest
 
 from cerulean.engines.llamacpp.build import build_default_embedder
 from cerulean.engines.llamacpp.embedder import LlamaCppEmbedder
+from cerulean.engines.llamacpp.turns import CpuTurns
 from cerulean.errors import InputTooLong, InvalidRequest
 from cerulean.packaged.minilm import ensure_embedding_model
 from cerulean.settings import Settings
@@ -146,3 +147,34 @@ def test_conversion_is_cached(home: Path) -> None:
 
 def test_disabled(home: Path) -> None:
     assert build_default_embedder(Settings(home=home, embeddings=False)) is None
+
+
+def test_requests_that_wait_together_share_encode_calls(home: Path) -> None:
+    """Requests queued while the worker computes are packed into the same calls; each gets its
+    own vectors, and one request's bad input fails only that request."""
+    turns = CpuTurns()
+    built = build_default_embedder(Settings(home=home, n_threads=2), turns=turns)
+    assert built is not None
+    engine = built[0]
+    engine.load()
+    texts = [f"Request {i}: {FOX}" for i in range(12)]
+
+    async def together() -> list[object]:
+        jobs = [engine.embed([t]) for t in texts]
+        jobs.insert(5, engine.embed([[30522]]))  # out of the vocabulary
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    try:
+        alone = np.stack([asyncio.run(engine.embed([t])).vectors[0] for t in texts])
+        before = turns.turns
+        results = asyncio.run(together())
+        calls = turns.turns - before
+        lengths = [len(engine.tokenize(t)) + 2 for t in texts]  # with [CLS] and [SEP]
+    finally:
+        asyncio.run(engine.aclose())
+    bad = results.pop(5)
+    assert isinstance(bad, InvalidRequest)
+    vectors = np.stack([r.vectors[0] for r in results])  # type: ignore[attr-defined]
+    assert np.allclose(vectors, alone, atol=1e-4)
+    assert [r.prompt_tokens for r in results] == lengths  # type: ignore[attr-defined]
+    assert calls < len(texts)  # shared calls, not one each (each call is one CPU turn)

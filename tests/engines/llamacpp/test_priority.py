@@ -12,7 +12,10 @@ import pytest
 
 from cerulean.engines.base import ChatMessage, GenerationRequest, Preempted, SamplingParams
 from cerulean.engines.llamacpp import LlamaCppEngine
+from cerulean.engines.llamacpp.build import build_default_embedder
+from cerulean.engines.llamacpp.turns import CpuTurns
 from cerulean.packaged.gemma import ensure_embedded_model
+from cerulean.settings import Settings
 from tests.engines.llamacpp.test_batching import make_engine
 
 pytestmark = [pytest.mark.slow, pytest.mark.llamacpp]
@@ -76,3 +79,62 @@ def test_batch_fills_every_slot_and_online_preempts(engine: LlamaCppEngine) -> N
     assert results and all(isinstance(r, Preempted) for r in results), (results, waited)
     assert engine.stats()["batch_preempted"] >= 1
     assert engine.stats()["slots_busy"] == 0
+
+
+def test_an_online_job_interrupts_a_step_of_batch_work(engine: LlamaCppEngine) -> None:
+    """An online job that arrives while batch work alone decodes stops that decode; the batch
+    job decodes the same tokens again and its answer is the one it gives undisturbed."""
+    wanted = request("Count from one to fifty in words.", "batch", 48)
+
+    async def undisturbed() -> str:
+        return await drain(engine, wanted)
+
+    async def disturbed() -> tuple[str, int]:
+        before = engine.stats()["batch_steps_interrupted"]
+        batch = asyncio.create_task(drain(engine, wanted))
+        deadline = time.monotonic() + 60
+        while engine.stats()["batch_running"] < 1:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.005)
+        for i in range(4):  # each arrives during a batch-only step (the online one is done)
+            await asyncio.sleep(0.05)
+            await drain(engine, request(f"Say hi {i}.", "online", 2))
+        text = await batch
+        return text, engine.stats()["batch_steps_interrupted"] - before
+
+    alone = asyncio.run(undisturbed())
+    text, interrupted = asyncio.run(disturbed())
+    assert interrupted >= 1
+    assert text == alone  # nothing lost or decoded twice at one position (greedy)
+    assert engine.stats()["slots_busy"] == 0 and engine.stats()["kv_tokens"] == 0
+
+
+def test_an_embedding_interrupts_a_step_of_batch_work(tmp_path: Path) -> None:
+    """The chat model and the embedder share the CPU in turns: an embedding (an online
+    content-filter check) cuts a batch-only decode step short instead of sharing the cores."""
+    turns = CpuTurns()
+    path = ensure_embedded_model(tmp_path / "models", progress=False)
+    chat_engine = make_engine(path, parallel=2, turns=turns)
+    built = build_default_embedder(Settings(home=tmp_path, n_threads=2), turns=turns)
+    assert built is not None
+    embedder = built[0]
+    embedder.load()
+    wanted = request("Count from one to fifty in words.", "batch", 48)
+
+    async def scenario() -> tuple[str, int]:
+        alone = await drain(chat_engine, wanted)
+        batch = asyncio.create_task(drain(chat_engine, wanted))
+        while chat_engine.stats()["batch_running"] < 1:
+            await asyncio.sleep(0.005)
+        for _ in range(5):
+            await asyncio.sleep(0.03)
+            await embedder.embed(["Is this text harmful?"])
+        assert await batch == alone  # interrupted steps are decoded again, nothing lost
+        return alone, chat_engine.stats()["batch_steps_interrupted"]
+
+    try:
+        _, interrupted = asyncio.run(scenario())
+    finally:
+        asyncio.run(embedder.aclose())
+        asyncio.run(chat_engine.aclose())
+    assert interrupted >= 1 and turns.interrupted >= 1

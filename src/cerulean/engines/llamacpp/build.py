@@ -9,6 +9,7 @@ from typing import Any
 from cerulean.engines.llamacpp import LlamaCppEngine, ModelSpec
 from cerulean.engines.llamacpp.embedder import EmbedderSpec, LlamaCppEmbedder
 from cerulean.engines.llamacpp.prompts import EMBEDDED_FORMAT
+from cerulean.engines.llamacpp.turns import CpuTurns
 from cerulean.packaged.gemma import (
     EMBEDDED_MODEL_NAME,
     EMBEDDED_MODEL_VERSION,
@@ -35,13 +36,14 @@ EMBEDDED_DEFAULT_MAX_TOKENS = 256
 
 
 def build_default_engine(
-    settings: Settings, *, progress: bool = True
+    settings: Settings, *, progress: bool = True, turns: CpuTurns | None = None
 ) -> tuple[LlamaCppEngine, str]:
-    """The engine for ``--model`` (or the embedded model) and the model version to report.
+    """The engine for ``--model`` (or the embedded model) and the model version to report;
+    ``turns``: shared with the process's other llama.cpp models (:mod:`.turns`).
 
     Raises :class:`FileNotFoundError` for a ``--model`` path that does not exist.
     """
-    common = _engine_options(settings)
+    common = {**_engine_options(settings), "turns": turns}
     if settings.model is not None:
         if not settings.model.is_file():
             raise FileNotFoundError(
@@ -80,7 +82,7 @@ def _engine_options(settings: Settings) -> dict[str, Any]:
 
 
 def build_catalog_engine(
-    settings: Settings, record: ModelRecord
+    settings: Settings, record: ModelRecord, *, turns: CpuTurns | None = None
 ) -> LlamaCppEngine | LlamaCppEmbedder:
     """The engine of a registered GGUF file (``cerulean models add``), sized like the others:
     an embedder for an embedding model, else a generator."""
@@ -93,9 +95,10 @@ def build_catalog_engine(
                 Path(record.path),
                 n_threads=settings.threads,
                 n_gpu_layers=settings.n_gpu_layers,
+                turns=turns,
             )
         )
-    options = _engine_options(settings)
+    options: dict[str, Any] = {**_engine_options(settings), "turns": turns}
     if record.context_length:
         options["n_ctx"] = min(settings.n_ctx, record.context_length)
     spec = ModelSpec(
@@ -108,7 +111,10 @@ def build_catalog_engine(
 
 
 def build_default_embedder(
-    settings: Settings, *, announce: Callable[[str], None] | None = None
+    settings: Settings,
+    *,
+    announce: Callable[[str], None] | None = None,
+    turns: CpuTurns | None = None,
 ) -> tuple[LlamaCppEmbedder, str] | None:
     """The embedding engine for ``--embedding-model`` (or the packaged model), or None.
 
@@ -117,7 +123,11 @@ def build_default_embedder(
     """
     if not settings.embeddings:
         return None
-    common: dict[str, Any] = {"n_threads": settings.threads, "n_gpu_layers": settings.n_gpu_layers}
+    common: dict[str, Any] = {
+        "n_threads": settings.threads,
+        "n_gpu_layers": settings.n_gpu_layers,
+        "turns": turns,
+    }
     if settings.embedding_model is not None:
         if not settings.embedding_model.is_file():
             raise FileNotFoundError(

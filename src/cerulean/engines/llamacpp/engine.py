@@ -14,7 +14,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from cerulean.engines.llamacpp.prefix import common_prefix
 from cerulean.engines.llamacpp.prompts import BASE_FORMATS, PromptFormat, TemplateFormat, flatten
 from cerulean.engines.llamacpp.sampling import grammar_error
 from cerulean.engines.llamacpp.scheduler import QueueFull, Scheduler, SchedulerConfig
+from cerulean.engines.llamacpp.turns import CpuTurns
 from cerulean.errors import (
     EngineError,
     InvalidRequest,
@@ -87,6 +88,9 @@ class ModelSpec:
     cache_tokens: int | None = None  # budget of cached prefixes; default one slot's context
     swa_full: bool = False
     fair_share: bool = True  # a request's choices beyond its share wait while others queue
+    # Shared by the process's llama.cpp contexts on the CPU: they compute in turns (see
+    # :mod:`.turns`); unused when the model runs on a GPU.
+    turns: CpuTurns | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -340,6 +344,7 @@ class LlamaCppEngine(Engine):
                 cache_entries=n_seq - spec.parallel,
                 cache_tokens=spec.cache_tokens or spec.n_ctx,
             ),
+            turns=spec.turns if layers == 0 else None,
         )
         scheduler.start()
         self._scheduler = scheduler

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import platform
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +29,12 @@ __all__ = [
     "Batch",
     "NativeContext",
     "NativeModel",
+    "DECODE_INTERRUPTED",
     "gpu_offload_supported",
     "resolve_gpu_layers",
 ]
+
+DECODE_INTERRUPTED = 2  # llama_decode's status when its abort callback said stop
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -221,9 +225,23 @@ class NativeContext:
         self.ptr: Any = ctx
         self.config = config
         self.memory: Any = llama_cpp.llama_get_memory(ctx)
+        self._interrupt = _Interrupt.install(ctx)
+
+    @property
+    def interruptible(self) -> bool:
+        """Whether :meth:`interrupt` can stop a running decode (see :class:`_Interrupt`)."""
+        return self._interrupt is not None
+
+    def interrupt(self, stop: bool = True) -> None:
+        """Ask the running (or next) decode to stop between two graph nodes (any thread);
+        ``stop=False`` withdraws the request. The decode then returns
+        :data:`DECODE_INTERRUPTED` and llama.cpp forgets the positions it was computing."""
+        if self._interrupt is not None:
+            self._interrupt.set(stop)
 
     def decode(self, batch: Batch) -> int:
-        """Run the model over ``batch``; 0 on success, 1 when the KV cache has no room."""
+        """Run the model over ``batch``; 0 on success, 1 when the KV cache has no room,
+        :data:`DECODE_INTERRUPTED` when :meth:`interrupt` stopped it."""
         if batch.n_tokens == 0:
             return 0
         return int(llama_cpp.llama_decode(self.ptr, batch.raw))
@@ -255,6 +273,40 @@ class NativeContext:
         if self.ptr:
             llama_cpp.llama_free(self.ptr)
             self.ptr = None
+
+
+class _Interrupt:
+    """A one-byte flag that llama.cpp's compute thread reads after every graph node.
+
+    llama.cpp asks its abort callback ``bool f(void *data)`` after each node (a few hundred a
+    decode). A Python callback would take the GIL each time, and the event loop's thread holds
+    it for milliseconds at a stretch, so the decode would crawl. The callback is instead libc's
+    own ``strlen`` over a two-byte buffer ``[flag, 0]``: it returns 0 or 1, which the x86-64 and
+    AArch64 calling conventions return in the register where a ``bool`` is read, and it never
+    touches Python. On other machines there is no interrupt (decodes always run to the end).
+    """
+
+    _MACHINES = frozenset({"x86_64", "amd64", "aarch64", "arm64"})
+
+    def __init__(self, ctx: Any) -> None:
+        self._flag = (ctypes.c_char * 2)()
+        libc = ctypes.CDLL(None)
+        address = ctypes.cast(libc.strlen, ctypes.c_void_p).value or 0
+        self._callback = llama_cpp.ggml_abort_callback(address)  # kept alive with the context
+        llama_cpp.llama_set_abort_callback(
+            ctx, self._callback, ctypes.cast(self._flag, ctypes.c_void_p)
+        )
+
+    @classmethod
+    def install(cls, ctx: Any) -> _Interrupt | None:
+        if platform.system() not in ("Linux", "Darwin"):
+            return None
+        if platform.machine().lower() not in cls._MACHINES:
+            return None
+        return cls(ctx)
+
+    def set(self, stop: bool) -> None:
+        self._flag[0] = b"\x01" if stop else b"\x00"
 
 
 class Batch:

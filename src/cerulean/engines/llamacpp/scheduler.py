@@ -22,9 +22,12 @@ Priorities: a job is ``online`` or ``batch`` (a batch job's line). Online jobs w
 line and always start first; batch jobs take only the slots no online job waits for, so with no
 online traffic the loop runs at its full width on batch work. An online job that finds every
 slot busy preempts the newest batch jobs (they end in :class:`~cerulean.engines.base.Preempted`
-and their callers run them again), so its wait does not grow with the batch's answers; and while
+and their callers run them again), so its wait does not grow with the batch's answers; while
 an online prompt is being computed, batch jobs skip the steps, so that its first token is as
-quick as on an idle engine.
+quick as on an idle engine; and an online job that arrives during a step of batch work alone
+interrupts that step's decode (llama.cpp stops between two graph nodes and forgets the
+positions; the batch jobs decode the same tokens again later), so it does not wait for the
+rest of a full-width step either.
 """
 
 from __future__ import annotations
@@ -41,10 +44,11 @@ from cerulean.engines.base import EngineChunk, FinishReason, Preempted, TokenLog
 from cerulean.engines.llamacpp.jobs import CHUNK, Choice, Job
 from cerulean.engines.llamacpp.kvspace import KvSpace
 from cerulean.engines.llamacpp.logprobs import log_softmax_at, read_logits
-from cerulean.engines.llamacpp.native import Batch, NativeContext, NativeModel
+from cerulean.engines.llamacpp.native import DECODE_INTERRUPTED, Batch, NativeContext, NativeModel
 from cerulean.engines.llamacpp.prefix import common_prefix
 from cerulean.engines.llamacpp.sampling import Sampler
 from cerulean.engines.llamacpp.text import TextAssembler
+from cerulean.engines.llamacpp.turns import CpuTurns
 from cerulean.errors import EngineError
 
 __all__ = ["QueueFull", "Scheduler", "SchedulerConfig", "SchedulerStats"]
@@ -78,6 +82,7 @@ class SchedulerStats:
     batch_running: int = 0
     batch_waiting: int = 0
     batch_preempted: int = 0
+    batch_steps_interrupted: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,8 +97,16 @@ class SchedulerConfig:
 class Scheduler:
     """Runs every request of one model in one decode loop on its own thread."""
 
-    def __init__(self, model: NativeModel, ctx: NativeContext, config: SchedulerConfig) -> None:
+    def __init__(
+        self,
+        model: NativeModel,
+        ctx: NativeContext,
+        config: SchedulerConfig,
+        *,
+        turns: CpuTurns | None = None,
+    ) -> None:
         self._model = model
+        self._turns = turns
         self._ctx = ctx
         self._config = config
         self._batch = Batch(config.n_batch)
@@ -114,6 +127,8 @@ class Scheduler:
         self._computed = 0
         self._reused = 0
         self._preempted = 0
+        self._interrupted = 0
+        self._interruptible = False  # a decode of batch work alone is running (lock held)
         self._thread = threading.Thread(target=self._run, name="llama-batch", daemon=True)
         threads = ctx.config.n_threads
         self._pool_threads = (
@@ -141,6 +156,8 @@ class Scheduler:
                 self._rejected += 1
                 raise QueueFull()
             self._waiting.append(job)
+            if self._interruptible:  # batch work alone is decoding: the online job goes first
+                self._ctx.interrupt()
             self._cond.notify()
 
     def cancel(self, job: Job) -> None:
@@ -178,6 +195,7 @@ class Scheduler:
                 batch_running=sum(1 for job in self._active if job.batch),
                 batch_waiting=len(self._batch_waiting),
                 batch_preempted=self._preempted,
+                batch_steps_interrupted=self._interrupted,
             )
 
     def close(self) -> None:
@@ -374,7 +392,8 @@ class Scheduler:
         if batch.n_tokens == 0:
             time.sleep(0.001)  # only followers waiting on a cancelled leader; re-planned next step
             return
-        self._decode()
+        if not self._decode(decoding, prefilling):
+            return  # interrupted for an online job: nothing was computed, nothing advances
         for _, choice, _ in decoding:
             choice.n_kv += 1
         for job, start, end, first in scoring:
@@ -397,14 +416,56 @@ class Scheduler:
             return [sampler.sample(ctx, index) for sampler, index in work]
         return list(self._pool_threads.map(lambda item: item[0].sample(ctx, item[1]), work))
 
-    def _decode(self) -> None:
+    def _decode(
+        self,
+        decoding: list[tuple[Job, Choice, int]],
+        prefilling: list[tuple[Job, int, int]],
+    ) -> bool:
+        """Run the step's batch; False when an online job interrupted a step of batch work
+        alone (its positions are then forgotten, so the same tokens can be decoded again)."""
+        batch_only = all(job.batch for job, _, _ in decoding) and all(
+            job.batch for job, _, _ in prefilling
+        )
+        interruptible = batch_only and self._ctx.interruptible
+        if interruptible:
+            with self._cond:
+                if self._waiting:  # an online job came while the step was planned
+                    return False
+                self._interruptible = True
+        try:
+            rc = self._run_decode(self._ctx.interrupt if interruptible else None)
+        finally:
+            if interruptible:
+                with self._cond:
+                    self._interruptible = False
+                    self._ctx.interrupt(stop=False)
+        if rc == DECODE_INTERRUPTED and interruptible:
+            # llama.cpp forgets the interrupted micro-batch's positions; earlier micro-batches
+            # of the same call stay, so every sequence is cut back to where this step began.
+            for _, choice, _ in decoding:
+                self._ctx.seq_rm(choice.seq, choice.n_kv)
+            for job, _, _ in prefilling:
+                self._ctx.seq_rm(job.seqs[0], job.n_past)
+            with self._cond:
+                self._interrupted += 1
+            return False
+        if rc != 0:
+            raise EngineError(f"llama_decode failed with status {rc}")
+        return True
+
+    def _run_decode(self, interrupt: Callable[[], None] | None) -> int:
+        """llama_decode, making room in the KV cache while it is full; its last status. On the
+        CPU it takes its turn with the process's other llama.cpp contexts; ``interrupt``: a
+        step of batch work alone, which another context's turn may cut short."""
         while True:
-            rc = self._ctx.decode(self._batch)
-            if rc == 0:
-                return
+            if self._turns is None:
+                rc = self._ctx.decode(self._batch)
+            else:
+                with self._turns.turn(interrupt):
+                    rc = self._ctx.decode(self._batch)
             # 1: the KV cache is full; make room and try the same batch again.
             if rc != 1 or not self._kv.evict():
-                raise EngineError(f"llama_decode failed with status {rc}")
+                return rc
 
     def _prefilled(self, job: Job, end: int) -> list[Choice]:
         """Account for a computed chunk; at the prompt's end, fork it into the choices."""
