@@ -134,6 +134,23 @@ def test_prompt_on_a_blocklist_is_azures_400(arm: TestClient) -> None:
     assert ask(arm, "zanzibar", stream=True).status_code == 400
 
 
+def test_a_filtered_prompt_started_beside_its_screening_is_closed(arm: TestClient) -> None:
+    """The prompt is screened while its generation starts: a filtered one is Azure's 400, its
+    generation is closed at once, and it counts as one admitted request (Azure's gateway
+    limits come before its filter)."""
+    block(arm, "zanzibar", source="Prompt")
+    first = ask(arm, "Hello there", max_tokens=5)
+    before = int(first.headers["x-ratelimit-remaining-requests"])
+    for _ in range(3):
+        filtered = ask(arm, "Zanzibar", max_tokens=5)
+        assert filtered.status_code == 400
+        assert filtered.json()["error"]["code"] == "content_filter"
+    engine = arm.app.state.cerulean.engines["fake-model"]  # type: ignore[attr-defined]
+    assert engine.generations and all(g.closed for g in engine.generations)
+    after = ask(arm, "Hello there", max_tokens=5)
+    assert int(after.headers["x-ratelimit-remaining-requests"]) == before - 4
+
+
 def test_completion_on_a_blocklist_is_withheld_in_json_with_n(arm: TestClient) -> None:
     block(arm, "zanzibar", source="Completion")
     response = ask(arm, "say zanzibar", n=2)

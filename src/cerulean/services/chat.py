@@ -8,6 +8,7 @@ gives back — text and tool-call deltas — into Azure's JSON body or event str
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -55,6 +56,7 @@ __all__ = [
     "read_response_format",
     "require_json_word",
     "start_generation",
+    "start_screened",
     "to_generation_request",
 ]
 
@@ -77,8 +79,7 @@ async def create_chat_completion(
 ) -> Answer:
     """Admit, start and shape one chat completion (raises Azure's errors before any output)."""
     wanted = to_generation_request(body)
-    screened = await screen_prompt(call, wanted.messages)
-    started = await start_generation(call, wanted)
+    started, screened = await start_screened(call, wanted)
     generation, headers, meter = started.generation, started.headers, started.meter
     if call.content_filter is not None and call.content_filter.active:
         generation = call.content_filter.wrap(generation, stream=bool(body.stream))
@@ -121,6 +122,34 @@ async def screen_prompt(
     text = "\n".join(m.text for m in messages)
     said = "\n".join(m.text for m in messages if m.role == "user")
     return await content_filter.check_prompts([text], [said])
+
+
+async def start_screened(
+    call: InferenceCall[Engine], wanted: GenerationRequest
+) -> tuple[Started, list[Any] | None]:
+    """Start the generation while the content filter screens the prompt, and the prompt's
+    filter results: the evaluation runs beside the engine's admission and prompt computation
+    instead of before them, so it adds nothing to the answer's latency. A filtered prompt then
+    closes the started generation (freeing its slot) and raises Azure's 400; it was admitted,
+    so it counts against the rate limits like any request, and an error of the start (a 429,
+    a prompt too long) is given before the filter's verdict: Azure's gateway counts and limits
+    requests before its filter sees them (inferred; docs/content-filtering.md)."""
+    content_filter = call.content_filter
+    if content_filter is None or not content_filter.active:
+        return await start_generation(call, wanted), None
+    screening = asyncio.ensure_future(screen_prompt(call, wanted.messages))
+    try:
+        started = await start_generation(call, wanted)
+    except BaseException:
+        screening.cancel()
+        await asyncio.gather(screening, return_exceptions=True)
+        raise
+    try:
+        screened = await screening
+    except BaseException:
+        await close_generation(started, call)
+        raise
+    return started, screened
 
 
 @dataclass(frozen=True)
