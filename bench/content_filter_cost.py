@@ -10,7 +10,14 @@ slots) names ``Cerulean.Off``, a third ``async`` the default policy in mode
 drift on a shared machine hits both; each round is ``--clients`` clients sending
 ``--requests`` streamed chat completions one after another (temperature 0, ``--max-tokens``).
 
-    flock /tmp/bench.lock .venv/bin/python bench/content_filter_cost.py [--rounds 3]
+``--load serving`` (the default) sends the serving bench's concurrency load to the serving
+bench's model (bench/serving.py: the embedded GGUF with Gemma's chat template, its short system
+prompt and a distinct question per request, answers that run to ``--max-tokens`` 64), the load
+the issue names; ``--load list`` asks for lists, which this small
+model ends after about 20 tokens: the worst case, where each answer's fixed checks (the prompt,
+the last segment) weigh most.
+
+    flock /tmp/bench.lock .venv/bin/python bench/content_filter_cost.py [--rounds 3] [--load list]
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from pathlib import Path
 import httpx
 from openai import AsyncAzureOpenAI
 
+import serving  # type: ignore[import-not-found]
 from cerulean_proc import KEY, start, stop  # type: ignore[import-not-found]
 
 ADMIN = "bench-admin-token-0123456789abcdef"
@@ -50,8 +58,14 @@ TOPICS = [
 ]
 
 
+def messages(load: str, client: int, request: int, n: int) -> list[dict[str, str]]:
+    if load == "serving":  # a distinct question each time, as bench/serving.py sends them
+        return serving.chat(serving.SHORT_SYSTEM, (client * n + request) * 7 + 8)
+    return [{"role": "user", "content": PROMPT.format(TOPICS[(client + request) % len(TOPICS)])}]
+
+
 async def one_client(
-    client: AsyncAzureOpenAI, deployment: str, n: int, i: int, max_tokens: int
+    client: AsyncAzureOpenAI, deployment: str, n: int, i: int, max_tokens: int, load: str
 ) -> tuple[int, list[float]]:
     tokens, ttfts = 0, []
     for r in range(n):
@@ -59,12 +73,7 @@ async def one_client(
         first = None
         stream = await client.chat.completions.create(
             model=deployment,
-            messages=[
-                {
-                    "role": "user",
-                    "content": PROMPT.format(TOPICS[(i + r) % len(TOPICS)]),
-                }
-            ],
+            messages=messages(load, i, r, n),  # type: ignore[arg-type]
             max_tokens=max_tokens,
             temperature=0,
             stream=True,
@@ -80,7 +89,7 @@ async def one_client(
 
 
 async def one_round(
-    port: int, deployment: str, clients: int, n: int, max_tokens: int
+    port: int, deployment: str, clients: int, n: int, max_tokens: int, load: str = "list"
 ) -> dict[str, float]:
     client = AsyncAzureOpenAI(
         azure_endpoint=f"http://127.0.0.1:{port}/",
@@ -91,7 +100,7 @@ async def one_round(
     )
     started = time.monotonic()
     results = await asyncio.gather(
-        *(one_client(client, deployment, n, i, max_tokens) for i in range(clients))
+        *(one_client(client, deployment, n, i, max_tokens, load) for i in range(clients))
     )
     wall = time.monotonic() - started
     tokens = sum(t for t, _ in results)
@@ -109,14 +118,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=3)
-    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--max-tokens", type=int, default=None, help="default: 64 (serving), 96")
+    parser.add_argument("--load", choices=("serving", "list"), default="serving")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).with_name("content_filter_cost.results.json")
     )
     args = parser.parse_args()
+    if args.max_tokens is None:
+        args.max_tokens = 64 if args.load == "serving" else 96
     home = Path(tempfile.mkdtemp()) / "home"
-    process, port = start(home, [], env={"CERULEAN_ADMIN_TOKEN": ADMIN})
+    served: list[str] = []
+    if args.load == "serving":  # the serving bench's GGUF: the same weights, Gemma's template
+        model = serving.with_gemma_template(serving.embedded_model_path(), serving.REPO / ".bench")
+        served = ["--model", str(model)]
+    process, port = start(home, served, env={"CERULEAN_ADMIN_TOKEN": ADMIN})
     try:
         base = f"http://127.0.0.1:{port}{ARM}"
         auth = {"authorization": f"Bearer {ADMIN}"}
@@ -157,7 +173,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for label, name in ARMS:
                 result = asyncio.run(
-                    one_round(port, name, args.clients, args.requests, args.max_tokens)
+                    one_round(port, name, args.clients, args.requests, args.max_tokens, args.load)
                 )
                 rounds[label].append(result)
                 print(

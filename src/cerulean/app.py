@@ -54,6 +54,7 @@ from cerulean.services.deployments import (
     ensure_builtin_deployments,
 )
 from cerulean.services.files import FileService
+from cerulean.services.filtering.classifiers import WindowCache
 from cerulean.services.filtering.pipeline import ContentSafety, harm_classifier
 from cerulean.services.gateway import Gateway
 from cerulean.services.identity import build_entra
@@ -213,6 +214,7 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
     if not isinstance(store, SqlStore):
         raise TypeError("files and batches need the SQL store")
     jobs = JobStore(store.engine)
+    windows = WindowCache()  # the harm classifier's windows already read
     file_service = FileService(settings, jobs)
     runner = BatchRunner(settings, store, jobs, file_service, pool, limiter)
     state = AppState(
@@ -224,7 +226,7 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
         limiter=limiter,
         content_safety=ContentSafety(
             store,
-            harm=lambda: harm_classifier(served.embedders),
+            harm=lambda: harm_classifier(served.embedders, windows),
             ttl=settings.content_filter_cache_seconds,
         ),
         files=file_service,

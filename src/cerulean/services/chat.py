@@ -121,7 +121,7 @@ async def screen_prompt(
         return None
     text = "\n".join(m.text for m in messages)
     said = "\n".join(m.text for m in messages if m.role == "user")
-    return await content_filter.check_prompts([text], [said])
+    return await content_filter.check_prompts([text], [said], [[m.text for m in messages]])
 
 
 async def start_screened(

@@ -3,17 +3,21 @@ shield on the labelled set's attacks and benign prompts, severity bands, effecti
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
 
 import pytest
 
+from cerulean.engines.fake_embeddings import FakeEmbedder
 from cerulean.services.filtering.classifiers import (
     BlocklistMatcher,
+    HarmClassifier,
     HarmHead,
     JailbreakDetector,
     PatternError,
+    WindowCache,
     check_pattern,
     severity_of,
 )
@@ -109,3 +113,25 @@ def test_the_shipped_head_loads() -> None:
     head = HarmHead.load()
     assert head.categories == ("hate", "sexual", "violence", "self_harm")
     assert head.weights.shape == (4, 384)
+
+
+def test_windows_already_read_come_from_the_cache() -> None:
+    """A conversation resent with one more turn, or a repeated system prompt: only windows
+    not read before go to the embedding model, and the verdicts do not change."""
+    head = HarmHead.load()
+    embedder = FakeEmbedder(dimensions=384, context_length=512)
+    embedder.load()
+    cache = WindowCache(entries=8)
+    classifier = HarmClassifier(embedder, head, cache)
+    system, first, second = "You are a helpful assistant.", "Hello there.", "Tell me more."
+    plain = asyncio.run(HarmClassifier(embedder, head).classify([system, first]))
+    embedder.calls.clear()
+    assert asyncio.run(classifier.classify([system, first])) == plain
+    assert embedder.calls == [[system, first]]
+    asyncio.run(classifier.classify([system, first, second]))  # the next turn
+    assert embedder.calls[-1] == [second]
+    assert (cache.hits, cache.misses) == (2, 3)
+    for i in range(10):  # least recently used windows leave first
+        asyncio.run(classifier.classify([f"filler {i}"]))
+    asyncio.run(classifier.classify([system]))
+    assert embedder.calls[-1] == [system]

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -34,6 +35,7 @@ __all__ = [
     "JailbreakDetector",
     "PatternError",
     "TextClassifier",
+    "WindowCache",
     "check_pattern",
     "severity_of",
 ]
@@ -186,12 +188,44 @@ def severity_of(probability: float, bands: tuple[float, float, float]) -> Severi
     return "safe"
 
 
+class WindowCache:
+    """The head's probabilities of recently read windows, by their text (least recently used
+    out first). A chat resends its whole conversation every turn, and an app its system prompt
+    with every request: their windows are read once. Used on the event loop only."""
+
+    def __init__(self, entries: int = 4096) -> None:
+        self._entries = entries
+        self._known: collections.OrderedDict[str, npt.NDArray[np.float64]] = (
+            collections.OrderedDict()
+        )
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, window: str) -> npt.NDArray[np.float64] | None:
+        known = self._known.get(window)
+        if known is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._known.move_to_end(window)
+        return known
+
+    def put(self, window: str, probabilities: npt.NDArray[np.float64]) -> None:
+        self._known[window] = probabilities
+        self._known.move_to_end(window)
+        while len(self._known) > self._entries:
+            self._known.popitem(last=False)
+
+
 class HarmClassifier:
     """The four harm categories from the packaged embedding model and the trained head."""
 
-    def __init__(self, embedder: EmbeddingEngine, head: HarmHead) -> None:
+    def __init__(
+        self, embedder: EmbeddingEngine, head: HarmHead, cache: WindowCache | None = None
+    ) -> None:
         self._embedder = embedder
         self._head = head
+        self._cache = cache if cache is not None else WindowCache(0)
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -199,16 +233,26 @@ class HarmClassifier:
 
     async def classify(self, texts: Sequence[str]) -> list[dict[str, Severity]]:
         # A text is read in windows of WINDOW characters (the last MAX_WINDOWS of them; one
-        # batch for all texts) and each category takes its worst window.
+        # batch for all windows not in the cache) and each category takes its worst window.
         pieces = [_windows(t) for t in texts]
-        flat = [w for ws in pieces for w in ws]
-        embeddings = await self._embedder.embed(flat)
-        probabilities = self._head.probabilities(embeddings.vectors)
+        known: dict[str, npt.NDArray[np.float64]] = {}
+        missing: list[str] = []
+        for window in dict.fromkeys(w for ws in pieces for w in ws):
+            cached = self._cache.get(window)
+            if cached is None:
+                missing.append(window)
+            else:
+                known[window] = cached
+        if missing:
+            embeddings = await self._embedder.embed(missing)
+            for window, row in zip(
+                missing, self._head.probabilities(embeddings.vectors), strict=True
+            ):
+                known[window] = row
+                self._cache.put(window, row)
         out: list[dict[str, Severity]] = []
-        start = 0
         for ws in pieces:
-            worst = probabilities[start : start + len(ws)].max(axis=0)
-            start += len(ws)
+            worst = np.max(np.stack([known[w] for w in ws]), axis=0)
             out.append(
                 {
                     c: severity_of(float(worst[j]), self._head.bands)

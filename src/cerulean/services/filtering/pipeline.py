@@ -38,12 +38,15 @@ from cerulean.services.filtering.classifiers import (
     HarmHead,
     JailbreakDetector,
     TextClassifier,
+    WindowCache,
 )
 from cerulean.services.filtering.policy import (
     BUILTIN_POLICIES,
     CATEGORIES,
     DEFAULT_POLICY,
+    SEVERITY_RANK,
     Policy,
+    Severity,
     Side,
     builtin,
     effective_policy,
@@ -68,7 +71,11 @@ NOT_FILTERED: dict[str, Any] = {
 }
 SEGMENT = 100  # characters a streamed choice holds back before a check (default mode)
 ASYNC_SEGMENT = 200  # characters between annotation chunks (asynchronous mode)
-HARM_OVERLAP = 200  # characters before a completion's unchecked text the harm classifier rereads
+# Characters before a completion's unchecked text that the harm classifier rereads with it: the
+# words a segment boundary may have cut off. More would reread most of the last segment every
+# time (each segment cost three times its own text with 200), and the harm classifier's reading
+# is what filtering costs (docs/benchmarks.md, "Content filtering").
+HARM_OVERLAP = 40
 
 
 @dataclass(frozen=True)
@@ -110,17 +117,19 @@ class ContentFilter:
         side: Side,
         *,
         shield_text: str | None = None,
-        harm_text: str | None = None,
+        harm_texts: Sequence[str] | None = None,
     ) -> Evaluation:
         """``text``'s annotations on ``side``: the blocklists read all of it, the shield
-        ``shield_text`` (what users wrote), the harm classifier ``harm_text`` (a completion's
-        newest part: what earlier checks have not seen), both ``text`` when not given."""
+        ``shield_text`` (what users wrote), the harm classifier ``harm_texts`` (a prompt's
+        messages one by one, each category taking the worst; a completion's newest part: what
+        earlier checks have not seen), both ``text`` when not given."""
         rules = self.policy.rules(side)
         results: dict[str, Any] = {}
         filtered = False
         wanted = [c for c in CATEGORIES if c in rules and rules[c].enabled]
         if wanted and self.harm is not None:
-            severities = (await self.harm.classify([text if harm_text is None else harm_text]))[0]
+            read = [t for t in (harm_texts or ()) if t.strip()] or [text]
+            severities = worst(await self.harm.classify(read))
             for category in wanted:
                 if category not in severities:
                     continue  # no classifier for it: not evaluated, not annotated
@@ -149,13 +158,19 @@ class ContentFilter:
         return Evaluation(dict(sorted(results.items())), filtered)
 
     async def check_prompts(
-        self, texts: Sequence[str], shield_texts: Sequence[str] | None = None
+        self,
+        texts: Sequence[str],
+        shield_texts: Sequence[str] | None = None,
+        harm_texts: Sequence[Sequence[str]] | None = None,
     ) -> list[dict[str, Any]]:
-        """Each prompt's ``prompt_filter_results`` entry; Azure's 400 for the first filtered."""
+        """Each prompt's ``prompt_filter_results`` entry; Azure's 400 for the first filtered.
+        ``harm_texts``: each prompt's messages, which the harm classifier reads one by one
+        (so a conversation's earlier turns and a repeated system prompt come from its cache)."""
         out = []
         for i, text in enumerate(texts):
             shield = shield_texts[i] if shield_texts is not None else None
-            evaluation = await self.evaluate(text, "Prompt", shield_text=shield)
+            parts = harm_texts[i] if harm_texts is not None else None
+            evaluation = await self.evaluate(text, "Prompt", shield_text=shield, harm_texts=parts)
             if evaluation.filtered:
                 raise ContentFiltered(evaluation.results)
             out.append({"prompt_index": i, "content_filter_results": evaluation.results})
@@ -230,7 +245,7 @@ class FilteredGeneration(Generation):
         """Check a choice's ``text`` so far, of which the last ``new`` characters are unchecked:
         the harm classifier reads those with an overlap of 200 before them."""
         recent = text[-(new + HARM_OVERLAP) :] if new + HARM_OVERLAP < len(text) else text
-        evaluation = await self._filter.evaluate(text, "Completion", harm_text=recent)
+        evaluation = await self._filter.evaluate(text, "Completion", harm_texts=[recent])
         state.last = evaluation.results
         return evaluation
 
@@ -334,16 +349,29 @@ def _head() -> HarmHead | None:
         return None
 
 
-def harm_classifier(embedders: Mapping[str, EmbeddingEngine]) -> TextClassifier | None:
+def worst(severities: Sequence[Mapping[str, Severity]]) -> dict[str, Severity]:
+    """Each category's highest severity over several texts."""
+    out: dict[str, Severity] = {}
+    for one in severities:
+        for category, severity in one.items():
+            if category not in out or SEVERITY_RANK[severity] > SEVERITY_RANK[out[category]]:
+                out[category] = severity
+    return out
+
+
+def harm_classifier(
+    embedders: Mapping[str, EmbeddingEngine], cache: WindowCache | None = None
+) -> TextClassifier | None:
     """The harm classifier when the embedding model its head was trained on is loaded and
-    ready; None otherwise (the harm categories are then not evaluated, and not annotated)."""
+    ready; None otherwise (the harm categories are then not evaluated, and not annotated).
+    ``cache``: the app's windows already read (:class:`WindowCache`)."""
     head = _head()
     if head is None:
         return None
     embedder = embedders.get(head.embedding_model)
     if embedder is None or not embedder.ready or embedder.info.dimensions != head.weights.shape[1]:
         return None
-    return HarmClassifier(embedder, head)
+    return HarmClassifier(embedder, head, cache)
 
 
 @dataclass

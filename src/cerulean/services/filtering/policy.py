@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_POLICY",
     "DETECTORS",
     "OFF",
+    "SEVERITY_RANK",
     "BlocklistUse",
     "CategoryRule",
     "Policy",
@@ -33,7 +34,7 @@ Severity = Literal["safe", "low", "medium", "high"]
 CATEGORIES: tuple[str, ...] = ("hate", "sexual", "violence", "self_harm")
 # Detectors report ``detected`` rather than a severity.
 DETECTORS: tuple[str, ...] = ("jailbreak", "profanity", "protected_material_text")
-_SEVERITY_RANK = {"safe": 0, "low": 1, "medium": 2, "high": 3}
+SEVERITY_RANK = {"safe": 0, "low": 1, "medium": 2, "high": 3}
 DEFAULT_POLICY = "Microsoft.DefaultV2"
 OFF = "Cerulean.Off"  # a built-in policy that evaluates nothing (benchmarks, development)
 
@@ -82,7 +83,7 @@ class CategoryRule:
         """Whether content of ``severity`` is filtered (``safe`` never is)."""
         if not (self.enabled and self.blocking) or severity == "safe":
             return False
-        return _SEVERITY_RANK[severity] >= _SEVERITY_RANK[self.threshold]
+        return SEVERITY_RANK[severity] >= SEVERITY_RANK[self.threshold]
 
 
 @dataclass(frozen=True)
