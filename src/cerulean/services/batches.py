@@ -51,6 +51,7 @@ from cerulean.store.base import DeploymentRecord, Store
 from cerulean.store.batches import BatchRecord, ClaimedLine, JobStore
 
 if TYPE_CHECKING:
+    from cerulean.services.filtering.pipeline import ContentSafety
     from cerulean.state import AppState
 
 __all__ = [
@@ -424,8 +425,11 @@ class BatchRunner:
         files: FileService,
         pool: EnginePool,
         limiter: RateLimiter,
+        *,
+        content_safety: ContentSafety | None = None,
     ) -> None:
         self._settings = settings
+        self._content_safety = content_safety  # the deployments' content filters
         self._store = store
         self._jobs = jobs
         self._files = files
@@ -644,6 +648,13 @@ class BatchRunner:
                 max_answer_tokens=self._settings.max_answer_tokens,
             ),
             rid,
+            # Filtered as online chat is: a filtered prompt is the line's 400, a filtered
+            # answer its finish_reason "content_filter" (the whole answer is judged at once).
+            content_filter=(
+                await self._content_safety.filter_for(deployment.record)
+                if self._content_safety is not None
+                else None
+            ),
             priority="batch",
         )
         answer = await chat.create_chat_completion(call, request)
