@@ -9,6 +9,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -103,7 +104,7 @@ def test_the_nav_names_the_three_pages(studio: TestClient, csrf: str) -> None:
     for path, label in (
         ("batches", "Batches"),
         ("content-filters", "Content filters"),
-        ("roles", "Role assignments"),
+        ("roles", "Roles"),
     ):
         page = studio.get(f"/studio/{path}")
         assert page.status_code == 200, path
@@ -134,6 +135,13 @@ def test_batches_are_listed_newest_first(studio: TestClient, csrf: str) -> None:
         failed=2,
     )
     jobs(studio).put_batch(done)
+    problems = [
+        {"code": "model_not_found", "message": "The deployment 'nope' does not exist.", "line": 1},
+        {"code": "model_not_found", "message": "The deployment 'nope' does not exist.", "line": 2},
+    ]
+    jobs(studio).put_batch(
+        replace(done, id="batch_failed", status="failed", errors=json.dumps(problems), total=0)
+    )
     text = studio.get("/studio/batches").text
     assert text.index(second) < text.index(first) < text.index("batch_done")
     row = text[text.index('id="batch-batch_done"') :].split("</tr>")[0]
@@ -141,6 +149,8 @@ def test_batches_are_listed_newest_first(studio: TestClient, csrf: str) -> None:
     assert "file-in" in row and "file-out" in row and "UTC" in row
     assert "/batches/batch_done/cancel" not in text  # a completed batch cannot be cancelled
     assert f"/batches/{first}/cancel" in text and "validating" in text
+    failed = text[text.index('id="batch-batch_failed"') :].split("</tr>")[0]
+    assert "The deployment &#39;nope&#39; does not exist. (and 1 more)" in failed
 
 
 def test_cancel_a_batch_after_confirming(studio: TestClient, csrf: str) -> None:

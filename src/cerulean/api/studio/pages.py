@@ -61,7 +61,7 @@ NAV = (
     ("upstreams", "Upstreams"),
     ("batches", "Batches"),
     ("content-filters", "Content filters"),
-    ("roles", "Role assignments"),
+    ("roles", "Roles"),
 )
 _CONTROL_STATUS = {"invalid": 400, "not_found": 404, "conflict": 409}
 
