@@ -351,3 +351,20 @@ def test_the_role_forms_explain_bad_input(studio: TestClient, csrf: str) -> None
         assert message in error_of(response) and error_of(response), (path, fields)
     kept = form(studio, "roles", csrf=csrf, principal="two words", role=USER)
     assert 'value="two words"' in kept.text
+
+
+def test_older_batches_are_a_page_on(
+    studio: TestClient, csrf: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cerulean.api.studio import batches as batch_pages
+
+    monkeypatch.setattr(batch_pages, "PAGE_SIZE", 1)
+    older = create_batch(studio)
+    time.sleep(1.05)  # created_at counts seconds
+    newer = create_batch(studio)
+    first = studio.get("/studio/batches").text
+    assert newer in first and older not in first
+    assert f'href="/studio/batches?after={newer}"' in first
+    second = studio.get(f"/studio/batches?after={newer}").text
+    assert older in second and newer not in second and "(older ones)" in second
+    assert "?after=" not in second and 'href="/studio/batches">Newest batches' in second
