@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -139,34 +140,83 @@ async def part_cost(
         warm = plans(1, 2)
         await measure(upstream_spec, warm, args)
         await measure(gw_spec, warm, args)
-        levels = []
-        for clients in args.clients:
-            per_client = max(2, args.requests // clients)
-            load = plans(clients, per_client)
-            bare = await measure(upstream_spec, load, args)
-            before = cpu_seconds(gw.pid)
-            through = await measure(gw_spec, load, args)
-            spent = cpu_seconds(gw.pid) - before
-            row = {
-                "clients": clients,
-                "requests": clients * per_client,
-                "bare": bare,
-                "gateway": through,
-                "tok_per_s_ratio": serving.ratio(through["tok_per_s"], bare["tok_per_s"]),
-                "ttft_p50_added_ms": _added_ms(through["ttft_p50_s"], bare["ttft_p50_s"]),
-                "gateway_cpu_s_per_1000_requests": round(spent * 1000 / (clients * per_client), 2),
-            }
-            _log(
-                f"{clients} clients: bare {bare['tok_per_s']} tok/s, gateway "
-                f"{through['tok_per_s']} tok/s (x{row['tok_per_s_ratio']}), TTFT p50 +"
-                f"{row['ttft_p50_added_ms']} ms, gateway CPU "
-                f"{row['gateway_cpu_s_per_1000_requests']} s per 1,000 requests"
-            )
-            levels.append(row)
+        rounds: dict[int, list[dict[str, Any]]] = {c: [] for c in args.clients}
+        for round_index in range(args.rounds):
+            for clients in args.clients:
+                # The order swaps every round, so a drifting machine load hits both alike.
+                row = await _pair(args, upstream_spec, gw, clients, gateway_first=round_index % 2)
+                rounds[clients].append(row)
+                _log(
+                    f"round {round_index + 1}, {clients} clients: bare {row['bare']['tok_per_s']} "
+                    f"tok/s, gateway {row['gateway']['tok_per_s']} tok/s "
+                    f"(x{row['tok_per_s_ratio']}), TTFT p50 +{row['ttft_p50_added_ms']} ms, "
+                    f"gateway CPU {row['gateway_cpu_s_per_1000_requests']} s per 1,000 requests"
+                )
+        levels = [_level(clients, rows) for clients, rows in rounds.items()]
     finally:
         gw.stop()
         upstream.stop()
     return {"levels": levels, "gateway_peak_rss_mb": serving._mb(gw.peak_rss_kb)}
+
+
+async def _pair(
+    args: argparse.Namespace,
+    upstream_spec: ServerSpec,
+    gw: RunningServer,
+    clients: int,
+    *,
+    gateway_first: int,
+) -> dict[str, Any]:
+    """The same load bare and through the gateway, one after the other."""
+    per_client = max(2, args.requests // clients)
+    load = plans(clients, per_client)
+    out: dict[str, Any] = {"clients": clients, "requests": clients * per_client}
+    for which in ("gateway", "bare") if gateway_first else ("bare", "gateway"):
+        if which == "bare":
+            out["bare"] = await measure(upstream_spec, load, args)
+            continue
+        before = cpu_seconds(gw.pid)
+        out["gateway"] = await measure(gw.spec, load, args)
+        out["gateway_cpu_s"] = cpu_seconds(gw.pid) - before
+    bare, through = out["bare"], out["gateway"]
+    out["tok_per_s_ratio"] = serving.ratio(through["tok_per_s"], bare["tok_per_s"])
+    out["ttft_p50_added_ms"] = _added_ms(through["ttft_p50_s"], bare["ttft_p50_s"])
+    out["gateway_cpu_s_per_1000_requests"] = round(out["gateway_cpu_s"] * 1000 / out["requests"], 2)
+    return out
+
+
+def _level(clients: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A level over its rounds: tokens/s of all tokens over all wall time, each side; the
+    rounds' own ratios beside it (their spread is the run's noise)."""
+
+    def total(side: str) -> float | None:
+        wall = sum(r[side]["wall_s"] for r in rows)
+        return round(sum(r[side]["completion_tokens"] for r in rows) / wall, 2) if wall else None
+
+    def median(values: list[float | None]) -> float | None:
+        known = sorted(v for v in values if v is not None)
+        return statistics.median(known) if known else None
+
+    per_round = [r["tok_per_s_ratio"] for r in rows]
+    added = [r["ttft_p50_added_ms"] for r in rows]
+    requests = sum(r["requests"] for r in rows)
+    return {
+        "clients": clients,
+        "rounds": len(rows),
+        "requests": requests,
+        "bare_tok_per_s": total("bare"),
+        "gateway_tok_per_s": total("gateway"),
+        "tok_per_s_ratio": serving.ratio(total("gateway"), total("bare")),
+        "tok_per_s_ratio_per_round": per_round,
+        "tok_per_s_ratio_median": median(per_round),
+        "ttft_p50_added_ms_per_round": added,
+        "ttft_p50_added_ms_median": median(added),
+        "errors": sum(r["gateway"]["errors"] + r["bare"]["errors"] for r in rows),
+        "gateway_cpu_s_per_1000_requests": round(
+            sum(r["gateway_cpu_s"] for r in rows) * 1000 / requests, 2
+        ),
+        "rounds_detail": rows,
+    }
 
 
 def _added_ms(through: float | None, bare: float | None) -> float | None:
@@ -225,6 +275,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--part", choices=("cost", "routing", "both"), default="both")
     parser.add_argument("--clients", type=serving._int_csv, default=(1, 8, 32))
     parser.add_argument("--requests", type=int, default=32, help="per level (at least 2 a client)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="cost part: repeat every level, the order swapping"
+    )
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--slots", type=int, default=8)

@@ -215,8 +215,15 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
         raise TypeError("files and batches need the SQL store")
     jobs = JobStore(store.engine)
     windows = WindowCache()  # the harm classifier's windows already read
+    content_safety = ContentSafety(
+        store,
+        harm=lambda: harm_classifier(served.embedders, windows),
+        ttl=settings.content_filter_cache_seconds,
+    )
     file_service = FileService(settings, jobs)
-    runner = BatchRunner(settings, store, jobs, file_service, pool, limiter)
+    runner = BatchRunner(
+        settings, store, jobs, file_service, pool, limiter, content_safety=content_safety
+    )
     state = AppState(
         settings=settings,
         store=store,
@@ -224,11 +231,7 @@ async def _build_state(settings: Settings, store: Store, served: Served) -> AppS
         keyring=keyring,
         entra=entra,
         limiter=limiter,
-        content_safety=ContentSafety(
-            store,
-            harm=lambda: harm_classifier(served.embedders, windows),
-            ttl=settings.content_filter_cache_seconds,
-        ),
+        content_safety=content_safety,
         files=file_service,
         batches=BatchService(jobs, file_service, runner.wake),
         runner=runner,

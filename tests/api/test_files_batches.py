@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from cerulean.app import create_app
 from cerulean.engines.fake import FakeEngine
+from cerulean.services.filtering import manage
 from cerulean.settings import Settings
 from tests.conformance.recorder import record_responses
 from tests.conftest import KEY1, KEY2
@@ -204,3 +206,45 @@ def test_responses_lines_run_through_the_responses_api(app: TestClient) -> None:
     bodies = [json.loads(row)["response"]["body"] for row in out]
     assert {b["object"] for b in bodies} == {"response"}
     assert all(b["status"] in ("completed", "incomplete") for b in bodies)
+
+
+def test_chat_lines_are_filtered_by_their_deployments_policy(app: TestClient) -> None:
+    """A batch line's prompt on a blocklist gets the online 400 as its response (an error
+    line), and the other lines run: batch lines are filtered as online chat is."""
+    store = app.app.state.cerulean.store  # type: ignore[attr-defined]
+    manage.put_blocklist(store, "words", None)
+    manage.put_item(store, "words", "w1", "zanzibar", False)
+    manage.put_policy(
+        store,
+        "strict",
+        {
+            "basePolicyName": "Microsoft.DefaultV2",
+            "customBlocklists": [{"blocklistName": "words", "blocking": True, "source": "Prompt"}],
+        },
+    )
+    store.put_deployment(replace(store.get_deployment("gpt-4"), rai_policy="strict"))
+    blocked = json.loads(chat_line(1))
+    blocked["body"]["messages"][0]["content"] = "Tell me about Zanzibar"
+    file_id = upload(app, (chat_line(0) + "\n" + json.dumps(blocked)).encode()).json()["id"]
+    created = app.post(
+        "/openai/v1/batches",
+        json={
+            "input_file_id": file_id,
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        },
+    )
+    done = wait(app, created.json()["id"])
+    assert done["request_counts"] == {"total": 2, "completed": 1, "failed": 1}, done
+    errors = app.get(f"/openai/v1/files/{done['error_file_id']}/content").text.splitlines()
+    row = json.loads(errors[0])
+    assert row["custom_id"] == "c1" and row["response"]["status_code"] == 400
+    error = row["response"]["body"]["error"]
+    assert error["code"] == "content_filter"
+    assert error["innererror"]["content_filter_result"]["custom_blocklists"]["filtered"] is True
+    out = app.get(f"/openai/v1/files/{done['output_file_id']}/content").text.splitlines()
+    answer = json.loads(out[0])["response"]["body"]
+    assert answer["prompt_filter_results"][0]["content_filter_results"]["custom_blocklists"] == {
+        "filtered": False,
+        "details": [],
+    }

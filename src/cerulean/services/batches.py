@@ -48,9 +48,10 @@ from cerulean.services.files import FileService
 from cerulean.services.pool import EnginePool
 from cerulean.settings import Settings
 from cerulean.store.base import DeploymentRecord, Store
-from cerulean.store.batches import BatchRecord, ClaimedLine, JobStore
+from cerulean.store.batches import BatchRecord, ClaimedLine, JobStore, OverQuota
 
 if TYPE_CHECKING:
+    from cerulean.services.filtering.pipeline import ContentSafety
     from cerulean.state import AppState
 
 __all__ = [
@@ -415,6 +416,23 @@ def _version(text: str) -> ApiVersion:
     return parse_api_version(text) or V1
 
 
+def _model_not_found(model: str) -> dict[str, Any]:
+    return _error(
+        "model_not_found",
+        f"The deployment '{model}' named by the input file's lines does not exist.",
+        param="body.model",
+    )
+
+
+def _over_quota(tokens: int, queued: int, limit: int) -> dict[str, Any]:
+    return _error(
+        "token_limit_exceeded",
+        f"The batch's {tokens} enqueued tokens, with the {queued} of the deployment's other "
+        f"batches, exceed its enqueued-token limit of {limit}. Wait for a batch to finish, or "
+        "split this one.",
+    )
+
+
 class BatchRunner:
     """Runs batch work in this server: validation, lines, finalization (see module doc)."""
 
@@ -426,8 +444,11 @@ class BatchRunner:
         files: FileService,
         pool: EnginePool,
         limiter: RateLimiter,
+        *,
+        content_safety: ContentSafety | None = None,
     ) -> None:
         self._settings = settings
+        self._content_safety = content_safety  # the deployments' content filters
         self._store = store
         self._jobs = jobs
         self._files = files
@@ -532,41 +553,26 @@ class BatchRunner:
             self._fail(record, checked.errors)
             return
         assert checked.model is not None
-        problem = self._deployment_problem(checked.model, record, checked.tokens)
-        if problem is not None:
-            self._fail(record, [problem])
+        deployment = self._store.get_deployment(checked.model)
+        if deployment is None or deployment.name != checked.model:
+            self._fail(record, [_model_not_found(checked.model)])
             return
-        started = self._jobs.start_batch(
-            record.id,
-            self.owner,
-            checked.lines,
-            deployment=checked.model,
-            tokens=checked.tokens,
-            now=_now(),
-        )
+        limit = batch_token_limit(deployment, self._settings)
+        try:
+            started = self._jobs.start_batch(  # counts the others in the same transaction
+                record.id,
+                self.owner,
+                checked.lines,
+                deployment=checked.model,
+                tokens=checked.tokens,
+                now=_now(),
+                token_limit=limit,
+            )
+        except OverQuota as over:
+            self._fail(record, [_over_quota(checked.tokens, over.queued, limit)])
+            return
         if not started:  # cancelled meanwhile
             self._jobs.update_batch(record.id, lease_owner=None, lease_until=None)
-
-    def _deployment_problem(
-        self, model: str, record: BatchRecord, tokens: int
-    ) -> dict[str, Any] | None:
-        deployment = self._store.get_deployment(model)
-        if deployment is None or deployment.name != model:
-            return _error(
-                "model_not_found",
-                f"The deployment '{model}' named by the input file's lines does not exist.",
-                param="body.model",
-            )
-        queued = self._jobs.enqueued_tokens(deployment.name, besides=record.id)
-        limit = batch_token_limit(deployment, self._settings)
-        if queued + tokens > limit:
-            return _error(
-                "token_limit_exceeded",
-                f"The batch's {tokens} enqueued tokens, with the {queued} of the deployment's "
-                f"other batches, exceed its enqueued-token limit of {limit}. Wait for a batch "
-                "to finish, or split this one.",
-            )
-        return None
 
     def _fail(self, record: BatchRecord, errors: list[dict[str, Any]]) -> None:
         self._jobs.update_batch(
@@ -646,6 +652,13 @@ class BatchRunner:
                 max_answer_tokens=self._settings.max_answer_tokens,
             ),
             rid,
+            # Filtered as online chat is: a filtered prompt is the line's 400, a filtered
+            # answer its finish_reason "content_filter" (the whole answer is judged at once).
+            content_filter=(
+                await self._content_safety.filter_for(deployment.record)
+                if self._content_safety is not None
+                else None
+            ),
             priority="batch",
         )
         answer = await chat.create_chat_completion(call, request)

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from cerulean.store.sql import batch_lines, batches, files
 
-__all__ = ["BatchRecord", "ClaimedLine", "FileRecord", "JobStore"]
+__all__ = ["BatchRecord", "ClaimedLine", "FileRecord", "JobStore", "OverQuota"]
 
 _INSERT_CHUNK = 1000
 # Statuses whose enqueued tokens count against a deployment's batch quota.
@@ -91,6 +91,14 @@ def _file(row: Any) -> FileRecord:
 
 def _batch(row: Any) -> BatchRecord:
     return BatchRecord(**{name: row[name] for name in _BATCH_FIELDS})
+
+
+class OverQuota(Exception):
+    """A batch would take its deployment over its enqueued-token quota."""
+
+    def __init__(self, queued: int) -> None:
+        super().__init__(f"{queued} tokens already enqueued")
+        self.queued = queued
 
 
 class JobStore:
@@ -255,10 +263,33 @@ class JobStore:
         deployment: str,
         tokens: int,
         now: int,
+        token_limit: int | None = None,
     ) -> bool:
         """Store a validated batch's lines and move it to ``in_progress``, in one transaction
-        (a runner that dies half-way leaves nothing behind); whether it was still ours."""
+        (a runner that dies half-way leaves nothing behind); whether it was still ours.
+
+        With ``token_limit``, the deployment's other unfinished batches are counted in the same
+        transaction, serialized per deployment (PostgreSQL: a transaction-scoped advisory lock;
+        SQLite: its one writer), so two replicas validating at once never start more than the
+        quota together: over it, nothing is written and :class:`OverQuota` says how many
+        tokens the others hold."""
         with self._claiming() as conn:
+            if token_limit is not None:
+                if self.postgres:
+                    conn.execute(
+                        select(func.pg_advisory_xact_lock(func.hashtext(f"batch:{deployment}")))
+                    )
+                queued = int(
+                    conn.execute(
+                        select(func.coalesce(func.sum(batches.c.enqueued_tokens), 0)).where(
+                            batches.c.deployment == deployment,
+                            batches.c.status.in_(_ENQUEUED),
+                            batches.c.id != batch_id,
+                        )
+                    ).scalar_one()
+                )
+                if queued + tokens > token_limit:
+                    raise OverQuota(queued)
             mine = conn.execute(
                 update(batches)
                 .where(
@@ -293,16 +324,6 @@ class JobStore:
                 ]
                 conn.execute(insert(batch_lines), rows)
         return True
-
-    def enqueued_tokens(self, deployment: str, *, besides: str) -> int:
-        """Tokens of ``deployment``'s unfinished batches other than ``besides``."""
-        query = select(func.coalesce(func.sum(batches.c.enqueued_tokens), 0)).where(
-            batches.c.deployment == deployment,
-            batches.c.status.in_(_ENQUEUED),
-            batches.c.id != besides,
-        )
-        with self._engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
 
     # -- lines --------------------------------------------------------------------------------
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
 import httpx
 
 from cerulean.engines.base import ChatMessage, GenerationRequest
-from cerulean.engines.remote.engine import RemoteEngine, Upstream
+from cerulean.engines.remote.engine import RemoteEngine, Upstream, _payloads
 from cerulean.engines.remote.routing import InProcessRoutingState, Router
 from cerulean.engines.remote.stats import UpstreamStats
 from cerulean.services.gateway import Gateway
@@ -127,3 +128,22 @@ def test_a_refused_health_check_cools_the_upstream_down_at_once() -> None:
         assert set(await state.cooldowns(["u"])) == {"u"}
 
     asyncio.run(scenario())
+
+
+def test_sse_payloads_are_split_from_the_body_bytes() -> None:
+    """Events split anywhere between chunks — inside a line, inside a UTF-8 character, between
+    \\r and \\n — come out whole; only ``data:`` lines count; a last line without \\n too."""
+    body = 'data: {"a": "é"}\r\n\r\n: keep-alive\n\nevent: x\ndata: [DONE]'.encode()
+    expected = ['{"a": "é"}', "[DONE]"]
+
+    async def read(chunks: list[bytes]) -> list[str]:
+        async def source() -> AsyncIterator[bytes]:
+            for chunk in chunks:
+                yield chunk
+
+        return [p async for p in _payloads(source())]
+
+    assert asyncio.run(read([body])) == expected
+    for cut in range(1, len(body)):  # every place one split can fall
+        assert asyncio.run(read([body[:cut], body[cut:]])) == expected, cut
+    assert asyncio.run(read([bytes([b]) for b in body])) == expected

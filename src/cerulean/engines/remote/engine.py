@@ -278,7 +278,7 @@ class RemoteEngine(Engine):
         try:
             response = await self._send(upstream, request, deadline)
             reader = wire.StreamReader(estimate)
-            lines = response.aiter_lines()
+            lines = _payloads(response.aiter_bytes())
             first = await asyncio.wait_for(
                 _first_chunks(lines, reader), max(deadline - self._clock(), 0.001)
             )
@@ -426,9 +426,11 @@ def _classify(exc: BaseException, upstream: Upstream) -> tuple[str, APIError, fl
     return "unexpected", BadGateway(retry_after=1), None
 
 
-async def _first_chunks(lines: AsyncIterator[str], reader: wire.StreamReader) -> list[EngineChunk]:
+async def _first_chunks(
+    payloads: AsyncIterator[str], reader: wire.StreamReader
+) -> list[EngineChunk]:
     """Read events until one gives chunks (or the stream ends); what it gave."""
-    async for payload in _payloads(lines):
+    async for payload in payloads:
         chunks = reader.feed(payload)
         if chunks or reader.started:
             return chunks
@@ -437,11 +439,25 @@ async def _first_chunks(lines: AsyncIterator[str], reader: wire.StreamReader) ->
     raise wire.UpstreamStreamError("the stream ended before its first chunk")
 
 
-async def _payloads(lines: AsyncIterator[str]) -> AsyncIterator[str]:
-    """The ``data:`` payloads of a server-sent event stream (one line each, as servers send)."""
-    async for line in lines:
-        if line.startswith("data:"):
-            yield line[5:].strip()
+async def _payloads(body: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The ``data:`` payloads of a server-sent event stream (one line each, as servers send),
+    split from the body's bytes in one place.
+
+    httpx's ``aiter_lines`` would do it through two more generator layers and an incremental
+    text decoder per chunk; a gateway relays every token through here, so the lines are split
+    on ``\n`` here (a ``\r`` before it is stripped) and only ``data:`` lines are decoded — a
+    line is whole bytes, so UTF-8 is never cut inside a character.
+    """
+    rest = b""
+    async for chunk in body:
+        if rest:
+            chunk = rest + chunk
+        *lines, rest = chunk.split(b"\n")
+        for line in lines:
+            if line.startswith(b"data:"):
+                yield line[5:].strip().decode("utf-8", errors="replace")
+    if rest.startswith(b"data:"):
+        yield rest[5:].strip().decode("utf-8", errors="replace")
 
 
 class _RemoteGeneration(Generation):
@@ -476,7 +492,7 @@ class _RemoteGeneration(Generation):
             if self._reader.closed:  # the whole answer came with the first read
                 return
             try:
-                async for payload in _payloads(self._lines):
+                async for payload in self._lines:
                     for chunk in self._reader.feed(payload):
                         yield chunk
             except (httpx.HTTPError, wire.UpstreamStreamError) as exc:
