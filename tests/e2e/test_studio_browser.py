@@ -9,8 +9,11 @@ each page there (how ``docs/studio/`` was made).
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from openai import AzureOpenAI
 
@@ -282,6 +286,141 @@ def test_a_cross_site_form_post_is_refused(browser: Any, server: Server) -> None
     assert "cross-site" not in {d["id"] for d in listing["data"]}
 
 
+def cerulean(server: Server, *args: str) -> str:
+    """``cerulean ARGS --home`` the server's home (what an operator would type)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cerulean", *args, "--home", str(server.home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def batch_lines(model: str, count: int) -> bytes:
+    lines = []
+    for i in range(count):
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": f"Count to {i}."}],
+            "max_tokens": 16,
+        }
+        lines.append(
+            {"custom_id": f"task-{i}", "method": "POST", "url": "/chat/completions", "body": body}
+        )
+    return "\n".join(json.dumps(line) for line in lines).encode()
+
+
+def test_cancel_a_batch(browser: Any, server: Server) -> None:
+    client = AzureOpenAI(
+        azure_endpoint=server.endpoint, api_key=server.key1, api_version="2024-10-21"
+    )
+
+    def submit(content: bytes) -> str:
+        uploaded = client.files.create(file=("input.jsonl", content), purpose="batch")
+        return client.batches.create(
+            input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h"
+        ).id
+
+    failed = submit(batch_lines("no-such-deployment", 2))  # fails its validation
+    long = submit(batch_lines("gpt-4", 200))
+    signed_in(browser, server)
+    browser.get(f"{server.endpoint}studio/batches")
+    by(browser, f"#batch-{long} button.danger").click()
+    click_confirm(browser)
+    notice = wait_for(lambda: by(browser, ".notice").text, what="the cancellation")
+    assert notice in (f"{long} is cancelling.", f"{long} is cancelled."), notice
+
+    def settled() -> bool:
+        browser.get(f"{server.endpoint}studio/batches")
+        statuses = {b: by(browser, f"#batch-{b} .status").text for b in (failed, long)}
+        return statuses == {failed: "failed", long: "cancelled"}
+
+    wait_for(settled, timeout=60, what="the failed and cancelled batches")
+    assert not browser.find_elements("css selector", f"#batch-{long} button.danger")
+    shot(browser, "batches")
+    assert client.batches.retrieve(long).status == "cancelled"
+
+
+def test_a_blocklist_item_added_in_the_studio_filters(browser: Any, server: Server) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    signed_in(browser, server)
+    browser.get(f"{server.endpoint}studio/content-filters")
+    by(browser, "#blocklist-name").send_keys("studio-words")
+    by(browser, "#blocklist-description").send_keys("Places we never discuss")
+    by(browser, "#create-blocklist button[type=submit]").click()
+    wait_for(lambda: "Created blocklist studio-words." in by(browser, ".notice").text)
+    by(browser, "#pattern-studio-words").send_keys("Zanzibar")
+    by(browser, "#add-item-studio-words button[type=submit]").click()
+    wait_for(lambda: "Added phrase 'Zanzibar'" in by(browser, ".notice").text, what="the item")
+    by(browser, "#pattern-studio-words").send_keys(r"atlantis\d+")
+    by(browser, "#regex-studio-words").click()
+    by(browser, "#add-item-studio-words button[type=submit]").click()
+    wait_for(lambda: "Added regular expression" in by(browser, ".notice").text, what="the regex")
+    cerulean(server, "policies", "create", "studio-strict", "--blocklist", "studio-words")
+    browser.get(f"{server.endpoint}studio/content-filters")
+    Select(by(browser, "#assign-deployment")).select_by_value("gpt-4")
+    Select(by(browser, "#assign-policy")).select_by_value("studio-strict")
+    by(browser, "#assign button[type=submit]").click()
+    wait_for(lambda: "gpt-4 uses policy studio-strict" in by(browser, ".notice").text)
+    assert "gpt-4" in by(browser, "#policy-studio-strict .users").text
+    shot(browser, "content-filters")
+    client = AzureOpenAI(
+        azure_endpoint=server.endpoint, api_key=server.key1, api_version="2024-10-21"
+    )
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="gpt-4", messages=[{"role": "user", "content": "Tell me about Zanzibar."}]
+        )
+    body = caught.value.body
+    assert isinstance(body, dict) and body["code"] == "content_filter"
+    Select(by(browser, "#assign-deployment")).select_by_value("gpt-4")  # back to the default
+    Select(by(browser, "#assign-policy")).select_by_value("Microsoft.DefaultV2")
+    by(browser, "#assign button[type=submit]").click()
+    wait_for(lambda: "gpt-4 uses policy Microsoft.DefaultV2" in by(browser, ".notice").text)
+    reply = client.chat.completions.create(
+        model="gpt-4",
+        messages=[{"role": "user", "content": "Tell me about Zanzibar."}],
+        max_tokens=4,
+    )
+    assert reply.choices[0].finish_reason != "content_filter"
+
+
+def test_assign_and_remove_a_role(browser: Any, server: Server) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    user = "6b1c3f0e-2a4d-4e8b-9c7a-1f2e3d4c5b6a"
+    operator = "0d9e8f7a-6b5c-4d3e-8f1a-2b3c4d5e6f70"
+    signed_in(browser, server)
+    browser.get(f"{server.endpoint}studio/roles")
+    for principal, role in (
+        (user, "Cognitive Services OpenAI User"),
+        (operator, "Cognitive Services Contributor"),
+    ):
+        by(browser, "#principal").send_keys(principal)
+        Select(by(browser, "#role")).select_by_value(role)
+        by(browser, "#assign-role button[type=submit]").click()
+        wait_for(lambda r=role: f"now holds '{r}'" in by(browser, ".notice").text, what=role)
+    shot(browser, "roles")
+    listed = json.loads(cerulean(server, "roles", "list", "--json"))
+    held = {(r["principalId"], r["roleDefinitionName"]) for r in listed}
+    assert (user, "Cognitive Services OpenAI User") in held
+    assert (operator, "Cognitive Services Contributor") in held
+    row = next(
+        r
+        for r in browser.find_elements("css selector", "#assignments tbody tr")
+        if r.get_attribute("data-principal") == user
+    )
+    row.find_element("css selector", "button.danger").click()
+    click_confirm(browser)
+    wait_for(lambda: f"{user} no longer holds" in by(browser, ".notice").text, what="the removal")
+    listed = json.loads(cerulean(server, "roles", "list", "--json"))
+    assert [r["principalId"] for r in listed] == [operator]
+
+
 _UNLABELLED = """
 return [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
   .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
@@ -294,7 +433,8 @@ def test_every_page_is_labelled_and_keyboard_reachable(browser: Any, server: Ser
     from selenium.webdriver.common.keys import Keys
 
     signed_in(browser, server)
-    for name in ("playground", "deployments", "keys", "usage", "upstreams"):
+    pages = ("playground", "deployments", "keys", "usage", "upstreams", "batches")
+    for name in (*pages, "content-filters", "roles"):
         browser.get(f"{server.endpoint}studio/{name}")
         assert browser.execute_script(_UNLABELLED) == [], name
         assert by(browser, "nav a[aria-current=page]").get_attribute("href").endswith(name)

@@ -12,7 +12,6 @@ data directory; a running server applies them within ``CERULEAN_CONTENT_FILTER_C
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +64,7 @@ def blocklists_add(
 ) -> None:
     """Add PATTERN to blocklist NAME (an exact phrase, any case, whole words; or --regex)."""
     with _store(_settings(home)) as store:
-        listed = manage.get_blocklist(store, name)
-        taken = {i.name for i in store.list_blocklist_items(listed.name)}
-        if item is None:
-            item = next(f"item-{n}" for n in range(1, len(taken) + 2) if f"item-{n}" not in taken)
-        record, _ = manage.put_item(store, listed.name, item, pattern, regex)
+        record = manage.add_item(store, name, pattern, regex, item)
     click.echo(f"{record.blocklist}/{record.name}: {record.pattern!r}{' (regex)' if regex else ''}")
 
 
@@ -212,9 +207,7 @@ def policies_list(as_json: bool, home: Path | None) -> None:
     """The policies (built-in ones too) and the deployments using each."""
     with _store(_settings(home), read_only=True) as store:
         known = manage.list_policies(store)
-        uses: dict[str, list[str]] = {}
-        for d in store.list_deployments():
-            uses.setdefault((d.rai_policy or DEFAULT_POLICY).lower(), []).append(d.name)
+        uses = manage.policy_users(store)
     rows = [
         {
             "name": name,
@@ -260,9 +253,5 @@ def policies_delete(name: str, home: Path | None) -> None:
 def policies_assign(deployment: str, policy: str, home: Path | None) -> None:
     """Make DEPLOYMENT use POLICY (Microsoft.DefaultV2: the default)."""
     with _store(_settings(home)) as store:
-        record = deployment_service.get_deployment(store, deployment)
-        spelled = manage.check_policy_name(store, policy)
-        store.put_deployment(
-            replace(record, rai_policy=None if spelled == DEFAULT_POLICY else spelled)
-        )
+        record, spelled = deployment_service.assign_policy(store, deployment, policy)
     click.echo(f"deployment {record.name} uses policy {spelled}")

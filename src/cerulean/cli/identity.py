@@ -23,26 +23,10 @@ from cerulean.cli.control import (
     json_option,
 )
 from cerulean.cli.naming import command_name
-from cerulean.errors import ControlError
 from cerulean.services.account import local_auth_disabled, set_local_auth
-from cerulean.services.rbac import ROLES, find_role, role_by_id
+from cerulean.services.rbac import ROLES, assign_role, remove_role, role_by_id
 
 __all__ = ["account", "roles", "tokens"]
-
-MAX_PRINCIPAL = 128
-
-
-def _principal(value: str) -> str:
-    principal = value.strip().lower()
-    if not principal or len(principal) > MAX_PRINCIPAL or any(c.isspace() for c in principal):
-        raise ControlError(
-            f"'{value}' is not a principal id: give the object id (oid) of a user, group, "
-            "service principal or managed identity",
-            reason="invalid",
-            code="InvalidPrincipalId",
-        )
-    return principal
-
 
 # -- roles ----------------------------------------------------------------------------------
 
@@ -60,10 +44,8 @@ def roles() -> None:
 def roles_assign(principal_id: str, role: str, home: Path | None) -> None:
     """Give PRINCIPAL_ID (a token's oid) the built-in ROLE (its name or id), e.g.
     "Cognitive Services OpenAI User"."""
-    definition = find_role(role)
-    principal = _principal(principal_id)
     with _store(_settings(home)) as store:
-        created = store.add_role_assignment(principal, definition.id)
+        principal, definition, created = assign_role(store, principal_id, role)
     verb = "now holds" if created else "already held"
     click.echo(f"{principal} {verb} '{definition.name}'.")
 
@@ -75,16 +57,8 @@ def roles_assign(principal_id: str, role: str, home: Path | None) -> None:
 @_refusals
 def roles_remove(principal_id: str, role: str, home: Path | None) -> None:
     """Take the built-in ROLE away from PRINCIPAL_ID."""
-    definition = find_role(role)
-    principal = _principal(principal_id)
     with _store(_settings(home)) as store:
-        removed = store.remove_role_assignment(principal, definition.id)
-    if not removed:
-        raise ControlError(
-            f"{principal} does not hold '{definition.name}'",
-            reason="not_found",
-            code="RoleAssignmentNotFound",
-        )
+        principal, definition = remove_role(store, principal_id, role)
     click.echo(f"{principal} no longer holds '{definition.name}'.")
 
 

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH_SKUS",
+    "CANCELLABLE",
     "BatchRunner",
     "BatchService",
     "LineFailed",
@@ -72,6 +73,7 @@ WINDOW_SECONDS = 24 * 3600
 _MAX_ERRORS = 20  # validation errors reported per batch
 _DEFAULT_ANSWER_TOKENS = 256  # enqueued-token estimate of a line without max_tokens
 _TERMINAL = ("completed", "failed", "expired", "cancelled")
+CANCELLABLE = ("validating", "in_progress")  # the statuses a cancel moves to "cancelling"
 _PURGE_INTERVAL = 300.0  # seconds between purges of expired files
 
 
@@ -209,7 +211,7 @@ class BatchService:
         moved = await asyncio.to_thread(
             self._jobs.update_batch,
             batch_id,
-            statuses=("validating", "in_progress"),
+            statuses=CANCELLABLE,
             status="cancelling",
             cancelling_at=_now(),
         )

@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_VERSION",
     "MAX_CAPACITY",
     "SKUS",
+    "assign_policy",
     "check_capacity",
     "check_deployment_name",
     "check_sku",
@@ -136,6 +137,15 @@ def get_deployment(store: Store, name: str) -> DeploymentRecord:
             code="DeploymentNotFound",
         )
     return record
+
+
+def assign_policy(store: Store, name: str, policy: str) -> tuple[DeploymentRecord, str]:
+    """Make deployment ``name`` use content-filter ``policy`` (built-in or stored; the default
+    policy is stored as none): the deployment and the policy's spelling."""
+    record = get_deployment(store, name)
+    spelled = check_policy_name(store, policy)
+    store.put_deployment(replace(record, rai_policy=None if spelled == DEFAULT_POLICY else spelled))
+    return record, spelled
 
 
 def _check_model(store: Store, model: str) -> None:

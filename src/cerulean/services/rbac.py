@@ -41,12 +41,16 @@ __all__ = [
     "RoleAssignments",
     "RoleDefinition",
     "arm_action",
+    "assign_role",
+    "check_principal",
     "data_action",
     "find_role",
+    "remove_role",
     "role_by_id",
 ]
 
 PROVIDER = "Microsoft.CognitiveServices"
+MAX_PRINCIPAL = 128  # characters of a principal id (an object id is 36)
 OPENAI = f"{PROVIDER}/accounts/OpenAI"
 
 
@@ -128,6 +132,40 @@ def find_role(name_or_id: str) -> RoleDefinition:
         reason="invalid",
         code="RoleDefinitionDoesNotExist",
     )
+
+
+def check_principal(value: str) -> str:
+    """A principal id as stored (trimmed, lower case), else a 400."""
+    principal = value.strip().lower()
+    if not principal or len(principal) > MAX_PRINCIPAL or any(c.isspace() for c in principal):
+        raise ControlError(
+            f"'{value}' is not a principal id: give the object id (oid) of a user, group, "
+            "service principal or managed identity",
+            reason="invalid",
+            code="InvalidPrincipalId",
+        )
+    return principal
+
+
+def assign_role(store: Store, principal_id: str, role: str) -> tuple[str, RoleDefinition, bool]:
+    """Give ``principal_id`` the built-in ``role`` (its name or id): the principal as stored,
+    the role, and whether the assignment is new (``cerulean roles assign``, the Studio)."""
+    definition = find_role(role)
+    principal = check_principal(principal_id)
+    return principal, definition, store.add_role_assignment(principal, definition.id)
+
+
+def remove_role(store: Store, principal_id: str, role: str) -> tuple[str, RoleDefinition]:
+    """Take the built-in ``role`` away from ``principal_id``; a 404 when it did not hold it."""
+    definition = find_role(role)
+    principal = check_principal(principal_id)
+    if not store.remove_role_assignment(principal, definition.id):
+        raise ControlError(
+            f"{principal} does not hold '{definition.name}'",
+            reason="not_found",
+            code="RoleAssignmentNotFound",
+        )
+    return principal, definition
 
 
 # Collections whose next path segment is a resource's id, not an operation.

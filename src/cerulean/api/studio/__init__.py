@@ -1,7 +1,8 @@
 """Cerulean Studio: the web portal at ``/studio`` (docs/studio.md).
 
 Server-rendered pages (Jinja2 templates in ``templates/``, one stylesheet and one small script
-in ``static/``): sign-in, playground, deployments, keys and endpoint, usage, upstreams. Every
+in ``static/``): sign-in, playground, deployments, keys and endpoint, usage, upstreams, batches
+(``batches.py``), content filters (``filters.py``) and role assignments (``roles.py``). Every
 page works without JavaScript but the playground's streaming, which calls ``/studio/api/chat``
 (the session cookie and the ``X-CSRF-Token`` header; never an account key in the page).
 

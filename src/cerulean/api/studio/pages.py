@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -12,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from cerulean import __version__
-from cerulean.errors import StudioError
+from cerulean.errors import ControlError, StudioError
 from cerulean.services.studio import COOKIE_NAME, Session, StudioSessions, same_origin
 from cerulean.state import AppState
 
@@ -20,11 +21,13 @@ __all__ = [
     "ASSETS",
     "SECURITY_HEADERS",
     "SignInRequired",
+    "control_status",
     "form_fields",
     "page",
     "require_session",
     "sessions",
     "studio_error_page",
+    "utc_time",
 ]
 
 PREFIX = "/studio"
@@ -56,7 +59,11 @@ NAV = (
     ("keys", "Keys and endpoint"),
     ("usage", "Usage"),
     ("upstreams", "Upstreams"),
+    ("batches", "Batches"),
+    ("content-filters", "Content filters"),
+    ("roles", "Roles"),
 )
+_CONTROL_STATUS = {"invalid": 400, "not_found": 404, "conflict": 409}
 
 
 class SignInRequired(Exception):
@@ -104,6 +111,20 @@ def studio_error_page(exc: StudioError, session: Session | None) -> HTMLResponse
         message=exc.message,
         code=exc.code,
     )
+
+
+def control_status(exc: ControlError) -> int:
+    """The status of a page that shows a management refusal (as the ARM API answers it)."""
+    return _CONTROL_STATUS[exc.reason]
+
+
+def utc_time(value: datetime | float | None) -> str:
+    """A stored time (a datetime or Unix seconds) as the pages show it."""
+    if value is None:
+        return ""
+    if not isinstance(value, datetime):
+        value = datetime.fromtimestamp(value, timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def redirect(path: str) -> RedirectResponse:

@@ -13,7 +13,10 @@ from starlette.concurrency import run_in_threadpool
 
 from cerulean.api.deps import StateDep, chat_call
 from cerulean.api.respond import respond
+from cerulean.api.studio import batches as batch_pages
+from cerulean.api.studio import filters as filter_pages
 from cerulean.api.studio import pages
+from cerulean.api.studio import roles as role_pages
 from cerulean.api.studio.pages import (
     PREFIX,
     SECURITY_HEADERS,
@@ -584,3 +587,10 @@ async def upstreams(request: Request, state: StateDep) -> Response:
         active="upstreams",
         upstreams=[describe(r) for r in records],
     )
+
+
+# -- batches, content filters, role assignments (their own modules) ----------------------
+
+router.include_router(batch_pages.router)
+router.include_router(filter_pages.router)
+router.include_router(role_pages.router)

@@ -10,11 +10,17 @@ from typing import Any
 
 from cerulean.errors import ControlError
 from cerulean.services.filtering.classifiers import PatternError, check_pattern
-from cerulean.services.filtering.policy import BUILTIN_POLICIES, builtin, builtin_properties
+from cerulean.services.filtering.policy import (
+    BUILTIN_POLICIES,
+    DEFAULT_POLICY,
+    builtin,
+    builtin_properties,
+)
 from cerulean.store.base import BlocklistItemRecord, BlocklistRecord, RaiPolicyRecord, Store
 
 __all__ = [
     "MAX_ITEMS",
+    "add_item",
     "arm_blocklist",
     "arm_item",
     "arm_policy",
@@ -26,6 +32,7 @@ __all__ = [
     "get_item",
     "get_policy",
     "list_policies",
+    "policy_users",
     "put_blocklist",
     "put_item",
     "put_policy",
@@ -109,6 +116,17 @@ def list_policies(store: Store) -> list[tuple[str, dict[str, Any]]]:
     for record in store.list_rai_policies():
         out.append((record.name, {"type": "UserManaged", **json.loads(record.properties)}))
     return out
+
+
+def policy_users(store: Store) -> dict[str, list[str]]:
+    """The deployments using each policy, by the policy's name in lower case (a deployment
+    without one uses the default policy)."""
+    uses: dict[str, list[str]] = {}
+    for deployment in store.list_deployments():
+        uses.setdefault((deployment.rai_policy or DEFAULT_POLICY).lower(), []).append(
+            deployment.name
+        )
+    return uses
 
 
 def put_policy(store: Store, name: str, properties: dict[str, Any]) -> bool:
@@ -283,6 +301,19 @@ def put_item(
     store.put_blocklist_item(record)
     _touch(store, listed)
     return record, existing is None
+
+
+def add_item(
+    store: Store, blocklist: str, pattern: str, is_regex: bool, name: str | None = None
+) -> BlocklistItemRecord:
+    """Add ``pattern`` to ``blocklist`` as item ``name`` (by default the first free
+    ``item-N``), checked as :func:`put_item` checks it."""
+    listed = get_blocklist(store, blocklist)
+    if name is None:
+        taken = {i.name for i in store.list_blocklist_items(listed.name)}
+        name = next(f"item-{n}" for n in range(1, len(taken) + 2) if f"item-{n}" not in taken)
+    record, _ = put_item(store, listed.name, name, pattern, is_regex)
+    return record
 
 
 def delete_item(store: Store, blocklist: str, name: str) -> bool:
