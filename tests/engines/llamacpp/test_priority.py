@@ -13,6 +13,7 @@ import pytest
 from cerulean.engines.base import ChatMessage, GenerationRequest, Preempted, SamplingParams
 from cerulean.engines.llamacpp import LlamaCppEngine
 from cerulean.engines.llamacpp.build import build_default_embedder
+from cerulean.engines.llamacpp.scheduler import BATCH_SHARE_WHILE_ONLINE
 from cerulean.engines.llamacpp.turns import CpuTurns
 from cerulean.packaged.gemma import ensure_embedded_model
 from cerulean.settings import Settings
@@ -138,3 +139,50 @@ def test_an_embedding_interrupts_a_step_of_batch_work(tmp_path: Path) -> None:
         asyncio.run(embedder.aclose())
         asyncio.run(chat_engine.aclose())
     assert interrupted >= 1 and turns.interrupted >= 1
+
+
+def test_batch_jobs_take_one_step_in_eight_while_an_online_answer_runs(
+    engine: LlamaCppEngine,
+) -> None:
+    """While an online answer is generated the batch job keeps its slot but joins only one
+    step in BATCH_SHARE_WHILE_ONLINE: it moves, slowly, and the online answer runs at nearly
+    an idle engine's pace."""
+
+    def counting(priority: str, tokens: int) -> GenerationRequest:  # runs to max_tokens
+        return GenerationRequest(
+            messages=(),
+            prompt="1, 2, 3, 4, 5, 6, 7, 8, 9, 10,",
+            params=SamplingParams(temperature=0, max_tokens=tokens),
+            priority=priority,  # type: ignore[arg-type]
+        )
+
+    async def scenario() -> tuple[int, int]:
+        stamps: list[float] = []
+
+        async def batch_reader() -> None:
+            generation = await engine.generate(counting("batch", 150))
+            async for chunk in generation:
+                if chunk.text:
+                    stamps.append(time.monotonic())
+
+        task = asyncio.create_task(batch_reader())
+        deadline = time.monotonic() + 60
+        while len(stamps) < 3:  # the batch job is decoding
+            assert time.monotonic() < deadline and not task.done(), task
+            await asyncio.sleep(0.005)
+        began = time.monotonic()
+        online = await engine.generate(counting("online", 40))
+        tokens = sum([1 async for chunk in online if chunk.text])
+        ended = time.monotonic()
+        await task
+        return tokens, sum(began <= t <= ended for t in stamps)
+
+    online_tokens, batch_during = asyncio.run(scenario())
+    assert online_tokens >= 20
+    # Without the share the batch job would show about one piece per online token.
+    assert batch_during <= online_tokens // BATCH_SHARE_WHILE_ONLINE + 3, (
+        online_tokens,
+        batch_during,
+    )
+    assert batch_during >= 1  # it is not starved
+    assert engine.stats()["slots_busy"] == 0

@@ -24,10 +24,12 @@ online traffic the loop runs at its full width on batch work. An online job that
 slot busy preempts the newest batch jobs (they end in :class:`~cerulean.engines.base.Preempted`
 and their callers run them again), so its wait does not grow with the batch's answers; while
 an online prompt is being computed, batch jobs skip the steps, so that its first token is as
-quick as on an idle engine; and an online job that arrives during a step of batch work alone
-interrupts that step's decode (llama.cpp stops between two graph nodes and forgets the
-positions; the batch jobs decode the same tokens again later), so it does not wait for the
-rest of a full-width step either.
+quick as on an idle engine, and while an online answer is generated they join only one step in
+:data:`BATCH_SHARE_WHILE_ONLINE` (every sequence in a step slows a CPU's step: Azure's batch
+never slows its online deployments, and here it should not either); and an online job that
+arrives during a step of batch work alone interrupts that step's decode (llama.cpp stops
+between two graph nodes and forgets the positions; the batch jobs decode the same tokens again
+later), so it does not wait for the rest of a full-width step either.
 """
 
 from __future__ import annotations
@@ -51,13 +53,21 @@ from cerulean.engines.llamacpp.text import TextAssembler
 from cerulean.engines.llamacpp.turns import CpuTurns
 from cerulean.errors import EngineError
 
-__all__ = ["QueueFull", "Scheduler", "SchedulerConfig", "SchedulerStats"]
+__all__ = [
+    "BATCH_SHARE_WHILE_ONLINE",
+    "QueueFull",
+    "Scheduler",
+    "SchedulerConfig",
+    "SchedulerStats",
+]
 
 logger = logging.getLogger(__name__)
 
 # A prompt follows a still-running prefill only when that saves at least this many tokens more
 # than the best cached prefix would.
 _LEADER_GAIN = 32
+# While an online job decodes, batch jobs join one step in this many (docs/batch.md).
+BATCH_SHARE_WHILE_ONLINE = 8
 
 
 class QueueFull(Exception):
@@ -128,6 +138,7 @@ class Scheduler:
         self._reused = 0
         self._preempted = 0
         self._interrupted = 0
+        self._online_steps = 0  # decode steps with an online job (batch jobs join 1 in 8)
         self._interruptible = False  # a decode of batch work alone is running (lock held)
         self._thread = threading.Thread(target=self._run, name="llama-batch", daemon=True)
         threads = ctx.config.n_threads
@@ -353,9 +364,7 @@ class Scheduler:
     def _step(self) -> None:
         batch = self._batch
         batch.clear()
-        # While an online prompt is computed, batch jobs sit the step out: the online request's
-        # first token comes as fast as on an idle engine (its time to first token).
-        yielding = any(not job.batch and job.prefilling for job in self._active)
+        yielding = self._batch_sits_out()
         decoding: list[tuple[Job, Choice, int]] = []
         for job in self._active:
             if yielding and job.batch:
@@ -404,6 +413,20 @@ class Scheduler:
         for (job, choice, row), token in zip(decoding, tokens, strict=True):
             self._advance(job, choice, token, row)
         self._flush()
+
+    def _batch_sits_out(self) -> bool:
+        """Whether batch jobs skip this step: while an online job runs they join only one
+        step in :data:`BATCH_SHARE_WHILE_ONLINE` (keeping their slots and KV), so an online
+        answer is computed at nearly an idle engine's speed — on a CPU every sequence in a
+        step slows the step — and batch work still moves; never while an online prompt is
+        being computed (its first token is as quick as on an idle engine)."""
+        online = [job for job in self._active if not job.batch]
+        if not online:
+            return False
+        if any(job.prefilling for job in online):
+            return True
+        self._online_steps += 1
+        return self._online_steps % BATCH_SHARE_WHILE_ONLINE != 0
 
     def _sample(self, work: list[tuple[Sampler, int]]) -> list[int]:
         """Sample every sequence; spread over the CPU threads when there are several.
