@@ -37,7 +37,7 @@ from cerulean.engines.embedding import (
     input_items,
 )
 from cerulean.engines.llamacpp.native import Batch, NativeModel, resolve_gpu_layers
-from cerulean.engines.llamacpp.turns import CpuTurns
+from cerulean.engines.llamacpp.turns import CpuTurns, turn_of
 from cerulean.errors import EngineError, InputTooLong, InvalidRequest
 
 __all__ = ["EmbedderSpec", "LlamaCppEmbedder", "pack"]
@@ -112,11 +112,8 @@ class _Context:
         for seq, tokens in enumerate(sequences):
             for pos, token in enumerate(tokens):
                 batch.add(token, pos, seq, logits=True)
-        if turns is None:
+        with turn_of(turns):
             rc = llama_cpp.llama_encode(self.ptr, batch.raw)
-        else:
-            with turns.turn():
-                rc = llama_cpp.llama_encode(self.ptr, batch.raw)
         if rc != 0:
             raise EngineError("llama.cpp could not encode the embedding batch")
         out = np.empty((len(sequences), n_embd), dtype=np.float32)
@@ -161,7 +158,8 @@ class LlamaCppEmbedder(EmbeddingEngine):
         return self._ctx is not None
 
     def load(self) -> None:
-        model = NativeModel(self.spec.path, n_gpu_layers=resolve_gpu_layers(self.spec.n_gpu_layers))
+        layers = resolve_gpu_layers(self.spec.n_gpu_layers)
+        model = NativeModel(self.spec.path, n_gpu_layers=layers)
         try:
             window = min(model.n_ctx_train, self.spec.batch_tokens)
             dims = int(llama_cpp.llama_model_n_embd(model.ptr))
@@ -171,7 +169,7 @@ class LlamaCppEmbedder(EmbeddingEngine):
             raise
         self._model = model
         self._info = ModelInfo(self.spec.name, window, None, frozenset({"embeddings"}), dims)
-        self._turns = self.spec.turns if model_on_cpu(self.spec.n_gpu_layers) else None
+        self._turns = self.spec.turns if layers == 0 else None  # turns share CPU cores only
 
     def tokenize(self, text: str) -> list[int]:
         """``text`` in the model's vocabulary, without [CLS]/[SEP] (what token-array input is)."""
@@ -286,11 +284,6 @@ class _Pending:
     inputs: EmbeddingInput
     future: Future[Embeddings] = field(default_factory=Future)
     sequences: list[list[int]] = field(default_factory=list)
-
-
-def model_on_cpu(n_gpu_layers: int | None) -> bool:
-    """Whether a model loaded with ``n_gpu_layers`` computes on the CPU."""
-    return resolve_gpu_layers(n_gpu_layers) == 0
 
 
 def _with_specials(model: NativeModel, tokens: list[int]) -> list[int]:

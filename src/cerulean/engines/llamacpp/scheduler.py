@@ -50,7 +50,7 @@ from cerulean.engines.llamacpp.native import DECODE_INTERRUPTED, Batch, NativeCo
 from cerulean.engines.llamacpp.prefix import common_prefix
 from cerulean.engines.llamacpp.sampling import Sampler
 from cerulean.engines.llamacpp.text import TextAssembler
-from cerulean.engines.llamacpp.turns import CpuTurns
+from cerulean.engines.llamacpp.turns import CpuTurns, turn_of
 from cerulean.errors import EngineError
 
 __all__ = [
@@ -481,11 +481,8 @@ class Scheduler:
         CPU it takes its turn with the process's other llama.cpp contexts; ``interrupt``: a
         step of batch work alone, which another context's turn may cut short."""
         while True:
-            if self._turns is None:
+            with turn_of(self._turns, interrupt):
                 rc = self._ctx.decode(self._batch)
-            else:
-                with self._turns.turn(interrupt):
-                    rc = self._ctx.decode(self._batch)
             # 1: the KV cache is full; make room and try the same batch again.
             if rc != 1 or not self._kv.evict():
                 return rc

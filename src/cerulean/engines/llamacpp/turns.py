@@ -22,9 +22,9 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
-__all__ = ["CpuTurns"]
+__all__ = ["CpuTurns", "turn_of"]
 
 
 class CpuTurns:
@@ -72,3 +72,11 @@ class CpuTurns:
         """Callers waiting for a turn now."""
         with self._cond:
             return len(self._queue)
+
+
+def turn_of(
+    turns: CpuTurns | None, interrupt: Callable[[], None] | None = None
+) -> AbstractContextManager[object]:
+    """A turn of ``turns`` for one native call, or nothing to wait for when there are no turns
+    (a model on a GPU, an engine built alone)."""
+    return nullcontext() if turns is None else turns.turn(interrupt)
