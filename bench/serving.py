@@ -78,6 +78,15 @@ SHORT_SYSTEM = (
     "You are a helpful assistant that always answers at length. "
     "Give complete, detailed answers and never stop early."
 )
+def llama_server_cpu_args() -> list[str]:
+    """What every llama-server started here is given besides its model: ``--no-repack`` on a CPU
+    with Intel AMX, where llama.cpp's AMX kernels crash on Q4_K weights (its extra buffer types
+    off, as Cerulean loads its own models there: docs/engine.md, "Intel AMX")."""
+    from cerulean.engines.llamacpp.native import amx_compiled
+
+    return ["--no-repack"] if amx_compiled() else []
+
+
 CMAKE_FLAGS = (
     "-DCMAKE_BUILD_TYPE=Release",
     "-DGGML_NATIVE=ON",
@@ -561,6 +570,7 @@ def llama_server_spec(options: Options, binary: Path, build: dict[str, Any]) -> 
         "-tb", str(options.threads),
         "--port", str(port),
         "--host", "127.0.0.1",
+        *llama_server_cpu_args(),
         *options.llama_server_args,
     ]  # fmt: skip
     return ServerSpec(

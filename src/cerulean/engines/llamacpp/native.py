@@ -13,6 +13,7 @@ llama.cpp would assert on (batch capacity, sequence ids) before calling into it.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import platform
 import threading
@@ -30,6 +31,7 @@ __all__ = [
     "NativeContext",
     "NativeModel",
     "DECODE_INTERRUPTED",
+    "amx_compiled",
     "gpu_offload_supported",
     "resolve_gpu_layers",
 ]
@@ -49,6 +51,19 @@ def _init_backend() -> None:
             logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
             llama_cpp.llama_backend_init()
             _backend_ready = True
+
+
+@functools.cache
+def amx_compiled() -> bool:
+    """Whether this llama.cpp build computes with Intel AMX (a build on a CPU that has it).
+
+    llama.cpp 0.3.36's AMX kernels crash the process (SIGSEGV in ``ggml_backend_amx_mul_mat``)
+    on the embedded Gemma's Q4_K weights, and llama.cpp uses them for any weight they support
+    when a model is loaded with its extra buffer types: such a build loads models without
+    those (plain CPU weights, no repacking). See docs/engine.md, "Intel AMX"."""
+    _init_backend()
+    info = bytes(llama_cpp.llama_print_system_info()).decode("utf-8", errors="replace")
+    return "AMX_INT8 = 1" in info
 
 
 def gpu_offload_supported() -> bool:
@@ -73,6 +88,8 @@ class NativeModel:
         _init_backend()
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
+        # The CPU's extra weight layouts (AMX tiles, repacked blocks) unless the build has AMX.
+        params.use_extra_bufts = not amx_compiled()
         params.vocab_only = vocab_only  # metadata and vocabulary only: no weights (fast)
         model = llama_cpp.llama_model_load_from_file(str(path).encode("utf-8"), params)
         if not model:
