@@ -78,6 +78,8 @@ SHORT_SYSTEM = (
     "You are a helpful assistant that always answers at length. "
     "Give complete, detailed answers and never stop early."
 )
+
+
 def llama_server_cpu_args() -> list[str]:
     """What every llama-server started here is given besides its model: ``--no-repack`` on a CPU
     with Intel AMX, where llama.cpp's AMX kernels crash on Q4_K weights (its extra buffer types

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import llama_cpp
 import pytest
 
 from cerulean.engines.llamacpp import native
+from cerulean.errors import EngineError
 
 
 @pytest.fixture(autouse=True)
@@ -44,6 +46,6 @@ def test_models_load_without_extra_buffer_types_only_on_an_amx_build(
     for info in (b"CPU : AMX_INT8 = 1 | ", b"CPU : AVX2 = 1 | "):
         native.amx_compiled.cache_clear()
         monkeypatch.setattr(llama_cpp, "llama_print_system_info", lambda info=info: info)
-        with pytest.raises(native.EngineError):
-            native.NativeModel(native.Path("missing.gguf"), n_gpu_layers=0)
+        with pytest.raises(EngineError):
+            native.NativeModel(Path("missing.gguf"), n_gpu_layers=0)
     assert seen == [False, True]
