@@ -17,6 +17,10 @@ BENCH_ARGS ?=
 VENV_PEERS := .venv-peers
 PEERS_STAMP := $(VENV_PEERS)/.installed
 
+# llama.cpp 0.3.36's Intel AMX kernels crash on Q4_K weights (docs/engine.md, "Intel AMX"): on
+# x86_64 the native build leaves them out, whatever the CPU, so every machine runs the same kernels.
+NO_AMX := $(if $(filter x86_64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16,)
+
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -36,7 +40,8 @@ $(STAMP): pyproject.toml
 	@if ! $(BIN)/python -c "import llama_cpp" 2>/dev/null; then \
 		echo ">> building llama-cpp-python from source: about 8 minutes on 2 cores, cached in $(VENV) afterwards"; \
 		echo ">>   (compiler steps are shown as [done/total])"; \
-		$(BIN)/python -m pip install -v "llama-cpp-python==0.3.36" 2>&1 \
+		CFLAGS="$(NO_AMX) $$CFLAGS" CXXFLAGS="$(NO_AMX) $$CXXFLAGS" \
+			$(BIN)/python -m pip install -v "llama-cpp-python==0.3.36" 2>&1 \
 			| grep --line-buffered -oE '^\s*\[[0-9]+/[0-9]+\]' | awk '{ printf "\r>>   compiling %s", $$1; fflush() } END { print "" }'; \
 		$(BIN)/python -c "import llama_cpp" || { echo "!! llama-cpp-python failed to build; rerun 'make install' to see pip's full output"; exit 1; }; \
 	fi

@@ -50,7 +50,6 @@ def llama_server(binary: Path, model: Path, *, threads: int, slots: int, ctx: in
     argv = [
         str(binary), "-m", str(model), "-np", str(slots), "-c", str(ctx * slots),
         "-t", str(threads), "-tb", str(threads), "--port", str(port), "--host", "127.0.0.1",
-        *serving.llama_server_cpu_args(),
     ]  # fmt: skip
     return ServerSpec(
         name=f"llama-server-{port}",

@@ -80,14 +80,7 @@ SHORT_SYSTEM = (
 )
 
 
-def llama_server_cpu_args() -> list[str]:
-    """What every llama-server started here is given besides its model: ``--no-repack`` on a CPU
-    with Intel AMX, where llama.cpp's AMX kernels crash on Q4_K weights (its extra buffer types
-    off, as Cerulean loads its own models there: docs/engine.md, "Intel AMX")."""
-    from cerulean.engines.llamacpp.native import amx_compiled
-
-    return ["--no-repack"] if amx_compiled() else []
-
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 
 CMAKE_FLAGS = (
     "-DCMAKE_BUILD_TYPE=Release",
@@ -102,6 +95,13 @@ CMAKE_FLAGS = (
     "-DLLAMA_USE_PREBUILT_UI=OFF",
     "-DLLAMA_OPENSSL=OFF",
     "-DBUILD_SHARED_LIBS=OFF",
+    # llama.cpp's Intel AMX kernels crash on Q4_K weights: left out, as the Makefile leaves them
+    # out of llama-cpp-python (docs/engine.md, "Intel AMX"), so both run the same kernels.
+    *(
+        [f"-D{lang}={NO_AMX}" for lang in ("CMAKE_C_FLAGS", "CMAKE_CXX_FLAGS")]
+        if platform.machine() in ("x86_64", "AMD64")
+        else []
+    ),
 )
 
 Message = dict[str, str]
@@ -572,7 +572,6 @@ def llama_server_spec(options: Options, binary: Path, build: dict[str, Any]) -> 
         "-tb", str(options.threads),
         "--port", str(port),
         "--host", "127.0.0.1",
-        *llama_server_cpu_args(),
         *options.llama_server_args,
     ]  # fmt: skip
     return ServerSpec(

@@ -21,7 +21,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cerulean.engines.llamacpp.native import amx_compiled
 from cerulean.packaged.gemma import ensure_embedded_model
 from tests.e2e.conftest import ROOT, Server, free_port
 
@@ -48,12 +47,10 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     model = ensure_embedded_model(tmp_path_factory.mktemp("ls-models"), progress=False)
     port = free_port()
     log = tmp_path_factory.mktemp("ls-log") / "llama-server.log"
-    # llama.cpp's AMX kernels crash on Q4_K weights: off there, as Cerulean's own loads do.
-    cpu_args = ["--no-repack"] if amx_compiled() else []
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [str(binary), "-m", str(model), "-np", "2", "-c", "4096", "-t", "1",
-             "--port", str(port), "--host", "127.0.0.1", *cpu_args],
+             "--port", str(port), "--host", "127.0.0.1"],
             stdout=sink, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
