@@ -16,6 +16,11 @@ default policy filters). The jailbreak detector is hand-written patterns, scored
 
 ``--write`` trains the shipped head on the whole set and writes
 ``src/cerulean/services/filtering/harm_head.json``.
+
+``data/content_filter/model_answers.jsonl`` is a held-out set that nothing is trained on: the
+embedded Gemma's own answers to benign prompts (sampled with filtering off; short ones too, as
+``max_tokens`` 3 or 4 gives). Every one of them that the Medium band would filter is a false
+positive; the table's last rows count them for the shipped head and for the head trained now.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +46,7 @@ from cerulean.services.filtering.policy import CATEGORIES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "content_filter" / "eval.jsonl"
+HELD_OUT = ROOT / "data" / "content_filter" / "model_answers.jsonl"
 BANDS = (0.3, 0.5, 0.8)  # probability for low, medium, high
 FOLDS = 5
 
@@ -63,21 +70,43 @@ async def embed(texts: list[str]) -> npt.NDArray[np.float32]:
         await embedder.aclose()
 
 
+POSITIVE_SHARE = 0.35  # of the loss that a category's positives carry (0.5 would balance them)
+
+
 def train(
-    x: npt.NDArray[np.float32], y: npt.NDArray[np.float64], *, l2: float = 1e-3, steps: int = 3000
+    x: npt.NDArray[np.float32],
+    y: npt.NDArray[np.float64],
+    *,
+    l2: float = 1e-3,
+    steps: int = 3000,
+    positive_share: float = POSITIVE_SHARE,
 ) -> tuple[npt.NDArray[np.float64], float]:
-    """A logistic regression by gradient descent; positives weighted to balance the classes."""
+    """A logistic regression by gradient descent; the positives weighted to carry
+    ``positive_share`` of the loss. Fully balanced (0.5), the head filtered 3.3 % of the embedded
+    model's benign answers (held-out, even seeds and odd alike); at 0.35, 1.8 %, with about the
+    same cross-validated recall (docs/content-filtering.md, "Measured precision and recall")."""
     w = np.zeros(x.shape[1])
     b = 0.0
+    n = len(y)
     pos = max(y.sum(), 1.0)
-    weight = np.where(y > 0, len(y) / (2 * pos), len(y) / (2 * max(len(y) - pos, 1.0)))
+    weight = np.where(y > 0, n * positive_share / pos, n * (1 - positive_share) / max(n - pos, 1.0))
     rate = 2.0
     for _ in range(steps):
         p = 1.0 / (1.0 + np.exp(-(x @ w + b)))
         g = (p - y) * weight
-        w -= rate * (x.T @ g / len(y) + l2 * w)
+        w -= rate * (x.T @ g / n + l2 * w)
         b -= rate * g.mean()
     return w, b
+
+
+def held_out_false_positives(
+    x: npt.NDArray[np.float32], weights: npt.NDArray[np.float64], bias: npt.NDArray[np.float64]
+) -> tuple[int, Counter[str]]:
+    """How many held-out benign answers a head filters at Medium, and by which category."""
+    p = 1.0 / (1.0 + np.exp(-(x.astype(np.float64) @ weights.T + bias)))
+    flagged = p >= BANDS[1]
+    by_category = Counter({c: int(flagged[:, j].sum()) for j, c in enumerate(CATEGORIES)})
+    return int(flagged.any(axis=1).sum()), +by_category
 
 
 def folds(labels: list[str], k: int = FOLDS) -> list[int]:
@@ -185,6 +214,21 @@ def main() -> None:
         f"| jailbreak | weighted patterns | {precision:.2f} | {recall:.2f} | {int(truth.sum())} | "
         "whole set, in-sample (patterns written beside the set) |"
     )
+    if HELD_OUT.is_file():
+        answers = [json.loads(line)["text"] for line in HELD_OUT.read_text().splitlines() if line]
+        # Embedded as the classifier reads them: stripped (all are shorter than one window).
+        held = asyncio.run(embed([a.strip() or "." for a in answers]))
+        shipped = json.loads(HEAD_FILE.read_text())
+        print(f"\nheld out: {len(answers)} benign answers of the embedded model")
+        print("\n| head | filtered at Medium | by category |\n|---|---|---|")
+        for name, w, b in (
+            ("shipped (harm_head.json)", shipped["weights"], shipped["bias"]),
+            ("trained now", weights, biases),
+        ):
+            count, by = held_out_false_positives(held, np.asarray(w), np.asarray(b))
+            detail = ", ".join(f"{c} {n}" for c, n in sorted(by.items())) or "-"
+            share = f"{count}/{len(answers)} ({100 * count / len(answers):.1f} %)"
+            print(f"| {name} | {share} | {detail} |")
     if args.write:
         head = {
             "categories": list(CATEGORIES),

@@ -47,7 +47,9 @@ def test_streaming_matches_the_plain_answer(server: Server) -> None:
 
 def test_echo_logprobs_n_and_a_prompt_list(server: Server) -> None:
     sdk = client(server)
-    echoed = sdk.completions.create(model="gpt-4", prompt=PROMPT, max_tokens=3, echo=True)
+    echoed = sdk.completions.create(
+        model="gpt-4", prompt=PROMPT, max_tokens=3, echo=True, temperature=0
+    )
     assert echoed.choices[0].text.startswith(PROMPT)
     scored = sdk.completions.create(
         model="gpt-4", prompt=PROMPT, max_tokens=5, temperature=0, logprobs=3

@@ -385,6 +385,7 @@ def test_a_blocklist_item_added_in_the_studio_filters(browser: Any, server: Serv
         model="gpt-4",
         messages=[{"role": "user", "content": "Tell me about Zanzibar."}],
         max_tokens=4,
+        temperature=0,  # one answer, not a sample that the harm classifier may misread
     )
     assert reply.choices[0].finish_reason != "content_filter"
 
