@@ -1,7 +1,10 @@
 """Sample the embedded model's answers to benign prompts, content filtering off: the held-out set
 of false positives that ``bench/content_filter_eval.py`` reads (nothing is trained on it).
 
-    PYTHONPATH=src .venv/bin/python bench/content_filter_answers.py  # about 3 minutes on 2 cores
+    PYTHONPATH=src .venv/bin/python bench/content_filter_answers.py  # about a minute on 2 cores
+
+(batched decoding makes a rerun's answers differ from the committed ones in part: 141 of 390
+were the same on 2026-12-03).
 
 writes ``data/content_filter/model_answers.jsonl``: 20 chat prompts x 15 seeds (``max_tokens``
 4, 12, 48) and 6 completion prompts x 15 seeds (3, 8, 32; echo on even seeds), temperature 1.
