@@ -85,7 +85,7 @@ async def sample(port: int, todo: list[Job]) -> list[dict[str, object]]:
             "text": text,
         }
 
-    return list(await asyncio.gather(*(one(*job) for job in todo)))
+    return list(await asyncio.gather(*(one(*job) for job in todo)))  # in the jobs' (seed) order
 
 
 def main() -> None:
@@ -107,7 +107,6 @@ def main() -> None:
             rows = asyncio.run(sample(port, jobs()))
         finally:
             cerulean_proc.stop(process)
-    rows.sort(key=lambda row: int(str(row["seed"])))
     args.out.write_text("".join(json.dumps(row) + "\n" for row in rows))
     print(f"wrote {len(rows)} answers to {args.out}")
 

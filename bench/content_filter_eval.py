@@ -41,7 +41,7 @@ import numpy.typing as npt
 from cerulean.engines.llamacpp.embedder import EmbedderSpec, LlamaCppEmbedder
 from cerulean.packaged import EMBEDDING_MODEL_NAME
 from cerulean.packaged.minilm import ensure_embedding_model
-from cerulean.services.filtering.classifiers import HEAD_FILE, JailbreakDetector
+from cerulean.services.filtering.classifiers import HEAD_FILE, HarmHead, JailbreakDetector
 from cerulean.services.filtering.policy import CATEGORIES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,9 +82,9 @@ def train(
     positive_share: float = POSITIVE_SHARE,
 ) -> tuple[npt.NDArray[np.float64], float]:
     """A logistic regression by gradient descent; the positives weighted to carry
-    ``positive_share`` of the loss. Fully balanced (0.5), the head filtered 3.3 % of the embedded
-    model's benign answers (held-out, even seeds and odd alike); at 0.35, 1.8 %, with about the
-    same cross-validated recall (docs/content-filtering.md, "Measured precision and recall")."""
+    ``positive_share`` of the loss. Fully balanced (0.5), the head filtered 3.3 % of the 390
+    held-out benign answers of the embedded model; at 0.35, 1.8 %, with about the same
+    cross-validated recall (docs/content-filtering.md, "Measured precision and recall")."""
     w = np.zeros(x.shape[1])
     b = 0.0
     n = len(y)
@@ -100,13 +100,21 @@ def train(
 
 
 def held_out_false_positives(
-    x: npt.NDArray[np.float32], weights: npt.NDArray[np.float64], bias: npt.NDArray[np.float64]
+    x: npt.NDArray[np.float32], head: HarmHead
 ) -> tuple[int, Counter[str]]:
     """How many held-out benign answers a head filters at Medium, and by which category."""
-    p = 1.0 / (1.0 + np.exp(-(x.astype(np.float64) @ weights.T + bias)))
-    flagged = p >= BANDS[1]
-    by_category = Counter({c: int(flagged[:, j].sum()) for j, c in enumerate(CATEGORIES)})
+    flagged = head.probabilities(x) >= head.bands[1]
+    by_category = Counter({c: int(flagged[:, j].sum()) for j, c in enumerate(head.categories)})
     return int(flagged.any(axis=1).sum()), +by_category
+
+
+def held_out_answers() -> list[str]:
+    """The held-out answers as the classifier reads them: stripped, "." for an empty one (each
+    is shorter than one 512-character window)."""
+    if not HELD_OUT.is_file():
+        return []
+    rows = [json.loads(line) for line in HELD_OUT.read_text().splitlines() if line]
+    return [str(row["text"]).strip() or "." for row in rows]
 
 
 def folds(labels: list[str], k: int = FOLDS) -> list[int]:
@@ -128,7 +136,7 @@ def scores(tp: int, fp: int, fn: int) -> tuple[float, float]:
 async def timing(rounds: int = 40) -> None:
     """Milliseconds per evaluation with the default policy and the shipped head: a prompt and
     completions of 100 and 400 characters (the embedding dominates)."""
-    from cerulean.services.filtering.classifiers import HarmClassifier, HarmHead
+    from cerulean.services.filtering.classifiers import HarmClassifier
     from cerulean.services.filtering.pipeline import ContentFilter
     from cerulean.services.filtering.policy import BUILTIN_POLICIES, DEFAULT_POLICY
 
@@ -174,7 +182,10 @@ def main() -> None:
         asyncio.run(timing())
         return
     texts, labels = load()
-    x = asyncio.run(embed(texts))
+    answers = held_out_answers()
+    # One embedder load for both sets.
+    vectors = asyncio.run(embed(texts + answers))
+    x, held = vectors[: len(texts)], vectors[len(texts) :]
     fold = np.asarray(folds(labels))
     print(
         f"{len(texts)} examples: "
@@ -214,18 +225,18 @@ def main() -> None:
         f"| jailbreak | weighted patterns | {precision:.2f} | {recall:.2f} | {int(truth.sum())} | "
         "whole set, in-sample (patterns written beside the set) |"
     )
-    if HELD_OUT.is_file():
-        answers = [json.loads(line)["text"] for line in HELD_OUT.read_text().splitlines() if line]
-        # Embedded as the classifier reads them: stripped (all are shorter than one window).
-        held = asyncio.run(embed([a.strip() or "." for a in answers]))
-        shipped = json.loads(HEAD_FILE.read_text())
+    if answers:
         print(f"\nheld out: {len(answers)} benign answers of the embedded model")
         print("\n| head | filtered at Medium | by category |\n|---|---|---|")
-        for name, w, b in (
-            ("shipped (harm_head.json)", shipped["weights"], shipped["bias"]),
-            ("trained now", weights, biases),
-        ):
-            count, by = held_out_false_positives(held, np.asarray(w), np.asarray(b))
+        trained = HarmHead(
+            categories=tuple(CATEGORIES),
+            weights=np.asarray(weights, dtype=np.float32),
+            bias=np.asarray(biases, dtype=np.float32),
+            bands=BANDS,
+            embedding_model=EMBEDDING_MODEL_NAME,
+        )
+        for name, head in (("shipped (harm_head.json)", HarmHead.load()), ("trained now", trained)):
+            count, by = held_out_false_positives(held, head)
             detail = ", ".join(f"{c} {n}" for c, n in sorted(by.items())) or "-"
             share = f"{count}/{len(answers)} ({100 * count / len(answers):.1f} %)"
             print(f"| {name} | {share} | {detail} |")
