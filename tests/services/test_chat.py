@@ -164,3 +164,37 @@ def test_the_reservation_is_the_budget_the_engine_uses() -> None:
     body = run(engine, {"messages": [USER]})
     assert body["usage"]["completion_tokens"] == 16
     assert body["choices"][0]["finish_reason"] == "length"
+
+
+# -- the encoded text events ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["2023-05-15", "2024-10-21"])
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_a_text_event_is_the_bytes_the_whole_chunk_encodes_to(
+    version: str, include_usage: bool
+) -> None:
+    from cerulean.protocol.sse import encode_event
+    from cerulean.services.answers import with_usage
+    from cerulean.services.chat import ChatContext, _chunk, _TextEvents
+
+    ctx = ChatContext(model="gemma", api_version=parse_api_version(version), fingerprint="fp_1")
+    texts = _TextEvents(ctx, include_usage)
+    for text in [" word", 'quote " and \\ slash', "new\nline", "ünï © 😀", "\x00text\x00", "</s>"]:
+        for index in (0, 3):
+            whole = with_usage(_chunk(ctx, {"content": text}, index=index), include_usage)
+            assert texts.encoded(text, index) == encode_event(whole)
+
+
+def test_only_plain_text_takes_the_encoded_path() -> None:
+    from cerulean.engines.base import EngineChunk
+    from cerulean.services.chat import ChatContext, _TextEvents
+
+    ctx = ChatContext(model="m", api_version=parse_api_version("2024-10-21"))
+    texts = _TextEvents(ctx, False)
+    assert texts.fits(EngineChunk(text="a"))
+    assert not texts.fits(EngineChunk(text=""))
+    assert not texts.fits(EngineChunk(text="a", finish_reason="stop"))
+    assert not texts.fits(EngineChunk(text="a", filter_results={}))
+    with_logprobs = ChatContext(model="m", api_version=ctx.api_version, logprobs=True)
+    assert not _TextEvents(with_logprobs, False).fits(EngineChunk(text="a"))

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 from cerulean.engines.base import Engine, EngineChunk, Priority, SamplingParams
@@ -86,7 +87,7 @@ class AnswerContext:
     id: str = field(default_factory=completion_id)
     created: int = field(default_factory=lambda: int(time.time()))
 
-    @property
+    @cached_property
     def annotate(self) -> bool:
         """Whether content-filter annotations belong in the answer (§4.2)."""
         return self.api_version.has_content_filter_annotations
@@ -283,12 +284,13 @@ def with_usage(chunk: dict[str, Any], include_usage: bool) -> dict[str, Any]:
 
 
 async def guarded(
-    events: AsyncIterator[dict[str, Any]],
+    events: AsyncIterator[dict[str, Any] | bytes],
     *,
     request_id: str,
     close: Callable[[], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
-    """An answer's events as SSE, ended by ``data: [DONE]``.
+    """An answer's events as SSE, ended by ``data: [DONE]`` (an event already encoded, bytes,
+    is sent as it is).
 
     An error after the first byte becomes a final ``data: {"error": ...}`` event (§4.4) and the
     stream ends there, without ``[DONE]``, so that no client mistakes the cut answer for a whole
@@ -297,7 +299,7 @@ async def guarded(
     """
     try:
         async for event in events:
-            yield encode_event(event)
+            yield event if isinstance(event, bytes) else encode_event(event)
         yield DONE
     except APIError as exc:
         yield error_event(exc.body())

@@ -9,6 +9,7 @@ gives back — text and tool-call deltas — into Azure's JSON body or event str
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -28,6 +29,7 @@ from cerulean.engines.base import (
 )
 from cerulean.errors import EngineError, InvalidRequest
 from cerulean.protocol.chat import ChatCompletionRequestMessage, CreateChatCompletionRequest
+from cerulean.protocol.sse import encode_event
 from cerulean.services.admission import reservation
 from cerulean.services.answers import (
     NOT_FILTERED,
@@ -485,9 +487,44 @@ def _call_delta(ctx: ChatContext, delta: ToolCallDelta, first: bool) -> dict[str
     return {"tool_calls": [{"index": delta.index, "function": {"arguments": delta.arguments}}]}
 
 
+class _TextEvents:
+    """Encoded chunks of plain text, the stream's most common event, without building and
+    encoding a whole chunk for each: a choice's chunk is encoded once with a marker where the
+    text goes, and each text's JSON string fills it — byte for byte what encoding the chunk
+    gives (the same encoder escapes a string alone or inside the chunk)."""
+
+    _MARK = "\x00text\x00"
+
+    def __init__(self, ctx: ChatContext, include_usage: bool) -> None:
+        self._ctx = ctx
+        self._include_usage = include_usage
+        self._parts: dict[int, tuple[bytes, bytes]] = {}
+
+    def fits(self, chunk: EngineChunk) -> bool:
+        """Whether ``chunk`` is text and nothing else (no calls, finish, logprobs, filters)."""
+        return bool(
+            chunk.text
+            and not chunk.tool_calls
+            and chunk.finish_reason is None
+            and chunk.filter_results is None
+            and chunk.filter_offsets is None
+            and not self._ctx.logprobs
+        )
+
+    def encoded(self, text: str, index: int) -> bytes:
+        parts = self._parts.get(index)
+        if parts is None:
+            chunk = with_usage(
+                _chunk(self._ctx, {"content": self._MARK}, index=index), self._include_usage
+            )
+            head, _, tail = encode_event(chunk).partition(json.dumps(self._MARK).encode())
+            parts = self._parts[index] = (head, tail)
+        return parts[0] + json.dumps(text).encode() + parts[1]
+
+
 async def _events(
     ctx: ChatContext, generation: Generation, meter: Meter, *, include_usage: bool, n: int
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncIterator[dict[str, Any] | bytes]:
     """The stream's events: prompt-filter chunk, role, content or calls, finish, usage.
 
     Without tools every choice's role chunk comes first; with tools a choice's role chunk waits
@@ -504,9 +541,13 @@ async def _events(
             started.add(index)
             yield with_usage(_role_chunk(ctx, index), include_usage)
     finals: list[EngineChunk] = []
+    texts = _TextEvents(ctx, include_usage)
     async for chunk in generation:
         meter.add(chunk)
         i = chunk.index
+        if i in started and texts.fits(chunk):
+            yield texts.encoded(chunk.text, i)
+            continue
         for event in _chunk_events(ctx, chunk, first=i not in started):
             started.add(i)
             yield with_usage(event, include_usage)

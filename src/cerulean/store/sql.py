@@ -10,6 +10,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import (
@@ -448,15 +449,20 @@ class SqlStore:
         if not rows:
             return
         values = [_usage_values(row) for row in rows]
+        with self._engine.begin() as conn:
+            conn.execute(self._usage_upsert, values)
+
+    @cached_property
+    def _usage_upsert(self) -> Any:
+        """The usage rows' upsert (adds to a minute's sums), built once: building it (the
+        ``excluded`` columns) costs more CPU than running it, once a second."""
         stmt = self._insert(usage)
         added: dict[str, Any] = {name: usage.c[name] + stmt.excluded[name] for name in _USAGE_SUMS}
         added["duration_max"] = case(
             (usage.c.duration_max > stmt.excluded.duration_max, usage.c.duration_max),
             else_=stmt.excluded.duration_max,
         )
-        stmt = stmt.on_conflict_do_update(index_elements=list(_USAGE_KEY), set_=added)
-        with self._engine.begin() as conn:
-            conn.execute(stmt, values)
+        return stmt.on_conflict_do_update(index_elements=list(_USAGE_KEY), set_=added)
 
     def usage(
         self,
