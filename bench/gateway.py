@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -58,7 +59,9 @@ def llama_server(binary: Path, model: Path, *, threads: int, slots: int, ctx: in
         port=port,
         health_path="/health",
         chat_path="/v1/chat/completions",
-        extra_body={"model": model.stem},
+        # What the gateway sends llama-server besides the client's body: Azure's top_p of 1
+        # (llama-server's own default is 0.95), so that both sides ask the same of it.
+        extra_body={"model": model.stem, "top_p": 1.0},
     )
 
 
@@ -109,10 +112,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def plans(clients: int, per_client: int, system: str | None = None) -> list[list[Any]]:
-    system_text = system or serving.SHORT_SYSTEM
+def plans(clients: int, per_client: int, salt: int = 0) -> list[list[Any]]:
+    """Each client's requests: the short system prompt and a distinct user message (``salt``:
+    the same tasks with other numbers, so that no load meets prompts another one cached)."""
     return [
-        [serving.chat(system_text, c * 1000 + r) for r in range(per_client)] for c in range(clients)
+        [
+            [
+                {"role": "system", "content": serving.SHORT_SYSTEM},
+                {"role": "user", "content": serving.user_message(c * 1000 + r, salt)},
+            ]
+            for r in range(per_client)
+        ]
+        for c in range(clients)
     ]
 
 
@@ -169,9 +180,11 @@ async def _pair(
 ) -> dict[str, Any]:
     """The same load bare and through the gateway, one after the other."""
     per_client = max(2, args.requests // clients)
-    load = plans(clients, per_client)
     out: dict[str, Any] = {"clients": clients, "requests": clients * per_client}
     for which in ("gateway", "bare") if gateway_first else ("bare", "gateway"):
+        # Every load its own prompts: the side that ran second would otherwise find each of
+        # its prompts in llama-server's prompt cache (some 70 ms of TTFT on this machine).
+        load = plans(clients, per_client, salt=next(_salts))
         if which == "bare":
             out["bare"] = await measure(upstream_spec, load, args)
             continue
@@ -183,6 +196,9 @@ async def _pair(
     out["ttft_p50_added_ms"] = _added_ms(through["ttft_p50_s"], bare["ttft_p50_s"])
     out["gateway_cpu_s_per_1000_requests"] = round(out["gateway_cpu_s"] * 1000 / out["requests"], 2)
     return out
+
+
+_salts = itertools.count(10_000, 10_000)
 
 
 def _level(clients: int, rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -678,12 +678,13 @@ _PLACES = ("Paris", "the Moon", "Tokyo", "a desert", "Iceland", "the ocean floor
 _THINGS = ("a bicycle", "a refrigerator", "the internet", "a steam engine", "a rainbow", "a clock")
 
 
-def user_message(index: int) -> str:
-    """A distinct, deterministic request that invites a long answer."""
+def user_message(index: int, salt: int = 0) -> str:
+    """A distinct, deterministic request that invites a long answer; another ``salt`` gives
+    the same task with other numbers (a prompt no server has cached)."""
     template = _TASKS[index % len(_TASKS)]
     return template.format(
-        a=1 + index,
-        b=300 + index,
+        a=1 + index + salt,
+        b=300 + index + salt,
         n=20 + index % 30,
         animal=_ANIMALS[index % len(_ANIMALS)],
         place=_PLACES[index % len(_PLACES)],

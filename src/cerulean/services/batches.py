@@ -75,6 +75,7 @@ _DEFAULT_ANSWER_TOKENS = 256  # enqueued-token estimate of a line without max_to
 _TERMINAL = ("completed", "failed", "expired", "cancelled")
 CANCELLABLE = ("validating", "in_progress")  # the statuses a cancel moves to "cancelling"
 _PURGE_INTERVAL = 300.0  # seconds between purges of expired files
+_IDLE_SLOWDOWN = 5  # an idle runner looks once in this many poll intervals at most
 
 
 def _now() -> int:
@@ -484,35 +485,43 @@ class BatchRunner:
         if not self._jobs.postgres:  # SQLite: one runner; whatever held a lease before died
             await self._db(self._jobs.release_leases)
         purged = 0.0
+        idle = 0  # looks in a row that found no batch to work on
         try:
             while True:
+                interval = self._settings.batch_poll_interval
                 try:
                     if time.monotonic() - purged > _PURGE_INTERVAL:
                         purged = time.monotonic()
                         await self._db(self._files.purge_expired)
-                    await self._tick()
+                    idle = 0 if await self._tick() else idle + 1
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     logger.exception("batch runner step failed")
-                    await asyncio.sleep(self._settings.batch_poll_interval)
+                    await asyncio.sleep(interval)
+                # Idle, it looks less and less often, down to one look in _IDLE_SLOWDOWN
+                # intervals: its queries would otherwise take CPU from the engines every
+                # interval (a batch created through this server wakes it at once).
+                wait = interval * min(2 ** max(idle - 2, 0), _IDLE_SLOWDOWN)
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._settings.batch_poll_interval)
+                    await asyncio.wait_for(self._wakeup.wait(), wait)
                 self._wakeup.clear()
         finally:
             for task in self._inflight.values():
                 task.cancel()
             self._threads.shutdown(wait=False)
 
-    async def _tick(self) -> None:
+    async def _tick(self) -> bool:
+        """One look for work; whether there was any (a batch open or lines in flight)."""
         lease = self._settings.batch_lease_seconds
-        await self._validate_one(lease)
-        await self._watch(lease)
+        validated = await self._validate_one(lease)
+        opened = await self._watch(lease)
         room = self.width - len(self._inflight)
         if room > 0 and self._pool.engines:
             claimed = await self._db(self._jobs.claim_lines, self.owner, room, time.time(), lease)
             for line in claimed:
                 self._spawn(line)
+        return validated or opened or bool(self._inflight)
 
     def _spawn(self, line: ClaimedLine) -> None:
         key = (line.batch_id, line.line)
@@ -527,14 +536,15 @@ class BatchRunner:
 
     # -- validation ---------------------------------------------------------------------------
 
-    async def _validate_one(self, lease: float) -> None:
+    async def _validate_one(self, lease: float) -> bool:
         record = await self._db(
             self._jobs.claim_batch, ("validating",), self.owner, time.time(), lease
         )
         if record is None:
-            return
+            return False
         await self._db(self._validate, record)
         self._wakeup.set()
+        return True
 
     def _validate(self, record: BatchRecord) -> None:
         source = self._jobs.get_file(record.input_file_id)
@@ -666,7 +676,7 @@ class BatchRunner:
 
     # -- watching: leases, cancellation, finalization -----------------------------------------
 
-    async def _watch(self, lease: float) -> None:
+    async def _watch(self, lease: float) -> bool:
         now = time.time()
         if self._inflight and now - self._renewed > lease / 3:
             self._renewed = now
@@ -717,6 +727,7 @@ class BatchRunner:
                     self._jobs.take_batch, batch_id, "cancelling", self.owner, now, lease
                 ):
                     await self._db(self._finalize, batch_id, "cancelled")
+        return bool(opened)
 
     def _finalize(self, batch_id: str, final: str) -> None:
         """Write the output and error files from the checkpoints; the batch ends ``final``."""

@@ -278,7 +278,10 @@ class RemoteEngine(Engine):
         try:
             response = await self._send(upstream, request, deadline)
             reader = wire.StreamReader(estimate)
-            lines = _payloads(response.aiter_bytes())
+            # The raw bytes unless the upstream encoded them (or a transport read them already):
+            # one layer less for each event.
+            raw = "content-encoding" not in response.headers and not response.is_stream_consumed
+            lines = _payloads(response.aiter_raw() if raw else response.aiter_bytes())
             first = await asyncio.wait_for(
                 _first_chunks(lines, reader), max(deadline - self._clock(), 0.001)
             )

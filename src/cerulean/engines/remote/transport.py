@@ -116,7 +116,7 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _wait(self, timeout: float | None, request: httpx.Request) -> None:
+    async def wait(self, timeout: float | None, request: httpx.Request) -> None:
         loop = asyncio.get_running_loop()
         self._waiter = waiter = loop.create_future()
         timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
@@ -143,24 +143,18 @@ class _Connection(asyncio.Protocol):
             if self.error is not None:
                 self.error.request = request
                 raise self.error
-            await self._wait(timeout, request)
+            await self.wait(timeout, request)
 
-    async def body(self, timeout: float | None, request: httpx.Request) -> AsyncIterator[bytes]:
-        """The body's pieces as they come; what arrived before a failure is given first."""
-        while True:
-            if self._body:
-                pieces, self._body, self._buffered = self._body, [], 0
-                if self._paused and self.transport is not None:
-                    self._paused = False
-                    self.transport.resume_reading()
-                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
-                continue
-            if self.error is not None:
-                self.error.request = request
-                raise self.error
-            if self.complete:
-                return
-            await self._wait(timeout, request)
+    def take(self) -> bytes | None:
+        """The body's bytes that have arrived (None: none yet); what arrived before a failure
+        is taken before the failure is raised."""
+        if not self._body:
+            return None
+        pieces, self._body, self._buffered = self._body, [], 0
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     @property
     def reusable(self) -> bool:
@@ -196,8 +190,19 @@ class _Body(httpx.AsyncByteStream):
         connection = self._connection
         if connection is None:
             raise httpx.StreamClosed()
-        async for piece in connection.body(self._read, self._request):
-            yield piece
+        # The loop is here, not in a generator of the connection's: one layer less per event.
+        read, request = self._read, self._request
+        while True:
+            piece = connection.take()
+            if piece is not None:
+                yield piece
+                continue
+            if connection.error is not None:
+                connection.error.request = request
+                raise connection.error
+            if connection.complete:
+                return
+            await connection.wait(read, request)
 
     async def aclose(self) -> None:
         # A body read to its end gives the connection back to the pool; one abandoned part-way
