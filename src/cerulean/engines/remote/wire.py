@@ -284,6 +284,18 @@ class StreamReader:
     def _choice(self, choice: Mapping[str, Any]) -> EngineChunk | None:
         index = int(choice.get("index") or 0)
         delta = choice.get("delta")
+        if (  # the stream's most common event: a piece of text and nothing else
+            type(delta) is dict
+            and len(delta) == 1
+            and type(text := delta.get("content")) is str
+            and text
+            and choice.get("finish_reason") is None
+            and not choice.get("logprobs")
+            and "content_filter_results" not in choice
+        ):
+            self.text_chars += len(text)
+            self.started = True
+            return EngineChunk(text, index)
         text = ""
         calls: tuple[ToolCallDelta, ...] = ()
         if isinstance(delta, Mapping):
