@@ -45,6 +45,7 @@ RECORDS_TTL_S = 1.0
 DEFAULT_CONTEXT = 4096  # reserved for the rate limits when no probe found the context
 _HEALTH_TIMEOUT_S = 2.0
 _SLOW_CHECKS_TOLERATED = 1  # consecutive health checks that may time out before a cooldown
+_ANSWERING_S = 10.0  # an upstream that answered within this long is busy, not down, when slow
 
 
 def build_routing_state(settings: Settings) -> RoutingState:
@@ -199,11 +200,13 @@ class Gateway:
         except httpx.HTTPError:
             healthy = False
         state = self.router.state
-        if slow and upstream.health_misses < _SLOW_CHECKS_TOLERATED:
+        answering = time.monotonic() - upstream.answered_at < _ANSWERING_S
+        if slow and (answering or upstream.health_misses < _SLOW_CHECKS_TOLERATED):
             # An engine busy with a full batch can answer its health route late while every
-            # request it serves still streams: one slow check is not an outage (a refused or
-            # failing check is; requests' own timeouts cool a stalled upstream at once).
-            upstream.health_misses += 1
+            # request it serves still streams: a slow check is not an outage while answers
+            # still come (one is tolerated when none came lately); a refused or failing check
+            # is, and requests' own timeouts cool a stalled upstream at once.
+            upstream.health_misses += 0 if answering else 1
             return False
         upstream.health_misses = 0
         if healthy:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
@@ -112,6 +113,27 @@ def test_one_slow_health_check_is_tolerated_two_cool_the_upstream_down() -> None
         assert await state.cooldowns(["u"]) == {}  # busy, not down: still routed
         assert await gateway.check(upstream) is False
         assert set(await state.cooldowns(["u"])) == {"u"}
+
+    asyncio.run(scenario())
+
+
+def test_slow_health_checks_of_an_upstream_that_still_answers_never_cool_it() -> None:
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out")
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Connection refused")
+
+    async def scenario() -> None:
+        gateway, upstream = _gateway_upstream(httpx.MockTransport(slow))
+        upstream.answered_at = time.monotonic()  # an answer streamed just now
+        for _ in range(4):
+            assert await gateway.check(upstream) is False
+        assert await gateway.router.state.cooldowns(["u"]) == {}
+        gateway, upstream = _gateway_upstream(httpx.MockTransport(refused))
+        upstream.answered_at = time.monotonic()
+        assert await gateway.check(upstream) is False  # a refusal is an outage all the same
+        assert set(await gateway.router.state.cooldowns(["u"])) == {"u"}
 
     asyncio.run(scenario())
 

@@ -87,6 +87,7 @@ class Upstream:
     client: httpx.AsyncClient | None = None  # None: only its URLs and headers are wanted
     failures: int = 0  # consecutive, for the cooldown's backoff
     health_misses: int = 0  # consecutive health checks that timed out (not yet cooled down)
+    answered_at: float = float("-inf")  # (monotonic) its last first chunk or finished answer
     profile: Flavor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -292,6 +293,7 @@ class RemoteEngine(Engine):
             self._stats.ended(upstream.name, self._clock() - started)
             raise await self._failed(upstream, exc) from None
         upstream.failures = 0
+        upstream.answered_at = time.monotonic()
         self._stats.first_byte(upstream.name, self._clock() - started)
         return _RemoteGeneration(self, upstream, response, lines, reader, first, lease, started)
 
@@ -503,6 +505,7 @@ class _RemoteGeneration(Generation):
             finals = self._reader.close()
             if not finals:
                 raise await self._broken(wire.UpstreamStreamError("the stream ended early"))
+            self._upstream.answered_at = time.monotonic()
             if self._reader.usage is not None:
                 self.prompt_tokens = self._reader.usage["prompt_tokens"]
             for chunk in finals:
