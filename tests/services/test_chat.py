@@ -166,7 +166,7 @@ def test_the_reservation_is_the_budget_the_engine_uses() -> None:
     assert body["choices"][0]["finish_reason"] == "length"
 
 
-# -- the encoded text events ------------------------------------------------------------------------
+# -- the encoded text events ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("version", ["2023-05-15", "2024-10-21"])
