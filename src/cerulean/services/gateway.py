@@ -206,7 +206,8 @@ class Gateway:
             # request it serves still streams: a slow check is not an outage while answers
             # still come (one is tolerated when none came lately); a refused or failing check
             # is, and requests' own timeouts cool a stalled upstream at once.
-            upstream.health_misses += 0 if answering else 1
+            if not answering:
+                upstream.health_misses += 1
             return False
         upstream.health_misses = 0
         if healthy:

@@ -107,9 +107,14 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, error: httpx.TransportError) -> None:
         self.error = error
-        if self.transport is not None:
-            self.transport.close()
+        self.close()
         self._wake()
+
+    def raise_failure(self, request: httpx.Request) -> None:
+        """Raise the connection's failure, if it has one, as a failure of ``request``."""
+        if self.error is not None:
+            self.error.request = request
+            raise self.error
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -134,15 +139,11 @@ class _Connection(asyncio.Protocol):
     def send(self, head: bytes, body: bytes) -> None:
         self._reset()
         assert self.transport is not None
-        self.transport.write(head + body if len(body) < 65536 else head)
-        if len(body) >= 65536:
-            self.transport.write(body)
+        self.transport.writelines((head, body))
 
     async def response_head(self, timeout: float | None, request: httpx.Request) -> None:
         while not self.headers_done:
-            if self.error is not None:
-                self.error.request = request
-                raise self.error
+            self.raise_failure(request)
             await self.wait(timeout, request)
 
     def take(self) -> bytes | None:
@@ -197,9 +198,7 @@ class _Body(httpx.AsyncByteStream):
             if piece is not None:
                 yield piece
                 continue
-            if connection.error is not None:
-                connection.error.request = request
-                raise connection.error
+            connection.raise_failure(request)
             if connection.complete:
                 return
             await connection.wait(read, request)
