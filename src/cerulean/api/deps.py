@@ -34,21 +34,32 @@ __all__ = [
     "EmbeddingDeploymentDep",
     "StateDep",
     "V1ApiVersionDep",
+    "api_version_of",
     "page_limit",
+    "state_of",
+    "v1_api_version_of",
     "chat_call",
     "embedding_call",
 ]
 
 
-def get_state(request: Request) -> AppState:
+# The dependencies are ``async def`` although none of them awaits: FastAPI runs a plain ``def``
+# dependency in its thread pool, two thread hops on every request for a dictionary lookup.
+
+
+def state_of(request: Request) -> AppState:
     state: AppState = request.app.state.cerulean
     return state
+
+
+async def get_state(request: Request) -> AppState:
+    return state_of(request)
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_api_version(request: Request) -> ApiVersion:
+def api_version_of(request: Request) -> ApiVersion:
     """The request's ``api-version``; missing or unknown ones get Azure's 404 (§1.5)."""
     text = request.query_params.get("api-version")
     version = parse_api_version(text)
@@ -65,12 +76,20 @@ def get_api_version(request: Request) -> ApiVersion:
     return version
 
 
-def get_v1_api_version(request: Request) -> ApiVersion:
+def v1_api_version_of(request: Request) -> ApiVersion:
     """The ``api-version`` of a ``/openai/v1`` route: none, ``v1`` or ``preview`` (§1.4)."""
     version = parse_v1_api_version(request.query_params.get("api-version"))
     if version is None:
         raise UnsupportedApiVersion()
     return version
+
+
+async def get_api_version(request: Request) -> ApiVersion:
+    return api_version_of(request)
+
+
+async def get_v1_api_version(request: Request) -> ApiVersion:
+    return v1_api_version_of(request)
 
 
 def page_limit(value: int | None, *, default: int, most: int) -> int:
@@ -107,7 +126,7 @@ EmbeddingDeploymentDep = Annotated[ResolvedDeployment, Depends(_deployment_in_pa
 
 
 def _quota(request: Request, version: ApiVersion) -> Quota:
-    state = get_state(request)
+    state = state_of(request)
     return Quota(
         state.limiter,
         state.clock,
@@ -130,7 +149,7 @@ async def chat_call(
     """What the chat and completions services need to serve ``deployment``, its content
     filter included."""
     call = _call(request, version, deployment, deployment.generator)
-    content_filter = await get_state(request).content_safety.filter_for(deployment.record)
+    content_filter = await state_of(request).content_safety.filter_for(deployment.record)
     return replace(call, content_filter=content_filter)
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from cerulean.api.deps import StateDep, chat_call, get_api_version, get_v1_api_version
+from cerulean.api.deps import StateDep, api_version_of, chat_call, v1_api_version_of
 from cerulean.api.respond import respond
 from cerulean.api.v1 import require_model
 from cerulean.errors import InvalidRequest
@@ -26,11 +26,11 @@ router = APIRouter()
 _PREFIXES = ("/openai/v1/responses", "/openai/responses")
 
 
-def _version(request: Request) -> ApiVersion:
+async def _version(request: Request) -> ApiVersion:
     """v1 (none, ``v1`` or ``preview``) or a dated version from 2025-03-01-preview."""
     if request.url.path.startswith("/openai/v1/"):
-        return get_v1_api_version(request)
-    version = get_api_version(request)
+        return v1_api_version_of(request)
+    version = api_version_of(request)
     check_responses_version(version)
     return version
 
