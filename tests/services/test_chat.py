@@ -198,3 +198,32 @@ def test_only_plain_text_takes_the_encoded_path() -> None:
     assert not texts.fits(EngineChunk(text="a", filter_results={}))
     with_logprobs = ChatContext(model="m", api_version=ctx.api_version, logprobs=True)
     assert not _TextEvents(with_logprobs, False).fits(EngineChunk(text="a"))
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_with_the_first_chunk_in_hand_the_opening_goes_out_with_it(include_usage: bool) -> None:
+    """A remote answer's first chunk is read before the stream starts: the prompt-filter and
+    role chunks then go out in the same write as the first text, and the stream's bytes are
+    those of one event a write."""
+    from cerulean.protocol.sse import encode_event
+    from cerulean.services.answers import Meter
+    from cerulean.services.chat import ChatContext, _events
+
+    async def writes(in_hand: bool) -> list[bytes]:
+        engine = FakeEngine(name="m", handler=lambda _r: ["Hello", " there", "."])
+        engine.load()
+        generation = await engine.generate(GenerationRequest(messages=(ChatMessage("user", "hi"),)))
+        generation.first_chunk_in_hand = in_hand
+        ctx = ChatContext(
+            model="m", api_version=parse_api_version("2024-10-21"), id="chatcmpl-1", created=1
+        )
+        out = []
+        async for event in _events(ctx, generation, Meter(), include_usage=include_usage, n=1):
+            out.append(event if isinstance(event, bytes) else encode_event(event))
+        return out
+
+    apart, together = asyncio.run(writes(False)), asyncio.run(writes(True))
+    assert b"".join(together) == b"".join(apart)
+    assert b"prompt_filter_results" in apart[0] and b'"role":"assistant"' in apart[1]
+    assert together[0] == apart[0] + apart[1] + apart[2]  # the opening and "Hello"
+    assert together[1:] == apart[3:]

@@ -355,6 +355,9 @@ class Generation(abc.ABC):
     prompt_tokens: int
     prompt_filter_results: list[Any] | None = None
     phases: Phases | None = None  # a remote generation's calls (see request_phases)
+    # Its first chunk has arrived already (a remote answer is opened by reading it): the
+    # stream's opening events can go out in one write with it, as nothing waits for them.
+    first_chunk_in_hand: bool = False
 
     @abc.abstractmethod
     def __aiter__(self) -> AsyncIterator[EngineChunk]: ...

@@ -530,29 +530,48 @@ async def _events(
     Without tools every choice's role chunk comes first; with tools a choice's role chunk waits
     for its first output, which tells whether the answer is text or calls.
     """
+    opening: list[dict[str, Any]] = []
     if ctx.annotate:
         chunk0 = prompt_filter_chunk()
         if generation.prompt_filter_results is not None:  # evaluated by the engine's server
             chunk0["prompt_filter_results"] = generation.prompt_filter_results
-        yield chunk0
+        opening.append(chunk0)
     started: set[int] = set()
     if not ctx.calls:
         for index in range(n):
             started.add(index)
-            yield with_usage(_role_chunk(ctx, index), include_usage)
+            opening.append(with_usage(_role_chunk(ctx, index), include_usage))
+    # With the first chunk in hand the opening goes out with it, one write and one wake-up of
+    # the client instead of three (the same bytes); else at once, before the engine's first.
+    pending = b"".join(map(encode_event, opening)) if generation.first_chunk_in_hand else b""
+    if not pending:
+        for event in opening:
+            yield event
     finals: list[EngineChunk] = []
     texts = _TextEvents(ctx, include_usage)
-    async for chunk in generation:
-        meter.add(chunk)
-        i = chunk.index
-        if i in started and texts.fits(chunk):
-            yield texts.encoded(chunk.text, i)
-            continue
-        for event in _chunk_events(ctx, chunk, first=i not in started):
-            started.add(i)
-            yield with_usage(event, include_usage)
-        if chunk.finish_reason is not None:
-            finals.append(chunk)
+    try:
+        async for chunk in generation:
+            meter.add(chunk)
+            i = chunk.index
+            if i in started and texts.fits(chunk):
+                encoded = texts.encoded(chunk.text, i)
+            else:
+                events = _chunk_events(ctx, chunk, first=i not in started)
+                if events:
+                    started.add(i)
+                encoded = b"".join(encode_event(with_usage(e, include_usage)) for e in events)
+            if chunk.finish_reason is not None:
+                finals.append(chunk)
+            if pending:
+                encoded, pending = pending + encoded, b""
+            if encoded:
+                yield encoded
+    except Exception:
+        if pending:  # the opening still comes first, before the error event
+            yield pending
+        raise
+    if pending:
+        yield pending
     if include_usage:
         yield {**_chunk(ctx, {}), "choices": [], "usage": usage(*final_usage(finals))}
 

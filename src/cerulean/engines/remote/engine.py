@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -89,6 +90,7 @@ class Upstream:
     health_misses: int = 0  # consecutive health checks that timed out (not yet cooled down)
     answered_at: float = float("-inf")  # (monotonic) its last first chunk or finished answer
     profile: Flavor = field(init=False)
+    _urls: dict[str, str] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.profile = flavor(self.record.flavor)
@@ -105,7 +107,9 @@ class Upstream:
     def max_concurrency(self) -> int | None:
         return self.record.max_concurrency
 
-    @property
+    # An Upstream lives as long as its record is unchanged (the gateway makes a new one for a
+    # changed record), so what is derived from the record is worked out once.
+    @functools.cached_property
     def address(self) -> str:
         """``host[:port]`` of its URL (the ``server.address`` of its calls' spans)."""
         return httpx.URL(self.record.url).netloc.decode("ascii", errors="replace")
@@ -118,6 +122,12 @@ class Upstream:
 
     def url(self, operation: str) -> str:
         """The URL of ``chat/completions`` or ``completions`` on this upstream."""
+        url = self._urls.get(operation)
+        if url is None:
+            url = self._urls[operation] = self._url(operation)
+        return url
+
+    def _url(self, operation: str) -> str:
         base = self.record.url.rstrip("/")
         if self.profile.dialect == "azure":
             return (
@@ -467,6 +477,8 @@ async def _payloads(body: AsyncIterator[bytes]) -> AsyncIterator[str]:
 
 class _RemoteGeneration(Generation):
     """An answer streaming from an upstream; the first chunks were read by :meth:`_open`."""
+
+    first_chunk_in_hand = True
 
     def __init__(
         self,
