@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -12,8 +13,8 @@ import pytest
 
 from cerulean.engines.base import ChatMessage, Engine, GenerationRequest
 from cerulean.engines.fake import FakeEngine
-from cerulean.errors import ServiceUnavailable
-from cerulean.services.pool import EnginePool
+from cerulean.errors import DeploymentNotFound, ServiceUnavailable
+from cerulean.services.pool import DEPLOYMENT_TTL_S, EnginePool
 from cerulean.store.base import DeploymentRecord, ModelRecord
 from cerulean.store.sql import SqlStore
 
@@ -224,5 +225,47 @@ def test_a_registered_embedding_model_loads_as_an_embedder(store: SqlStore) -> N
         store.delete_deployment("emb")
         await pool.reconcile()
         assert "minilm" not in pool.embedders  # unloaded with its last deployment
+
+    asyncio.run(scenario())
+
+
+def test_a_deployment_written_in_this_process_is_in_force_at_once(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """The pool keeps deployments for a second, but any store of this process (the server's,
+    the CLI's, a test's) that writes one drops the kept copies."""
+
+    async def scenario() -> None:
+        pool = make_pool(store, Factory())
+        with pytest.raises(DeploymentNotFound):
+            await pool.resolve("fresh", "chat_completion")
+        other = SqlStore(f"sqlite:///{tmp_path / 'p.db'}")
+        try:
+            deploy(other, "fresh", "resident")
+            served = await pool.resolve("fresh", "chat_completion")
+            assert served.record.name == "fresh"
+            assert other.delete_deployment("fresh")
+            with pytest.raises(DeploymentNotFound):
+                await pool.resolve("fresh", "chat_completion")
+        finally:
+            other.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_deployment_changed_by_another_process_is_seen_within_the_ttl(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        deploy(store, "kept", "resident")
+        pool = make_pool(store, Factory())
+        assert (await pool.resolve("kept", "chat_completion")).record.name == "kept"
+        # Another process's write: straight into the database, no store of this process.
+        with sqlite3.connect(tmp_path / "p.db") as conn:
+            conn.execute("DELETE FROM deployments WHERE name = 'kept'")
+        assert (await pool.resolve("kept", "chat_completion")).record.name == "kept"
+        await asyncio.sleep(DEPLOYMENT_TTL_S + 0.1)
+        with pytest.raises(DeploymentNotFound):
+            await pool.resolve("kept", "chat_completion")
 
     asyncio.run(scenario())

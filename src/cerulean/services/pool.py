@@ -53,6 +53,10 @@ DRAIN_GRACE_S = 1.0
 DRAIN_TIMEOUT_S = 600.0
 # A model that failed to load is not tried again for this long (its 503 says why).
 RETRY_FAILED_AFTER_S = 30.0
+# A deployment is read from the store at most this often (as upstream records and keys are);
+# a write by this process is seen at once. The read costs a thread hop and a query per request.
+DEPLOYMENT_TTL_S = 1.0
+_RECORDS_KEPT = 1024
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,8 @@ class EnginePool:
         self._loading: dict[str, asyncio.Task[Served]] = {}
         self._draining: dict[str, tuple[Served, asyncio.Task[None]]] = {}
         self._failed: dict[str, tuple[float, str]] = {}
+        # name -> (read at, the store's deployment writes then, the record or None)
+        self._records: dict[str, tuple[float, int, DeploymentRecord | None]] = {}
         self._warned: set[str] = set()  # models whose unavailability was logged as a warning
 
     @property
@@ -133,6 +139,20 @@ class EnginePool:
         """Models being unloaded once their requests finish."""
         return frozenset(self._draining)
 
+    async def _deployment(self, name: str) -> DeploymentRecord | None:
+        """The stored deployment ``name``, read at most every :data:`DEPLOYMENT_TTL_S` (a change
+        made by another process is in force within it; one made by this process at once)."""
+        writes = self._store.deployment_writes
+        cached = self._records.get(name)
+        now = time.monotonic()
+        if cached is not None and cached[1] == writes and now - cached[0] < DEPLOYMENT_TTL_S:
+            return cached[2]
+        record = await run_in_threadpool(self._store.get_deployment, name)
+        if len(self._records) >= _RECORDS_KEPT:  # names that were asked for once, or made up
+            self._records.clear()
+        self._records[name] = (now, writes, record)
+        return record
+
     async def resolve(self, name: str, needs: Capability) -> ResolvedDeployment:
         """The deployment called ``name`` and its engine, ready to serve.
 
@@ -140,7 +160,7 @@ class EnginePool:
         the model) when the model cannot do ``needs``; 503 with ``retry-after`` while the model
         loads.
         """
-        record = await run_in_threadpool(self._store.get_deployment, name)
+        record = await self._deployment(name)
         if record is None or record.name != name:  # the data plane matches names exactly (§10)
             raise DeploymentNotFound()
         accounting.current().deployment = record.name

@@ -187,6 +187,12 @@ class Store(Protocol):
         names are (the data plane then insists on the stored spelling: docs/deployments.md)."""
         ...
 
+    @property
+    def deployment_writes(self) -> int:
+        """How many deployment writes this process has made (through any store): a reader that
+        caches deployments drops its copies when it changes."""
+        ...
+
     def list_deployments(self) -> list[DeploymentRecord]:
         """Every deployment, by name."""
         ...

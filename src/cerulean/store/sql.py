@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -330,6 +330,10 @@ def _aware(value: datetime) -> datetime:
 class SqlStore:
     """Keys, deployments, models and usage in a SQL database, migrated to the latest schema."""
 
+    # Counted over every SqlStore of the process (the CLI's and the tests' own stores write
+    # the same database as the server's), for the serving pool's deployment cache.
+    _deployment_writes: ClassVar[int] = 0
+
     def __init__(self, url: str) -> None:
         # Imported here: Alembic is needed only when a store opens.
         from cerulean.store.migrate import upgrade
@@ -361,6 +365,10 @@ class SqlStore:
         chosen = exact or rows
         return _deployment(chosen[0]._mapping) if chosen else None
 
+    @property
+    def deployment_writes(self) -> int:
+        return SqlStore._deployment_writes
+
     def list_deployments(self) -> list[DeploymentRecord]:
         with self._engine.connect() as conn:
             rows = conn.execute(select(deployments).order_by(deployments.c.name)).all()
@@ -379,6 +387,7 @@ class SqlStore:
             "rai_policy": record.rai_policy,
         }
         self._upsert(deployments, values)
+        SqlStore._deployment_writes += 1
 
     def seeded_names(self) -> set[str]:
         with self._engine.connect() as conn:
@@ -391,6 +400,7 @@ class SqlStore:
         same = func.lower(deployments.c.name) == name.lower()
         with self._engine.begin() as conn:
             result = conn.execute(delete(deployments).where(same))
+        SqlStore._deployment_writes += 1
         return bool(result.rowcount)
 
     def get_upstream(self, name: str) -> UpstreamRecord | None:
