@@ -112,6 +112,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def host_ticks() -> tuple[int, int]:
+    """The machine's (stolen, all) CPU ticks so far (``/proc/stat``): on a VM the hypervisor's
+    steal, the share of time the host gave to others, is the noise no order swap removes."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_percent(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    total = after[1] - before[1]
+    return round(100 * (after[0] - before[0]) / total, 1) if total > 0 else None
+
+
 def plans(clients: int, per_client: int, salt: int = 0) -> list[list[Any]]:
     """Each client's requests: the short system prompt and a distinct user message (``salt``:
     the same tasks with other numbers, so that no load meets prompts another one cached)."""
@@ -157,11 +169,15 @@ async def part_cost(
                 # The order swaps every round, so a drifting machine load hits both alike.
                 row = await _pair(args, upstream_spec, gw, clients, gateway_first=round_index % 2)
                 rounds[clients].append(row)
+                paired = row.get("ttft_added_ms_paired_median")
                 _log(
                     f"round {round_index + 1}, {clients} clients: bare {row['bare']['tok_per_s']} "
                     f"tok/s, gateway {row['gateway']['tok_per_s']} tok/s "
-                    f"(x{row['tok_per_s_ratio']}), TTFT p50 +{row['ttft_p50_added_ms']} ms, "
-                    f"gateway CPU {row['gateway_cpu_s_per_1000_requests']} s per 1,000 requests"
+                    f"(x{row['tok_per_s_ratio']}), TTFT p50 +{row['ttft_p50_added_ms']} ms"
+                    + ("" if paired is None else f" (paired median +{paired} ms)")
+                    + f", gateway CPU {row['gateway_cpu_s_per_1000_requests']} s per 1,000 "
+                    f"requests, host steal {row.get('bare_host_steal_percent')} % bare / "
+                    f"{row.get('gateway_host_steal_percent')} % gateway"
                 )
         levels = [_level(clients, rows) for clients, rows in rounds.items()]
     finally:
@@ -181,16 +197,79 @@ async def _pair(
     """The same load bare and through the gateway, one after the other."""
     per_client = max(2, args.requests // clients)
     out: dict[str, Any] = {"clients": clients, "requests": clients * per_client}
+    if clients == 1:
+        return await _alternating(args, upstream_spec, gw, per_client, out)
     for which in ("gateway", "bare") if gateway_first else ("bare", "gateway"):
         # Every load its own prompts: the side that ran second would otherwise find each of
         # its prompts in llama-server's prompt cache (some 70 ms of TTFT on this machine).
         load = plans(clients, per_client, salt=next(_salts))
+        ticks = host_ticks()
         if which == "bare":
             out["bare"] = await measure(upstream_spec, load, args)
-            continue
-        before = cpu_seconds(gw.pid)
-        out["gateway"] = await measure(gw.spec, load, args)
-        out["gateway_cpu_s"] = cpu_seconds(gw.pid) - before
+        else:
+            before = cpu_seconds(gw.pid)
+            out["gateway"] = await measure(gw.spec, load, args)
+            out["gateway_cpu_s"] = cpu_seconds(gw.pid) - before
+        out[f"{which}_host_steal_percent"] = steal_percent(ticks, host_ticks())
+    return _ratios(out)
+
+
+async def _alternating(
+    args: argparse.Namespace,
+    upstream_spec: ServerSpec,
+    gw: RunningServer,
+    requests: int,
+    out: dict[str, Any],
+) -> dict[str, Any]:
+    """One client, its requests alternating bare and through the gateway: request i of each
+    side is the same task with other numbers (the same number of prompt tokens, no prompt the
+    other side cached), and which side goes first swaps every pair. The machine's drift hits
+    both alike, request by request, and the TTFT the gateway adds is the median of the pairs'
+    differences. The gateway's CPU is counted over its own requests only (not its idle health
+    checks while the bare ones run); each side's wall time is the sum of its requests'."""
+    salts = {"bare": next(_salts), "gateway": next(_salts)}
+    results: dict[str, list[serving.RequestResult]] = {"bare": [], "gateway": []}
+    specs = {"bare": upstream_spec, "gateway": gw.spec}
+    cpu = 0.0
+    stolen = {"bare": [0, 0], "gateway": [0, 0]}
+    async with (
+        serving.new_client(upstream_spec, args.timeout) as bare_client,
+        serving.new_client(gw.spec, args.timeout) as gw_client,
+    ):
+        clients = {"bare": bare_client, "gateway": gw_client}
+        for index in range(requests):
+            for side in ("gateway", "bare") if index % 2 else ("bare", "gateway"):
+                messages = [
+                    {"role": "system", "content": serving.SHORT_SYSTEM},
+                    {"role": "user", "content": serving.user_message(index, salts[side])},
+                ]
+                before, ticks = cpu_seconds(gw.pid), host_ticks()
+                result = await serving.stream_chat(
+                    clients[side], specs[side], messages, args.max_tokens
+                )
+                if side == "gateway":
+                    cpu += cpu_seconds(gw.pid) - before
+                after = host_ticks()
+                stolen[side][0] += after[0] - ticks[0]
+                stolen[side][1] += after[1] - ticks[1]
+                results[side].append(result)
+    for side, side_results in results.items():
+        out[side] = serving.summarize(side_results, sum(r.latency for r in side_results))
+    pairs = list(zip(results["bare"], results["gateway"], strict=True))
+    added = [g.ttft - b.ttft for b, g in pairs if b.ttft is not None and g.ttft is not None]
+    unequal = sum(b.prompt_tokens != g.prompt_tokens for b, g in pairs)
+    out["pairs_with_unequal_prompt_tokens"] = unequal
+    out["ttft_added_ms_pairs"] = [round(a * 1000, 1) for a in added]
+    out["ttft_added_ms_paired_median"] = (
+        round(statistics.median(added) * 1000, 1) if added else None
+    )
+    out["gateway_cpu_s"] = cpu
+    for side, (steal, total) in stolen.items():
+        out[f"{side}_host_steal_percent"] = steal_percent((0, 0), (steal, total))
+    return _ratios(out)
+
+
+def _ratios(out: dict[str, Any]) -> dict[str, Any]:
     bare, through = out["bare"], out["gateway"]
     out["tok_per_s_ratio"] = serving.ratio(through["tok_per_s"], bare["tok_per_s"])
     out["ttft_p50_added_ms"] = _added_ms(through["ttft_p50_s"], bare["ttft_p50_s"])
@@ -227,7 +306,15 @@ def _level(clients: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "tok_per_s_ratio_median": median(per_round),
         "ttft_p50_added_ms_per_round": added,
         "ttft_p50_added_ms_median": median(added),
+        # One client: the median over every pair of alternating requests (see _alternating).
+        "ttft_added_ms_paired_median": median(
+            [a for r in rows for a in r.get("ttft_added_ms_pairs", [])]
+        ),
         "errors": sum(r["gateway"]["errors"] + r["bare"]["errors"] for r in rows),
+        # The hypervisor's steal during each side's loads, per round (noise, not the gateway).
+        "host_steal_percent_per_round": [
+            [r.get("bare_host_steal_percent"), r.get("gateway_host_steal_percent")] for r in rows
+        ],
         "gateway_cpu_s_per_1000_requests": round(
             sum(r["gateway_cpu_s"] for r in rows) * 1000 / requests, 2
         ),

@@ -679,12 +679,16 @@ _THINGS = ("a bicycle", "a refrigerator", "the internet", "a steam engine", "a r
 
 
 def user_message(index: int, salt: int = 0) -> str:
-    """A distinct, deterministic request that invites a long answer; another ``salt`` gives
-    the same task with other numbers (a prompt no server has cached)."""
+    """A distinct, deterministic request that invites a long answer; a ``salt`` gives the same
+    task behind a reference of its own (a prompt no server has cached, of the same length for
+    every salt: the reference is fixed-width and comes first, so two salts share no more of the
+    prompt than two tasks do)."""
     template = _TASKS[index % len(_TASKS)]
+    if salt:
+        template = f"(ref {salt:08d}-{index:06d}) {template}"
     return template.format(
-        a=1 + index + salt,
-        b=300 + index + salt,
+        a=1 + index,
+        b=300 + index,
         n=20 + index % 30,
         animal=_ANIMALS[index % len(_ANIMALS)],
         place=_PLACES[index % len(_PLACES)],
