@@ -221,3 +221,32 @@ def test_an_answer_that_is_not_http_is_a_protocol_error() -> None:
                 await http.post(url, json={})
 
     asyncio.run(main())
+
+
+def test_a_kept_alive_connection_closed_as_the_request_went_out_is_retried_once() -> None:
+    served: list[int] = []
+
+    async def racing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = not served
+        served.append(1)
+        await _request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        if first:  # its keep-alive timeout strikes as the next request arrives: no answer
+            await _request(reader)
+            return
+        await _request(reader)  # a later connection answers the next one, then cuts a body
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\npar")
+        await writer.drain()
+
+    async def main() -> None:
+        server = Server(racing)
+        async with server as url, client() as http:
+            assert (await http.post(url, json={})).text == "ok"
+            assert (await http.post(url, json={})).text == "ok"  # sent again, on a new one
+            assert server.connections == 2
+            with pytest.raises(httpx.RemoteProtocolError):  # begun, then cut: not sent again
+                await http.post(url, json={})
+            assert server.connections == 2
+
+    asyncio.run(main())

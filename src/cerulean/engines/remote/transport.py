@@ -47,6 +47,7 @@ class _Connection(asyncio.Protocol):
         self.headers_done = False
         self.complete = False
         self.keep_alive = False
+        self.answered = False  # a byte of the response has come
         self.error: httpx.TransportError | None = None
         self._body: list[bytes] = []
         self._buffered = 0
@@ -59,6 +60,7 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        self.answered = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -239,13 +241,43 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         timeout: dict[str, float | None] = request.extensions.get("timeout", {})
         key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         body = await request.aread()
-        connection = self._reused(key) or await self._connect(key, timeout.get("connect"), request)
+        connection = self._reused(key)
+        if connection is not None:
+            try:
+                await self._exchange(connection, request, body, timeout)
+                return self._response(key, connection, request, timeout)
+            except httpx.RemoteProtocolError:
+                # A kept-alive connection the upstream closed as this request went out (its
+                # keep-alive timeout, e.g. llama-server's 5 s, raced ours) answered nothing:
+                # the upstream never read the request, so it goes once more on a new one (as
+                # browsers and Go's net/http do). A response begun and then cut is not sent again.
+                if connection.answered:
+                    raise
+        connection = await self._connect(key, timeout.get("connect"), request)
+        await self._exchange(connection, request, body, timeout)
+        return self._response(key, connection, request, timeout)
+
+    @staticmethod
+    async def _exchange(
+        connection: _Connection,
+        request: httpx.Request,
+        body: bytes,
+        timeout: dict[str, float | None],
+    ) -> None:
         connection.send(_head(request), body)
         try:
             await connection.response_head(timeout.get("read"), request)
         except BaseException:
             connection.close()
             raise
+
+    def _response(
+        self,
+        key: tuple[str, str, int],
+        connection: _Connection,
+        request: httpx.Request,
+        timeout: dict[str, float | None],
+    ) -> httpx.Response:
         return httpx.Response(
             status_code=connection.status,
             headers=connection.headers,
